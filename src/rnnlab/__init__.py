@@ -1,0 +1,13 @@
+"""rnnlab: recurrent networks from first principles in NumPy.
+
+Public API (everything else is private by name or lives in a documented submodule):
+
+    RNN, LSTM, GRU          multi-layer recurrent layers with backprop through time
+    cells                   the pure one-step functions behind them
+"""
+from . import cells
+from .recurrent import GRU, LSTM, RNN
+
+__version__ = "0.1.0"
+
+__all__ = ["RNN", "LSTM", "GRU", "cells", "__version__"]

@@ -1,0 +1,51 @@
+"""Checks at public entry points, raising errors that say what was expected and what was given."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def as_float_array(x, name, dtype, ndim=None, finite=True):
+    """``x`` as a float array of ``dtype``, or a TypeError/ValueError naming ``name``."""
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as e:  # ragged nested lists
+            raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__} that NumPy cannot convert ({e})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{name}: expected a real numeric array (float or int), got dtype {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got {arr.ndim}-D with shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if finite:
+        check_finite(arr, name)
+    return arr
+
+
+def check_finite(arr, name):
+    if not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(
+            f"{name}: contains non-finite values ({int((~np.isfinite(arr)).sum())} of {arr.size}); "
+            f"the first is {arr[tuple(bad)]} at index {tuple(int(b) for b in bad)}")
+
+
+def expect_shape(arr, shape, name):
+    if tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(arr.shape)}")
+
+
+def positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def float_dtype(dtype):
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
