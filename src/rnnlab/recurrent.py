@@ -321,9 +321,10 @@ class _Recurrent:
             dH = np.empty((T, N, self.proj_size), self.dtype)     # gradient reaching each projected h
             M = np.empty((T, N, self.hidden_size), self.dtype)
         for t in (range(T) if reverse else range(T - 1, -1, -1)):
-            if self.recorder is not None:
-                self.recorder(layer, int(reverse), t, dh, dc)
             dh_new = dY[t] + dh                                   # out_t and the state h_t are both h_new
+            if self.recorder is not None:
+                # diagnostics: the total gradient reaching h_t (for the LSTM also c_t, via c_{t+1})
+                self.recorder(layer, int(reverse), t, dh_new, dc)
             dc_new = dc
             if mask is not None:
                 m = mask[t]
