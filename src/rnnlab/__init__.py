@@ -4,10 +4,12 @@ Public API (everything else is private by name or lives in a documented submodul
 
     RNN, LSTM, GRU          multi-layer recurrent layers with backprop through time
     cells                   the pure one-step functions behind them
+    nn                      Embedding, Linear, Dropout, Sequential (forward/backward modules)
+    losses                  softmax cross-entropy, sigmoid BCE, MSE: (loss, gradient)
 """
-from . import cells
+from . import cells, losses, nn
 from .recurrent import GRU, LSTM, RNN
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "LSTM", "GRU", "cells", "__version__"]
+__all__ = ["RNN", "LSTM", "GRU", "cells", "nn", "losses", "__version__"]
