@@ -19,7 +19,8 @@ def as_float_array(x, name, dtype, ndim=None, finite=True):
         raise TypeError(f"{name}: expected a real numeric array (float or int), got dtype {arr.dtype}")
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got {arr.ndim}-D with shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):     # float64 values beyond float32's range become inf: reported just below
+        arr = np.ascontiguousarray(arr, dtype=dtype)
     if finite:
         check_finite(arr, name)
     return arr

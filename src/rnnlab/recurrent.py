@@ -108,6 +108,8 @@ class _Recurrent:
 
     def load_state_dict(self, mapping):
         """Load parameters from any mapping of array-likes; every name and shape is checked."""
+        if not hasattr(mapping, "keys") or not hasattr(mapping, "__getitem__"):
+            raise TypeError(f"state_dict: expected a mapping of parameter names to arrays, got {type(mapping).__name__}")
         expected = self._shapes()
         missing = [k for k in expected if k not in mapping]
         extra = [k for k in mapping if k not in expected]
@@ -115,7 +117,7 @@ class _Recurrent:
             raise ValueError(f"state_dict: missing keys {missing}, unexpected keys {extra}")
         new = {}
         for name, shape in expected.items():
-            arr = V.as_float_array(np.asarray(mapping[name]), name, self.dtype)
+            arr = V.as_float_array(mapping[name], name, self.dtype)
             if arr.shape != shape:
                 raise ValueError(f"{name}: expected {shape}, got {arr.shape}")
             new[name] = arr
@@ -139,25 +141,25 @@ class _Recurrent:
                 f"bidirectional={self.bidirectional}{extra}, dtype={self.dtype.name})")
 
     # ---- input checks ---------------------------------------------------------------
-    def _check_state(self, state, N):
+    def _check_state(self, state, N, name="state"):
         L = self.num_layers * self.num_directions
         h_shape = (L, N, self.hidden_out)
         if self.mode == "lstm":
             if state is None:
                 return (np.zeros(h_shape, self.dtype), np.zeros((L, N, self.hidden_size), self.dtype))
             if not isinstance(state, (tuple, list)) or len(state) != 2:
-                raise TypeError(f"state: expected a tuple (h, c) for an LSTM, got {type(state).__name__}")
-            h = V.as_float_array(state[0], "state h", self.dtype, ndim=3)
-            c = V.as_float_array(state[1], "state c", self.dtype, ndim=3)
-            V.expect_shape(h, h_shape, "state h")
-            V.expect_shape(c, (L, N, self.hidden_size), "state c")
+                raise TypeError(f"{name}: expected a tuple (h, c) for an LSTM, got {type(state).__name__}")
+            h = V.as_float_array(state[0], f"{name} h", self.dtype, ndim=3)
+            c = V.as_float_array(state[1], f"{name} c", self.dtype, ndim=3)
+            V.expect_shape(h, h_shape, f"{name} h")
+            V.expect_shape(c, (L, N, self.hidden_size), f"{name} c")
             return (h, c)
         if state is None:
             return np.zeros(h_shape, self.dtype)
         if isinstance(state, (tuple, list)) and len(state) == 2 and np.ndim(state[0]) == 3:
-            raise TypeError(f"state: expected one array h for {type(self).__name__}, got a pair (that is an LSTM state)")
-        h = V.as_float_array(state, "state", self.dtype, ndim=3)
-        V.expect_shape(h, h_shape, "state")
+            raise TypeError(f"{name}: expected one array h for {type(self).__name__}, got a pair (that is an LSTM state)")
+        h = V.as_float_array(state, name, self.dtype, ndim=3)
+        V.expect_shape(h, h_shape, name)
         return h
 
     @staticmethod
@@ -285,7 +287,7 @@ class _Recurrent:
             dh0 = np.zeros((L, N, self.hidden_out), self.dtype)
             dc0 = np.zeros((L, N, self.hidden_size), self.dtype) if self.mode == "lstm" else None
         else:
-            st = self._check_state(dstate, N)
+            st = self._check_state(dstate, N, "dstate")
             dh0, dc0 = (st if self.mode == "lstm" else (st, None))
             dh0, dc0 = dh0.copy(), (None if dc0 is None else dc0.copy())
         Ho = self.hidden_out
