@@ -1,0 +1,307 @@
+"""The memory experiment: train each cell on a long-range task at several lengths and measure.
+
+For every (cell, length, seed) the run trains ``layer -> linear head`` with Adam
+and gradient-norm clipping on fresh random batches, evaluates on a fixed test
+set, and records the gradient horizon ||dL/dh_t|| (see ``diagnostics``) at
+initialisation, at every evaluation, and after training. Runs are independent
+and are spread over worker processes.
+
+Cells: ``rnn`` (tanh), ``lstm``, ``gru`` and ``irnn``, the ReLU RNN of Le, Jaitly
+& Hinton (2015) with W_hh = I, zero biases and small input weights, so that at
+initialisation it copies its state forward unchanged.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..recurrent import GRU, LSTM, RNN
+from . import memory_tasks as tasks
+from .diagnostics import GradientHorizon, gate_stats, recording
+
+CELLS = ("rnn", "lstm", "gru", "irnn")
+
+
+@dataclass
+class MemoryConfig:
+    task: str = "adding"
+    lengths: tuple = (10, 50, 100, 200)
+    cells: tuple = ("rnn", "lstm", "gru")
+    init: str = "default"        # "identity" turns the rnn cell into the IRNN
+    hidden: int = 64             # enough for the adding problem; 128 trains slower per step on 2 cores
+    steps: int = 3000            # Adam steps per run (early stop once well past the threshold)
+    seeds: int = 1
+    batch: int = 32
+    lr: float = 3e-3             # Adam; with clipping, 1e-3 also works but plateaus longer at T=200
+    irnn_lr: float = 1e-3        # the IRNN's unbounded ReLU state needs a smaller step
+    clip: float = 1.0            # global gradient-norm clip (Pascanu et al. 2013)
+    eval_every: int = 100
+    eval_size: int = 500
+    probe_size: int = 64         # batch used to measure the gradient horizon and gates
+    early_stop: float = 0.5      # stop when the metric is this fraction of the solved threshold
+    workers: int = 2
+    cell_names: list = field(default_factory=list)
+
+    def runs(self):
+        cells = ["irnn" if (c == "rnn" and self.init == "identity") else c for c in self.cells]
+        lengths = (8,) if self.task == "digits" else self.lengths
+        return [(c, T, s) for c in cells for T in lengths for s in range(self.seeds)]
+
+
+def quick_config(**over):
+    """The ``--quick`` setting: lengths 10 and 50, few steps, so it finishes well under two minutes."""
+    base = dict(lengths=(10, 50), steps=400, eval_every=50, eval_size=256, hidden=32)
+    base.update(over)
+    return MemoryConfig(**base)
+
+
+# ---- model: a recurrent layer and a linear head ------------------------------------------------
+def make_layer(cell, input_size, hidden, seed):
+    if cell == "lstm":
+        return LSTM(input_size, hidden, seed=seed)
+    if cell == "gru":
+        return GRU(input_size, hidden, seed=seed)
+    if cell == "rnn":
+        return RNN(input_size, hidden, seed=seed)
+    if cell == "irnn":
+        layer = RNN(input_size, hidden, nonlinearity="relu", seed=seed)
+        p = layer.params
+        p["weight_hh_l0"][...] = np.eye(hidden)
+        p["weight_ih_l0"][...] = layer.rng.normal(0, 1e-3, p["weight_ih_l0"].shape)
+        p["bias_ih_l0"][...] = 0
+        p["bias_hh_l0"][...] = 0
+        return layer
+    raise ValueError(f"cells: expected names from {', '.join(CELLS)}, got {cell!r}")
+
+
+class Model:
+    """``layer`` followed by ``y = h W^T + b`` on the steps the task reads (the last, or the last K)."""
+
+    def __init__(self, task, cell, hidden, seed):
+        self.spec = tasks.spec(task)
+        self.task = task
+        self.layer = make_layer(cell, self.spec.input_size, hidden, seed)
+        rng = np.random.default_rng(seed + 1_000_003)
+        bound = 1 / np.sqrt(hidden)
+        self.head = {"weight": rng.uniform(-bound, bound, (self.spec.output_size, hidden)).astype(np.float32),
+                     "bias": np.zeros(self.spec.output_size, np.float32)}
+        self.read = tasks.COPY_K if task == "copy" else 1    # how many final steps the head reads
+
+    def params(self):
+        return {**{"head." + k: v for k, v in self.head.items()}, **self.layer.params}
+
+    def grads(self):
+        return {**{"head." + k: v for k, v in self.head_grads.items()}, **self.layer.grads}
+
+    def predict(self, x):
+        out, _ = self.layer.forward(x)                            # (N, T, H)
+        self._h = out[:, -self.read:]                             # (N, K, H)
+        return self._h @ self.head["weight"].T + self.head["bias"]   # (N, K, O)
+
+    def loss(self, x, y):
+        """Forward and backward; returns the loss. Gradients land in ``grads()``."""
+        self.layer.zero_grad()
+        pred = self.predict(x)
+        loss, dpred = task_loss(self.task, pred, y)
+        self.head_grads = {"weight": np.einsum("nko,nkh->oh", dpred, self._h),
+                           "bias": dpred.sum(axis=(0, 1))}
+        dout = np.zeros((x.shape[0], x.shape[1], self.layer.hidden_out), np.float32)
+        dout[:, -self.read:] = dpred @ self.head["weight"]       # y = h W^T + b
+        self.layer.backward(dout)
+        return loss
+
+    def evaluate(self, x, y):
+        self.layer.eval()
+        pred = self.predict(x)
+        self.layer.train()
+        if self.spec.metric == "accuracy":
+            return float(np.mean(pred[:, -1].argmax(axis=1) == y))
+        return float(task_loss(self.task, pred, y)[0])
+
+
+def task_loss(task, pred, y):
+    """Loss and its gradient. adding: MSE on (N, 1, 1); copy/digits: cross-entropy, mean over (N, K)."""
+    if task == "adding":
+        diff = pred[:, 0, 0] - y[:, 0]
+        return float(np.mean(diff * diff)), (2 * diff / diff.size)[:, None, None].astype(np.float32)
+    labels = y.reshape(pred.shape[0], -1)                         # (N, K)
+    z = pred - pred.max(axis=2, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=2, keepdims=True))
+    n, k = labels.shape
+    picked = np.take_along_axis(logp, labels[:, :, None], axis=2)
+    dlogits = np.exp(logp)
+    np.put_along_axis(dlogits, labels[:, :, None], np.take_along_axis(dlogits, labels[:, :, None], 2) - 1, 2)
+    return float(-picked.mean()), (dlogits / (n * k)).astype(np.float32)
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) on a dict of arrays, updated in place."""
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self.t = 0
+
+    def step(self, grads):
+        self.t += 1
+        b1, b2 = self.betas
+        for k, p in self.params.items():
+            g = grads[k]
+            self.m[k] = b1 * self.m[k] + (1 - b1) * g
+            self.v[k] = b2 * self.v[k] + (1 - b2) * g * g
+            mhat = self.m[k] / (1 - b1 ** self.t)
+            vhat = self.v[k] / (1 - b2 ** self.t)
+            p -= (self.lr * mhat / (np.sqrt(vhat) + self.eps)).astype(p.dtype)
+
+
+def clip_grad_norm(grads, max_norm):
+    """Scale all gradients together so their global norm is at most ``max_norm``; returns the norm before."""
+    total = float(np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values())))
+    if total > max_norm:
+        for g in grads.values():
+            g *= max_norm / total
+    return total
+
+
+# ---- data -----------------------------------------------------------------------------------------
+class TaskData:
+    """Training batches and a fixed test set for one task and length."""
+
+    def __init__(self, task, T, seed, eval_size):
+        self.task, self.T = task, T
+        self.rng = np.random.default_rng([seed, T, 1])
+        test_rng = np.random.default_rng([seed, T, 2])
+        if task == "digits":
+            self.xtr, self.ytr, self.xte, self.yte = tasks.load_digits_split(seed)
+            self.baseline = tasks.majority_baseline(self.ytr, self.yte)
+            self.test = (self.xte.astype(np.float32), self.yte)
+        else:
+            self.baseline = tasks.spec(task).baseline
+            self.test = self.batch(eval_size, test_rng)
+
+    def batch(self, N, rng=None):
+        rng = rng or self.rng
+        if self.task == "adding":
+            x, y = tasks.adding_batch(rng, N, self.T)
+        elif self.task == "copy":
+            x, y = tasks.copy_batch(rng, N, self.T)
+        else:
+            idx = rng.integers(0, len(self.ytr), N)
+            x, y = self.xtr[idx], self.ytr[idx]
+        return x.astype(np.float32), y
+
+
+# ---- one run ---------------------------------------------------------------------------------------
+def horizon(model, x, y):
+    """Gradient horizon by distance from the last step on one batch (parameters untouched)."""
+    rec = GradientHorizon()
+    with recording(model.layer, rec):
+        model.loss(x, y)
+    model.layer.zero_grad()
+    dc = rec.by_distance(cell=True)
+    return rec.by_distance(), (dc if dc.size else None)
+
+
+def train_run(cfg, cell, T, seed, diagnostics=True, progress=None):
+    """Train one model; returns its results.json record (and the model, for tests)."""
+    spec = tasks.spec(cfg.task)
+    data = TaskData(cfg.task, T, seed, cfg.eval_size)
+    model = Model(cfg.task, cell, cfg.hidden, seed)
+    params = model.params()
+    opt = Adam(params, cfg.irnn_lr if cell == "irnn" else cfg.lr)
+    probe = data.batch(cfg.probe_size, np.random.default_rng([seed, T, 3]))
+    rec = {"task": cfg.task, "cell": cell, "length": T, "seed": seed, "metric": spec.metric,
+           "baseline": data.baseline, "threshold": spec.threshold, "solved_rule": spec.solved_rule,
+           "hidden": cfg.hidden, "lr": opt.lr, "batch": cfg.batch, "clip": cfg.clip}
+    curve, horizons, saturation = [], [], []
+    if diagnostics:
+        h0, c0 = horizon(model, *probe)
+        rec["horizon_init"] = h0.tolist()
+        rec["horizon_cell_init"] = None if c0 is None else c0.tolist()
+    target = spec.threshold * cfg.early_stop if spec.lower_is_better else 1 - (1 - spec.threshold) * cfg.early_stop
+    t0 = time.perf_counter()
+    train_losses = []
+    step = 0
+    for step in range(1, cfg.steps + 1):
+        x, y = data.batch(cfg.batch)
+        loss = model.loss(x, y)
+        if not np.isfinite(loss):
+            rec["diverged_at_step"] = step
+            break
+        train_losses.append(loss)
+        clip_grad_norm(model.grads(), cfg.clip)
+        opt.step(model.grads())
+        if progress is not None:
+            progress()
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            value = model.evaluate(*data.test)
+            curve.append({"step": step, "train_loss": float(np.mean(train_losses[-cfg.eval_every:])),
+                          "value": value})
+            if diagnostics:
+                horizons.append(horizon(model, *probe)[0].tolist())
+                st = gate_stats(model.layer, probe[0])
+                saturation.append({f"{g}": v["saturated"] for (key, g), v in st.items() if key == (0, 0)})
+            done = value < target if spec.lower_is_better else value >= target
+            if done or not np.isfinite(value):
+                break
+    value = model.evaluate(*data.test) if np.all(np.isfinite(model.layer.params["weight_hh_l0"])) else float("nan")
+    rec["value"] = value
+    rec["solved"] = bool(np.isfinite(value) and (value < spec.threshold if spec.lower_is_better
+                                                 else value >= spec.threshold))
+    rec["steps_run"] = step
+    rec["seconds"] = time.perf_counter() - t0
+    rec["curve"] = curve
+    if diagnostics:
+        h1, c1 = horizon(model, *probe)
+        rec["horizon_final"] = h1.tolist()
+        rec["horizon_cell_final"] = None if c1 is None else c1.tolist()
+        rec["horizon_history"] = horizons
+        rec["saturation_history"] = saturation
+    return rec, model
+
+
+def _worker(args):
+    cfg, cell, T, seed = args
+    try:
+        from threadpoolctl import threadpool_limits
+        limiter = threadpool_limits(1)     # small GEMMs: one BLAS thread per worker process is faster
+    except ImportError:
+        limiter = None
+    with np.errstate(over="ignore", invalid="ignore"):
+        rec, _ = train_run(cfg, cell, T, seed)
+    del limiter
+    return rec
+
+
+def run(cfg, log=None):
+    """All runs of ``cfg``; returns the list of records (in the order of ``cfg.runs()``)."""
+    from tqdm import tqdm
+    jobs = [(cfg, c, T, s) for c, T, s in cfg.runs()]
+    # longest first so the two workers finish together
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i][2])
+    results = [None] * len(jobs)
+    bar = tqdm(total=len(jobs), desc="memory runs", unit="run", file=log)
+    if cfg.workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+        with ctx.Pool(min(cfg.workers, len(jobs))) as pool:
+            for i, rec in zip(order, pool.imap(_worker, [jobs[i] for i in order])):
+                results[i] = rec
+                bar.set_postfix_str(f"{rec['cell']} T={rec['length']} {rec['metric']}={rec['value']:.4g}")
+                bar.update()
+    else:
+        for i in order:
+            results[i] = _worker(jobs[i])
+            bar.update()
+    bar.close()
+    return results
+
+
+def config_dict(cfg):
+    d = asdict(cfg)
+    d.pop("cell_names", None)
+    return d
