@@ -6,10 +6,11 @@ Public API (everything else is private by name or lives in a documented submodul
     cells                   the pure one-step functions behind them
     nn                      Embedding, Linear, Dropout, Sequential (forward/backward modules)
     losses                  softmax cross-entropy, sigmoid BCE, MSE: (loss, gradient)
+    optim                   SGD, Adagrad, RMSprop, Adam, AdamW, schedules, gradient clipping
 """
-from . import cells, losses, nn
+from . import cells, losses, nn, optim
 from .recurrent import GRU, LSTM, RNN
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "LSTM", "GRU", "cells", "nn", "losses", "__version__"]
+__all__ = ["RNN", "LSTM", "GRU", "cells", "nn", "losses", "optim", "__version__"]
