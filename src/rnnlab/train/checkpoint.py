@@ -1,0 +1,99 @@
+"""Checkpoints in safetensors: arrays plus JSON metadata, no pickle, written atomically.
+
+A safetensors file is a JSON header (names, dtypes, shapes, offsets, and a
+str -> str metadata map) followed by raw array bytes. Loading one cannot run
+code, unlike a pickle. rnnlab puts three keys in the metadata:
+
+    format          "rnnlab"            so a foreign safetensors file is recognised
+    format_version  "1"
+    meta            JSON: the run's kind, config, vocabulary, step, RNG states...
+
+and arrays under prefixes chosen by the caller (``model.``, ``optim.``, ``state.``).
+
+Atomic write: the file is written to ``PATH.tmp``, flushed to disk, then
+renamed over ``PATH`` with ``os.replace`` (atomic on POSIX), so a crash at any
+moment leaves either the old checkpoint or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ..errors import UsageError
+
+__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "rnnlab"
+FORMAT_VERSION = "1"
+
+
+def _safetensors():
+    try:
+        import safetensors
+        import safetensors.numpy
+    except ImportError:
+        raise UsageError("checkpoints need the package safetensors: .venv/bin/pip install -e '.[train]'") from None
+    return safetensors
+
+
+def save_checkpoint(path, tensors, meta):
+    """Write ``tensors`` (name -> ndarray) and ``meta`` (JSON-serialisable dict) to ``path`` atomically."""
+    st = _safetensors()
+    path = os.fspath(path)
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": json.dumps(meta)}
+    arrays = {k: np.array(v, order="C", copy=True) for k, v in tensors.items()}   # ascontiguousarray would make 0-d 1-d
+    tmp = path + ".tmp"
+    try:
+        st.numpy.save_file(arrays, tmp, metadata=metadata)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())          # the bytes are on disk before the name points at them
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path, kind=None):
+    """(tensors, meta) from ``path``; a UsageError of one line if it is missing, corrupt or foreign."""
+    st = _safetensors()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UsageError(f"no checkpoint at {path!r}; expected a run folder written by 'rnnlab train'")
+    try:
+        with st.safe_open(path, framework="np") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # SafetensorError is a bare Exception subclass; so are some OS-level failures
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"{path}: not a readable safetensors checkpoint (truncated or corrupt: {detail}); "
+                         f"retrain, or restore the file from a copy") from None
+    if metadata.get("format") != FORMAT:
+        raise UsageError(f"{path}: a safetensors file, but not an rnnlab checkpoint (no format=rnnlab in its "
+                         f"metadata); pass a run folder written by 'rnnlab train'")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise UsageError(f"{path}: checkpoint format version {metadata.get('format_version')!r}, this rnnlab "
+                         f"reads version {FORMAT_VERSION}")
+    try:
+        meta = json.loads(metadata["meta"])
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (KeyError, ValueError) as e:
+        raise UsageError(f"{path}: corrupt checkpoint metadata ({e}); retrain, or restore the file from a copy") from None
+    if kind is not None and meta.get("kind") != kind:
+        raise UsageError(f"{path}: a checkpoint of a {meta.get('kind')!r} run, expected {kind!r}")
+    return tensors, meta
+
+
+def rng_state(generator):
+    """The bit generator's state, a JSON-serialisable dict (Python ints keep all 128 bits of PCG64)."""
+    return generator.bit_generator.state
+
+
+def set_rng_state(generator, state):
+    try:
+        generator.bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as e:
+        raise UsageError(f"checkpoint: cannot restore a random generator state ({e})") from None
