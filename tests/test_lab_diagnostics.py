@@ -64,8 +64,8 @@ def test_recording_never_changes_training(cell):
     rec_on, m_on = train_run(cfg, cell, 9, seed=3, diagnostics=True)
     rec_off, m_off = train_run(cfg, cell, 9, seed=3, diagnostics=False)
     assert "horizon_final" in rec_on and "horizon_final" not in rec_off
-    for name, p in m_on.params().items():
-        assert np.array_equal(p, m_off.params()[name]), name
+    for name, p in m_on.params.items():
+        assert np.array_equal(p, m_off.params[name]), name
     assert rec_on["value"] == rec_off["value"]
 
 

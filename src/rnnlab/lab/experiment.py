@@ -18,6 +18,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..losses import mse, softmax_cross_entropy
+from ..nn import Linear
+from ..optim import Adam, clip_grad_norm
 from ..recurrent import GRU, LSTM, RNN
 from . import memory_tasks as tasks
 from .diagnostics import GradientHorizon, gate_stats, recording
@@ -78,40 +81,37 @@ def make_layer(cell, input_size, hidden, seed):
 
 
 class Model:
-    """``layer`` followed by ``y = h W^T + b`` on the steps the task reads (the last, or the last K)."""
+    """``layer`` followed by ``Linear`` on the steps the task reads (the last one, or the copy task's last K)."""
 
     def __init__(self, task, cell, hidden, seed):
         self.spec = tasks.spec(task)
         self.task = task
         self.layer = make_layer(cell, self.spec.input_size, hidden, seed)
-        rng = np.random.default_rng(seed + 1_000_003)
-        bound = 1 / np.sqrt(hidden)
-        self.head = {"weight": rng.uniform(-bound, bound, (self.spec.output_size, hidden)).astype(np.float32),
-                     "bias": np.zeros(self.spec.output_size, np.float32)}
+        self.head = Linear(hidden, self.spec.output_size, seed=seed + 1_000_003)
         self.read = tasks.COPY_K if task == "copy" else 1    # how many final steps the head reads
-
-    def params(self):
-        return {**{"head." + k: v for k, v in self.head.items()}, **self.layer.params}
-
-    def grads(self):
-        return {**{"head." + k: v for k, v in self.head_grads.items()}, **self.layer.grads}
+        self.params = {**{"head." + k: v for k, v in self.head.params.items()}, **self.layer.params}
+        self.grads = {**{"head." + k: v for k, v in self.head.grads.items()}, **self.layer.grads}
 
     def predict(self, x):
         out, _ = self.layer.forward(x)                            # (N, T, H)
-        self._h = out[:, -self.read:]                             # (N, K, H)
-        return self._h @ self.head["weight"].T + self.head["bias"]   # (N, K, O)
+        return self.head.forward(out[:, -self.read:])             # (N, K, O)
 
     def loss(self, x, y):
-        """Forward and backward; returns the loss. Gradients land in ``grads()``."""
+        """Forward and backward; returns the loss. Gradients land in ``self.grads``."""
         self.layer.zero_grad()
+        self.head.zero_grad()
         pred = self.predict(x)
-        loss, dpred = task_loss(self.task, pred, y)
-        self.head_grads = {"weight": np.einsum("nko,nkh->oh", dpred, self._h),
-                           "bias": dpred.sum(axis=(0, 1))}
+        loss, dpred = self.task_loss(pred, y)
         dout = np.zeros((x.shape[0], x.shape[1], self.layer.hidden_out), np.float32)
-        dout[:, -self.read:] = dpred @ self.head["weight"]       # y = h W^T + b
+        dout[:, -self.read:] = self.head.backward(dpred)
         self.layer.backward(dout)
         return loss
+
+    def task_loss(self, pred, y):
+        """adding: MSE of (N, 1, 1) against y (N, 1); copy, digits: cross-entropy, mean over (N, K)."""
+        if self.task == "adding":
+            return mse(pred, y[:, :, None])
+        return softmax_cross_entropy(pred, y.reshape(pred.shape[0], -1))
 
     def evaluate(self, x, y):
         self.layer.eval()
@@ -119,52 +119,7 @@ class Model:
         self.layer.train()
         if self.spec.metric == "accuracy":
             return float(np.mean(pred[:, -1].argmax(axis=1) == y))
-        return float(task_loss(self.task, pred, y)[0])
-
-
-def task_loss(task, pred, y):
-    """Loss and its gradient. adding: MSE on (N, 1, 1); copy/digits: cross-entropy, mean over (N, K)."""
-    if task == "adding":
-        diff = pred[:, 0, 0] - y[:, 0]
-        return float(np.mean(diff * diff)), (2 * diff / diff.size)[:, None, None].astype(np.float32)
-    labels = y.reshape(pred.shape[0], -1)                         # (N, K)
-    z = pred - pred.max(axis=2, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=2, keepdims=True))
-    n, k = labels.shape
-    picked = np.take_along_axis(logp, labels[:, :, None], axis=2)
-    dlogits = np.exp(logp)
-    np.put_along_axis(dlogits, labels[:, :, None], np.take_along_axis(dlogits, labels[:, :, None], 2) - 1, 2)
-    return float(-picked.mean()), (dlogits / (n * k)).astype(np.float32)
-
-
-class Adam:
-    """Adam (Kingma & Ba 2015) on a dict of arrays, updated in place."""
-
-    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
-        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
-        self.m = {k: np.zeros_like(v) for k, v in params.items()}
-        self.v = {k: np.zeros_like(v) for k, v in params.items()}
-        self.t = 0
-
-    def step(self, grads):
-        self.t += 1
-        b1, b2 = self.betas
-        for k, p in self.params.items():
-            g = grads[k]
-            self.m[k] = b1 * self.m[k] + (1 - b1) * g
-            self.v[k] = b2 * self.v[k] + (1 - b2) * g * g
-            mhat = self.m[k] / (1 - b1 ** self.t)
-            vhat = self.v[k] / (1 - b2 ** self.t)
-            p -= (self.lr * mhat / (np.sqrt(vhat) + self.eps)).astype(p.dtype)
-
-
-def clip_grad_norm(grads, max_norm):
-    """Scale all gradients together so their global norm is at most ``max_norm``; returns the norm before."""
-    total = float(np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values())))
-    if total > max_norm:
-        for g in grads.values():
-            g *= max_norm / total
-    return total
+        return float(self.task_loss(pred, y)[0])
 
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -211,8 +166,7 @@ def train_run(cfg, cell, T, seed, diagnostics=True, progress=None):
     spec = tasks.spec(cfg.task)
     data = TaskData(cfg.task, T, seed, cfg.eval_size)
     model = Model(cfg.task, cell, cfg.hidden, seed)
-    params = model.params()
-    opt = Adam(params, cfg.irnn_lr if cell == "irnn" else cfg.lr)
+    opt = Adam(model.params, cfg.irnn_lr if cell == "irnn" else cfg.lr)
     probe = data.batch(cfg.probe_size, np.random.default_rng([seed, T, 3]))
     rec = {"task": cfg.task, "cell": cell, "length": T, "seed": seed, "metric": spec.metric,
            "baseline": data.baseline, "threshold": spec.threshold, "solved_rule": spec.solved_rule,
@@ -233,8 +187,10 @@ def train_run(cfg, cell, T, seed, diagnostics=True, progress=None):
             rec["diverged_at_step"] = step
             break
         train_losses.append(loss)
-        clip_grad_norm(model.grads(), cfg.clip)
-        opt.step(model.grads())
+        if not np.isfinite(clip_grad_norm(model.grads, cfg.clip)):
+            rec["diverged_at_step"] = step
+            break
+        opt.step(model.grads)
         if progress is not None:
             progress()
         if step % cfg.eval_every == 0 or step == cfg.steps:
