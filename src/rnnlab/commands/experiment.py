@@ -108,7 +108,7 @@ def run_memory(a):
         load_digits_split()          # fail now, with one line, if scikit-learn is missing
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    records = run(cfg)
+    records = run(cfg, out=out)
     wall = time.perf_counter() - t0
     (out / "results.json").write_text(json.dumps(records, indent=1))
     (out / "config.json").write_text(json.dumps({**config_dict(cfg), "wall_seconds": wall}, indent=1))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -24,6 +25,7 @@ from ..optim import Adam, clip_grad_norm
 from ..recurrent import GRU, LSTM, RNN
 from . import memory_tasks as tasks
 from .diagnostics import GradientHorizon, gate_stats, recording
+from .forensics import describe, investigate, save_reproducer
 
 CELLS = ("rnn", "lstm", "gru", "irnn")
 
@@ -102,6 +104,8 @@ class Model:
         self.head.zero_grad()
         pred = self.predict(x)
         loss, dpred = self.task_loss(pred, y)
+        if not np.isfinite(loss):
+            return loss                                           # nothing sensible to backpropagate
         dout = np.zeros((x.shape[0], x.shape[1], self.layer.hidden_out), np.float32)
         dout[:, -self.read:] = self.head.backward(dpred)
         self.layer.backward(dout)
@@ -161,8 +165,11 @@ def horizon(model, x, y):
     return rec.by_distance(), (dc if dc.size else None)
 
 
-def train_run(cfg, cell, T, seed, diagnostics=True, progress=None):
-    """Train one model; returns its results.json record (and the model, for tests)."""
+def train_run(cfg, cell, T, seed, diagnostics=True, progress=None, out=None):
+    """Train one model; returns its results.json record (and the model, for tests).
+
+    If a loss or gradient becomes non-finite, training stops, the record says where
+    (see ``forensics``) and, if ``out`` is a folder, a reproducer is saved there."""
     spec = tasks.spec(cfg.task)
     data = TaskData(cfg.task, T, seed, cfg.eval_size)
     model = Model(cfg.task, cell, cfg.hidden, seed)
@@ -183,13 +190,10 @@ def train_run(cfg, cell, T, seed, diagnostics=True, progress=None):
     for step in range(1, cfg.steps + 1):
         x, y = data.batch(cfg.batch)
         loss = model.loss(x, y)
-        if not np.isfinite(loss):
-            rec["diverged_at_step"] = step
+        if not (np.isfinite(loss) and np.isfinite(clip_grad_norm(model.grads, cfg.clip))):
+            _diverged(rec, model, x, y, step, seed, out)
             break
         train_losses.append(loss)
-        if not np.isfinite(clip_grad_norm(model.grads, cfg.clip)):
-            rec["diverged_at_step"] = step
-            break
         opt.step(model.grads)
         if progress is not None:
             progress()
@@ -220,23 +224,35 @@ def train_run(cfg, cell, T, seed, diagnostics=True, progress=None):
     return rec, model
 
 
+def _diverged(rec, model, x, y, step, seed, out):
+    report = investigate(model, x, y, step)
+    rec["diverged_at_step"] = step
+    rec["nonfinite"] = report
+    rec["nonfinite_summary"] = describe(report)
+    if out is not None:
+        folder = Path(out) / f"nonfinite_{rec['cell']}_T{rec['length']}_s{seed}"
+        # the parameters are those of this step: the optimiser has not moved them yet
+        save_reproducer(folder, report, seed, model.params, x, y)
+        rec["reproducer"] = str(folder)
+
+
 def _worker(args):
-    cfg, cell, T, seed = args
+    cfg, cell, T, seed, out = args
     try:
         from threadpoolctl import threadpool_limits
         limiter = threadpool_limits(1)     # small GEMMs: one BLAS thread per worker process is faster
     except ImportError:
         limiter = None
     with np.errstate(over="ignore", invalid="ignore"):
-        rec, _ = train_run(cfg, cell, T, seed)
+        rec, _ = train_run(cfg, cell, T, seed, out=out)
     del limiter
     return rec
 
 
-def run(cfg, log=None):
+def run(cfg, log=None, out=None):
     """All runs of ``cfg``; returns the list of records (in the order of ``cfg.runs()``)."""
     from tqdm import tqdm
-    jobs = [(cfg, c, T, s) for c, T, s in cfg.runs()]
+    jobs = [(cfg, c, T, s, out) for c, T, s in cfg.runs()]
     # longest first so the two workers finish together
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i][2])
     results = [None] * len(jobs)
