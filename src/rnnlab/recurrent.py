@@ -30,6 +30,7 @@ from ._conventions import GATES, suffix
 from .cells import gru as gru_cell
 from .cells import lstm as lstm_cell
 from .cells import rnn as rnn_cell
+from . import fast as _fast
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
@@ -65,6 +66,8 @@ class _Recurrent:
         self.training = True
         self.recorder = None     # optional callable(layer, direction, t, dh, dc) used by diagnostics
         self._cache = None
+        # True: the fused kernels of rnnlab.fast (tested equal); False: the readable cells below
+        self.fast = _fast.ENABLED
         self.params = self._init_params()
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
 
@@ -235,6 +238,8 @@ class _Recurrent:
 
     def _run_direction(self, X, h, c, s, reverse, mask):
         """One layer, one direction, over all steps. X (T, N, D_k). Returns out (T, N, H_out), h_T, c_T, cache."""
+        if self.fast:
+            return _fast.run_direction(self, X, h, c, s, reverse, mask)
         p = self.params
         T, N, _ = X.shape
         W_ih, W_hh = p["weight_ih" + s], p["weight_hh" + s]
@@ -312,6 +317,8 @@ class _Recurrent:
     def _backprop_direction(self, X, dY, dh, dc, cache, s, reverse, mask, dX, layer):
         """Backward of ``_run_direction``. dY (T, N, H_out) is the gradient of its outputs;
         dh, dc the gradient of its final state. Adds dX and parameter gradients; returns dh_0, dc_0."""
+        if isinstance(cache, _fast.Cache):
+            return _fast.backprop_direction(self, X, dY, dh, dc, cache, s, reverse, mask, dX, layer)
         p, g = self.params, self.grads
         caches, H_prev = cache
         T, N, _ = X.shape

@@ -1,0 +1,143 @@
+"""Fused LSTM over a whole sequence: the math of ``rnnlab.cells.lstm``, fewer NumPy calls.
+
+Same equations as the readable cell (see its docstring); what changes is how
+they are evaluated:
+
+* b_ih + b_hh is added once to the input projection of all steps, so a step's
+  pre-activation is one GEMM plus one in-place add: a_t = XW'_t + h_{t-1} W_hh^T.
+* the four gates go through ONE tanh call: sigmoid(x) = 0.5 tanh(x / 2) + 0.5,
+  so with the per-column scale s = (1/2, 1/2, 1, 1/2) (gates i, f, g, o)
+      gates = s * tanh(s * a) + shift,   shift = (1/2, 1/2, 0, 1/2)
+  gives i, f, o (sigmoid) and g (tanh) in four calls on a contiguous (N, 4H) row.
+* every result is written with ``out=`` into buffers allocated once per
+  sequence ((T, N, .) for what the backward needs, (N, .) scratch for the rest).
+* the backward writes each step's pre-activation gradient straight into its
+  slice of dA (T, N, 4H): no ``concatenate``.
+
+Saved per step for the backward: the gates (T, N, 4H), the cell state entering
+the step c_prev (T, N, H), tanh(c_t) (T, N, H), h_prev (T, N, H_out), and with a
+projection m_t = o * tanh(c_t) (T, N, H).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _gate_affine(H, dtype):
+    scale = np.full(4 * H, 0.5, dtype)
+    scale[2 * H:3 * H] = 1.0
+    shift = np.full(4 * H, 0.5, dtype)
+    shift[2 * H:3 * H] = 0.0
+    return scale, shift
+
+
+def forward(X, h, c, W_ih, W_hh, b_ih, b_hh, W_hr, reverse, mask):
+    """X (T, N, D) time-major; h (N, H_out), c (N, H) the initial state.
+
+    Returns out (T, N, H_out), h_T, c_T and the cache for ``backward``.
+    """
+    T, N, D = X.shape
+    H = W_hh.shape[0] // 4
+    Ho = W_hh.shape[1]
+    dt = X.dtype
+    A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, 4 * H)     # pre-activations, then gates (T, N, 4H)
+    if b_ih is not None:
+        A += b_ih + b_hh
+    scale, shift = _gate_affine(H, dt)
+    out = np.empty((T, N, Ho), dt)
+    Hp = np.empty((T, N, Ho), dt)                                # h_{t-1} of each step
+    Cp = np.empty((T, N, H), dt)                                 # c_{t-1} of each step
+    TC = np.empty((T, N, H), dt)                                 # tanh(c_t)
+    M = np.empty((T, N, H), dt) if W_hr is not None else None    # m_t before the projection
+    hw = np.empty((N, 4 * H), dt)
+    ig = np.empty((N, H), dt)
+    c = c.copy()                                                 # updated in place below
+    W_hhT = W_hh.T
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        Hp[t] = h
+        Cp[t] = c
+        a = A[t]
+        np.matmul(h, W_hhT, out=hw)
+        a += hw                                                  # a = xw + b + h W_hh^T
+        a *= scale
+        np.tanh(a, out=a)
+        a *= scale
+        a += shift                                               # a = [i, f, g, o]
+        i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        np.multiply(i, g, out=ig)
+        c_new = np.multiply(f, Cp[t], out=c if mask is None else np.empty_like(c))
+        c_new += ig                                              # c = f * c_prev + i * g
+        tc = np.tanh(c_new, out=TC[t])
+        if W_hr is None:
+            h_new = np.multiply(o, tc, out=out[t])               # h = o * tanh(c)
+        else:
+            m = np.multiply(o, tc, out=M[t])
+            h_new = np.matmul(m, W_hr.T, out=out[t])             # h = m W_hr^T
+        if mask is None:
+            h = h_new
+        else:
+            mt = mask[t]
+            h = mt * h_new + (1 - mt) * h                        # padded steps carry the state
+            c[...] = mt * c_new + (1 - mt) * c
+            out[t] *= mt
+    return out, h, c, (A, Hp, Cp, TC, M)
+
+
+def backward(X, dY, dh, dc, cache, W_ih, W_hh, W_hr, reverse, mask, recorder):
+    """Backward of ``forward``. dY (T, N, H_out); dh, dc the gradients of the final state.
+
+    Returns dA (T, N, 4H) (gradient of the pre-activations, input and hidden
+    side alike), dH (T, N, H_out) the gradient reaching each projected h (or
+    None), dh_0 and dc_0.
+    """
+    A, Hp, Cp, TC, M = cache
+    T, N, G = A.shape
+    H = G // 4
+    dt = A.dtype
+    dA = np.empty((T, N, G), dt)
+    dH = np.empty_like(dY) if W_hr is not None else None
+    dh_new = np.empty(dY.shape[1:], dt)
+    dh = dh.copy()
+    dc = dc.copy()
+    dm = np.empty((N, H), dt) if W_hr is not None else dh_new
+    tmp = np.empty((N, H), dt)
+    local = np.empty((N, G), dt)
+    dh_keep = dc_keep = None
+    for t in (range(T) if reverse else range(T - 1, -1, -1)):
+        np.add(dY[t], dh, out=dh_new)                            # out_t and the state h_t are both h_new
+        if recorder is not None:
+            recorder(t, dh_new.copy(), dc.copy())                # copies: the buffers are reused
+        if mask is not None:
+            mt = mask[t]
+            dh_keep = (1 - mt) * dh
+            dc_keep = (1 - mt) * dc
+            dh_new *= mt                                         # h_t = m h_new + (1 - m) h_{t-1}
+            dc *= mt
+        gates = A[t]
+        i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
+        tc = TC[t]
+        da = dA[t]
+        if W_hr is not None:
+            dH[t] = dh_new
+            np.matmul(dh_new, W_hr, out=dm)                      # h = m W_hr^T
+        np.multiply(tc, tc, out=tmp)                             # m = o * tanh(c):
+        np.subtract(1, tmp, out=tmp)
+        tmp *= o
+        tmp *= dm
+        dc += tmp                                                #   dc += dm * o * (1 - tanh(c)^2)
+        np.multiply(dm, tc, out=da[:, 3 * H:])                   #   do = dm * tanh(c)
+        np.multiply(dc, g, out=da[:, :H])                        # c = f * c_prev + i * g: di
+        np.multiply(dc, Cp[t], out=da[:, H:2 * H])               #   df
+        np.multiply(dc, i, out=da[:, 2 * H:3 * H])               #   dg
+        dc *= f                                                  #   dc_prev
+        np.subtract(1, gates, out=local)                         # sigmoid' = s (1 - s) on i, f, o
+        local *= gates
+        lg = local[:, 2 * H:3 * H]
+        np.multiply(g, g, out=lg)                                # tanh' = 1 - g^2 on g
+        np.subtract(1, lg, out=lg)
+        da *= local
+        np.matmul(da, W_hh, out=dh)                              # a = ... + h_prev W_hh^T
+        if mask is not None:
+            dh += dh_keep
+            dc += dc_keep
+    return dA, dH, dh, dc

@@ -1,0 +1,69 @@
+"""Fused simple RNN over a whole sequence: the math of ``rnnlab.cells.rnn``, fewer NumPy calls.
+
+b_ih + b_hh is added once to the input projection of all steps; each step is
+one GEMM, one in-place add and one in-place activation written straight into
+the output. The backward needs only the outputs and h_prev.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, mask):
+    """X (T, N, D) time-major, h (N, H). Returns out (T, N, H), h_T and the cache."""
+    T, N, D = X.shape
+    H = W_hh.shape[0]
+    dt = X.dtype
+    A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, H)         # pre-activations (T, N, H)
+    if b_ih is not None:
+        A += b_ih + b_hh
+    out = np.empty((T, N, H), dt)
+    Hp = np.empty((T, N, H), dt)
+    Hn = np.empty((T, N, H), dt) if mask is not None else out    # h_new of each step (out is masked)
+    hw = np.empty((N, H), dt)
+    W_hhT = W_hh.T
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        Hp[t] = h
+        a = A[t]
+        np.matmul(h, W_hhT, out=hw)
+        a += hw
+        if nonlinearity == "tanh":
+            h_new = np.tanh(a, out=Hn[t])
+        else:
+            h_new = np.maximum(a, 0, out=Hn[t])
+        if mask is None:
+            h = h_new
+        else:
+            mt = mask[t]
+            np.multiply(mt, h_new, out=out[t])
+            h = mt * h_new + (1 - mt) * h
+    return out, h, (Hn, Hp, nonlinearity)
+
+
+def backward(X, dY, dh, cache, W_hh, reverse, mask, recorder):
+    """Backward of ``forward``. Returns dA (T, N, H) and dh_0."""
+    Hn, Hp, nonlinearity = cache
+    T, N, H = Hn.shape
+    dA = np.empty((T, N, H), Hn.dtype)
+    tmp = np.empty((N, H), Hn.dtype)
+    dh = dh.copy()
+    dh_keep = None
+    for t in (range(T) if reverse else range(T - 1, -1, -1)):
+        da = np.add(dY[t], dh, out=dA[t])
+        if recorder is not None:
+            recorder(t, da.copy(), None)                         # a copy: the buffer is reused
+        if mask is not None:
+            mt = mask[t]
+            dh_keep = (1 - mt) * dh
+            da *= mt
+        h = Hn[t]
+        if nonlinearity == "tanh":
+            np.multiply(h, h, out=tmp)
+            np.subtract(1, tmp, out=tmp)
+            da *= tmp                                            # h = tanh(a)
+        else:
+            da *= h > 0                                          # h = relu(a)
+        np.matmul(da, W_hh, out=dh)                              # a = ... + h_prev W_hh^T
+        if mask is not None:
+            dh += dh_keep
+    return dA, dh

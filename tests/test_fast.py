@@ -1,0 +1,130 @@
+"""The fast paths (rnnlab.fast) give the same results as the readable cells.
+
+Each case builds one layer, runs forward + backward on the fast path and on
+the readable path (``layer.fast = False``) with the same weights, input,
+initial state, dout and dstate, and compares outputs, final states, dx, the
+initial-state gradient and every parameter gradient. Float64 must agree to
+1e-12 relative to the largest magnitude of each array; float32 to 1e-5.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+import rnnlab
+
+CELLS = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}
+
+CASES = [
+    # (cell, options)                                          # what it covers
+    ("rnn", {}),
+    ("rnn", {"nonlinearity": "relu"}),
+    ("lstm", {}),
+    ("gru", {}),
+    ("rnn", {"num_layers": 2, "bidirectional": True}),
+    ("lstm", {"num_layers": 2, "bidirectional": True}),
+    ("gru", {"num_layers": 2, "bidirectional": True}),
+    ("lstm", {"proj_size": 3}),
+    ("lstm", {"proj_size": 3, "num_layers": 2, "bidirectional": True}),
+    ("rnn", {"bias": False}),
+    ("lstm", {"bias": False}),
+    ("gru", {"bias": False}),
+]
+
+
+def _layer(cell, dtype, seed, **opts):
+    layer = CELLS[cell](5, 6, dtype=dtype, seed=seed, **opts)
+    rng = np.random.default_rng(seed + 1)
+    # random non-zero weights and biases, larger than the default so gates saturate a little
+    layer.load_state_dict({k: rng.uniform(-0.8, 0.8, v.shape) for k, v in layer.params.items()})
+    return layer
+
+
+def _state(layer, N, rng):
+    L = layer.num_layers * layer.num_directions
+    h = rng.standard_normal((L, N, layer.hidden_out))
+    if layer.mode == "lstm":
+        return (h, rng.standard_normal((L, N, layer.hidden_size)))
+    return h
+
+
+def _run(layer, fast, x, state, lengths, dout, dstate):
+    layer.fast = fast
+    layer.zero_grad()
+    out, st = layer.forward(x, state=state, lengths=lengths)
+    dx, dst = layer.backward(dout, dstate=dstate)
+    flat = lambda s: list(s) if isinstance(s, tuple) else [s]
+    return [out, *flat(st), dx, *flat(dst)] + [layer.grads[k].copy() for k in sorted(layer.grads)]
+
+
+def _assert_close(a_list, b_list, rtol):
+    for a, b in zip(a_list, b_list, strict=True):
+        scale = max(np.abs(b).max(), 1e-30)
+        err = np.abs(a - b).max() / scale
+        assert err <= rtol, f"relative difference {err:.3g} > {rtol:.1g} (shape {b.shape})"
+
+
+@pytest.mark.parametrize("cell,opts", CASES, ids=[f"{c}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'plain'}"
+                                                   for c, o in CASES])
+@pytest.mark.parametrize("variant", ["plain", "lengths+state+dstate"])
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_fast_equals_readable(cell, opts, variant, dtype, rtol):
+    N, T = 4, 7
+    layer = _layer(cell, dtype, seed=3, **opts)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, T, 5))
+    H_out = layer.num_directions * layer.hidden_out
+    dout = rng.standard_normal((N, T, H_out))
+    state = dstate = lengths = None
+    if variant != "plain":
+        state, dstate = _state(layer, N, rng), _state(layer, N, rng)
+        lengths = np.array([7, 3, 1, 5])
+    fast = _run(layer, True, x, state, lengths, dout, dstate)
+    readable = _run(layer, False, x, state, lengths, dout, dstate)
+    _assert_close(fast, readable, rtol)
+
+
+def test_fast_is_the_default_and_readable_is_reachable():
+    layer = rnnlab.LSTM(3, 4, seed=0)
+    assert layer.fast is rnnlab.fast.ENABLED
+    layer.fast = False
+    out, _ = layer.forward(np.ones((1, 2, 3)))
+    assert not isinstance(layer._cache[0][0][1][0], rnnlab.fast.Cache)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_recorder_sees_the_same_gradients_on_both_paths(cell):
+    layer = _layer(cell, np.float64, seed=5, num_layers=2, bidirectional=True)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 6, 5))
+    dout = rng.standard_normal((3, 6, 12))
+    lengths = np.array([6, 2, 4])
+    seen = {}
+    for fast in (True, False):
+        calls = seen[fast] = []
+        # copies: the readable path hands the recorder a view of the initial-state
+        # gradient at the first step, which backward later overwrites
+        layer.recorder = lambda k, d, t, dh, dc, calls=calls: calls.append(
+            (k, d, t, dh.copy(), None if dc is None else dc.copy()))
+        layer.fast = fast
+        layer.forward(x, lengths=lengths)
+        layer.backward(dout)
+    assert len(seen[True]) == len(seen[False]) == 2 * 2 * 6
+    for a, b in zip(seen[True], seen[False]):
+        assert a[:3] == b[:3]
+        _assert_close([a[3]] + ([a[4]] if cell == "lstm" else []),
+                      [b[3]] + ([b[4]] if cell == "lstm" else []), 1e-12)
+
+
+def test_two_backwards_of_one_forward_agree():
+    # the fast backward must not consume what forward saved
+    layer = _layer("lstm", np.float64, seed=2, proj_size=2)
+    x = np.random.default_rng(4).standard_normal((2, 5, 5))
+    out, _ = layer.forward(x)
+    dout = np.ones_like(out)
+    dx1, _ = layer.backward(dout)
+    dx2, _ = layer.backward(dout)
+    np.testing.assert_array_equal(dx1, dx2)
