@@ -69,6 +69,20 @@ def test_embedding_gradcheck_with_repeated_ids():
     assert np.all(emb.grads["weight"][[2, 3]] == 0)
 
 
+def test_embedding_backward_equals_scatter_add():
+    """The sorted reduceat in backward computes exactly np.add.at's sums (up to summation order)."""
+    rng = np.random.default_rng(11)
+    emb = Embedding(13, 4, dtype=np.float64, seed=0)
+    ids = rng.integers(0, 13, (16, 40))
+    dy = rng.standard_normal((16, 40, 4))
+    emb(ids)
+    emb.backward(dy)
+    emb.backward(dy)                                       # accumulates
+    ref = np.zeros((13, 4))
+    np.add.at(ref, ids.ravel(), dy.reshape(-1, 4))
+    assert np.abs(emb.grads["weight"] - 2 * ref).max() < 1e-12
+
+
 def test_dropout_gradcheck_with_fixed_mask():
     drop = Dropout(0.4, seed=0)
     x = np.random.default_rng(4).standard_normal((3, 5, 2))
