@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rnnlab.losses import log_softmax, mse, sigmoid_binary_cross_entropy, softmax, softmax_cross_entropy
 
@@ -137,3 +139,21 @@ def test_softmax_and_log_softmax_match_torch():
         assert np.abs(softmax(x, axis) - torch.softmax(torch.from_numpy(x), axis).numpy()).max() < 1e-14
         assert np.abs(log_softmax(x, axis) - torch.log_softmax(torch.from_numpy(x), axis).numpy()).max() < 1e-12
     assert np.allclose(softmax(x).sum(-1), 1, atol=1e-15, rtol=0)
+
+
+# ---- properties ----------------------------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(N=st.integers(1, 5), T=st.integers(1, 4), C=st.integers(2, 6), shift=st.floats(-1e3, 1e3),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_cross_entropy_properties(N, T, C, shift, seed):
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((N, T, C)) * 5
+    targets = rng.integers(0, C, (N, T))
+    targets[rng.random((N, T)) < 0.3] = -100
+    targets[0, 0] = 0                                     # at least one valid position
+    loss, d = softmax_cross_entropy(logits, targets)
+    assert loss >= 0
+    assert np.abs(d.sum(-1)).max() < 1e-12                # softmax - onehot sums to 0 over classes
+    assert np.all(d[targets == -100] == 0)
+    shifted, d2 = softmax_cross_entropy(logits + shift, targets)    # a constant per row changes nothing
+    assert abs(shifted - loss) < 1e-9 * max(1.0, abs(shift)) and np.abs(d2 - d).max() < 1e-9
