@@ -239,6 +239,7 @@ class Trainer:
         if (steps is None) == (time_budget is None):
             raise ValueError("fit: give exactly one of steps and time_budget")
         c = self.config
+        os.makedirs(self.run_dir, exist_ok=True)
         if self.saved_step is None:
             self.save()                  # step 0: a good checkpoint exists before anything can go wrong
         bar = _progress(steps, time_budget, self.step, self.quiet)
