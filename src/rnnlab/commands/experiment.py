@@ -51,6 +51,8 @@ def register(sub, train_sub):
     m.add_argument("--batch", type=int, default=d.batch, help="batch size")
     m.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (the IRNN uses --irnn-lr)")
     m.add_argument("--irnn-lr", type=float, default=d.irnn_lr, help="Adam learning rate of the IRNN")
+    m.add_argument("--forget-bias", type=float, default=d.forget_bias,
+                   help="initial LSTM forget-gate bias (3: f = 0.95 at the start, so the cell remembers 100+ steps)")
     m.add_argument("--workers", type=int, default=d.workers, help="worker processes (runs are independent)")
     m.add_argument("--quick", action="store_true",
                    help="a small version (lengths 10,50, 400 steps, hidden 32) that finishes in about a minute")
@@ -82,12 +84,13 @@ def config_from_args(a):
         raise UsageError(f"--lengths: the adding problem needs lengths of at least 2, got {a.lengths!r}")
     given = {k: v for k, v in dict(task=a.task, lengths=lengths, cells=cells, init=a.init, hidden=a.hidden,
                                     steps=a.steps, seeds=a.seeds, batch=a.batch, lr=a.lr, irnn_lr=a.irnn_lr,
+                                    forget_bias=a.forget_bias,
                                     workers=a.workers).items()}
     if a.quick:
         # --quick replaces only what the user did not set explicitly
         defaults = MemoryConfig()
         over = {k: v for k, v in given.items()
-                if k in ("task", "cells", "init", "seeds", "workers", "lr", "irnn_lr", "batch")
+                if k in ("task", "cells", "init", "seeds", "workers", "lr", "irnn_lr", "batch", "forget_bias")
                 or v != getattr(defaults, k)}
         return quick_config(**over)
     return MemoryConfig(**given)
