@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..losses import softmax_cross_entropy
+from .classify_baselines import summary_baselines
 from .fit import fit
 from .metrics import classification_report
 from .model import SequenceModel
@@ -69,6 +70,7 @@ def train_classify(data, cfg: ClassifyConfig, quiet=False):
     rng = np.random.default_rng(cfg.seed)
     train, y_train = _subset(data.train, data.y_train, cfg.limit, rng)
     test, y_test = _subset(data.test, data.y_test, cfg.limit, rng)
+    baselines = summary_baselines(train, y_train, test, y_test, data.classes)
     val_score, val = None, None
     if cfg.val_fraction > 0:
         from sklearn.model_selection import train_test_split
@@ -96,7 +98,7 @@ def train_classify(data, cfg: ClassifyConfig, quiet=False):
     results = {"task": "classify", "dataset": data.name, "split": data.split,
                "n_train": len(y_train), "n_test": len(y_test),
                "lengths": {"min": int(min(Ltr.min(), Lte.min())), "max": int(max(Ltr.max(), Lte.max()))},
-               **report, "baselines": {},
+               **report, "baselines": baselines,
                "final_train_loss": history[-1]["train_loss"], "epochs_run": len(history),
                "config": asdict(cfg), "wall_seconds": round(time.perf_counter() - start, 2)}
     meta = {"model": model.config, "config": asdict(cfg), "scaler": asdict(scaler), "classes": data.classes}
