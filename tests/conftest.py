@@ -40,10 +40,16 @@ def random_input(layer, N, T, rng):
     return rng.standard_normal(shape).astype(layer.dtype)
 
 
-def make_layer(kind, D=3, H=3, rng=None, dtype=np.float64, **options):
-    """A randomised ``rnnlab.<kind>`` (kind: RNN, LSTM, GRU)."""
+def make_layer(kind, D=3, H=3, rng=None, dtype=np.float64, fast=None, **options):
+    """A randomised ``rnnlab.<kind>`` (kind: RNN, LSTM, GRU).
+
+    fast: True/False picks the fused path of ``rnnlab.fast`` or the readable cells;
+    None keeps the default.
+    """
     rng = np.random.default_rng(0) if rng is None else rng
     layer = LAYERS[kind](D, H, dtype=dtype, seed=int(rng.integers(2**31)), **options)
+    if fast is not None:
+        layer.fast = fast
     return randomize(layer, rng)
 
 

@@ -4,6 +4,7 @@ import pytest
 
 import rnnlab
 from rnnlab.cells import lstm as lstm_cell
+from rnnlab.fast import gru as fast_gru
 from rnnlab.gradcheck import check_layer_gradients, relative_error
 
 TOL = 1e-7
@@ -32,25 +33,30 @@ EXTRA = {
 }
 
 
-def _case(build, kind, name, seed):
+def _case(build, kind, name, seed, fast=None):
     options, with_state, with_lengths = {**OPTIONS, **EXTRA}[name]
     rng = np.random.default_rng(seed)
     if name == "forget_bias=5":       # a saturated forget gate, as trained with: randomise all but the biases
         layer = rnnlab.LSTM(3, 3, dtype=np.float64, forget_bias=5.0, seed=1)
+        layer.fast = layer.fast if fast is None else fast
         for k, p in layer.params.items():
             if k.startswith("weight"):
                 p[...] = rng.uniform(-0.5, 0.5, p.shape)
     else:
-        layer = build.layer(kind, rng=rng, **options)
+        # the big combinations are the slow ones (two forwards per parameter entry): keep them narrow
+        size = 2 if options.get("num_layers", 1) > 1 and options.get("bidirectional") else 3
+        layer = build.layer(kind, D=size, H=size + ("proj_size" in options), rng=rng, fast=fast, **options)
     x = build.input(layer, N, T, rng)
     state = build.state(layer, N, rng) if with_state else None
     lengths = np.array([T, 2]) if with_lengths else None
     return layer, x, state, lengths
 
 
+@pytest.mark.parametrize("path", ["fast", "readable"])
 @pytest.mark.parametrize("kind,name", CASES, ids=[f"{k}-{n}" for k, n in CASES])
-def test_gradients_match_central_differences(build, kind, name):
-    layer, x, state, lengths = _case(build, kind, name, seed=len(name) * 7 + len(kind))
+def test_gradients_match_central_differences(build, kind, name, path):
+    """Both computation paths: the fused one of rnnlab.fast (the default) and the readable cells."""
+    layer, x, state, lengths = _case(build, kind, name, seed=len(name) * 7 + len(kind), fast=path == "fast")
     errors = check_layer_gradients(layer, x, state, lengths)
     expected_keys = {"dx", *layer.params} | ({"h0"} if state is not None else set()) \
         | ({"c0"} if state is not None and kind == "LSTM" else set())
@@ -59,11 +65,12 @@ def test_gradients_match_central_differences(build, kind, name):
     assert errors[worst] < TOL, f"{worst}: relative error {errors[worst]:.2e}"
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "readable"])
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
-def test_dropout_gradients_with_a_fixed_mask(build, kind):
+def test_dropout_gradients_with_a_fixed_mask(build, kind, fast):
     """In training mode with dropout the loss is smooth once the mask is fixed (the checker re-seeds layer.rng)."""
     rng = np.random.default_rng(5)
-    layer = build.layer(kind, rng=rng, num_layers=2, dropout=0.4)
+    layer = build.layer(kind, rng=rng, num_layers=2, dropout=0.4, fast=fast)
     x, state = build.input(layer, N, T, rng), build.state(layer, N, rng)
     errors = check_layer_gradients(layer, x, state, lengths=[T, 3])
     assert max(errors.values()) < TOL, errors
@@ -74,7 +81,7 @@ def test_dropout_gradients_with_a_fixed_mask(build, kind):
     assert not np.allclose(train_out, eval_out)
 
 
-def test_checker_catches_a_wrong_gradient(build, monkeypatch):
+def test_checker_catches_a_wrong_gradient_in_the_readable_path(build, monkeypatch):
     """A backward that is wrong by 1% in one gate must fail the check: the checker is not blind."""
     real = lstm_cell.step_backward
 
@@ -86,7 +93,7 @@ def test_checker_catches_a_wrong_gradient(build, monkeypatch):
 
     monkeypatch.setattr(lstm_cell, "step_backward", off_by_one_percent)
     rng = np.random.default_rng(3)
-    layer = build.layer("LSTM", rng=rng)
+    layer = build.layer("LSTM", rng=rng, fast=False)
     layer.fast = False                  # the patched cell is on the readable path (rnnlab.fast bypasses it)
     x, state = build.input(layer, N, T, rng), build.state(layer, N, rng)
     errors = check_layer_gradients(layer, x, state)
@@ -121,3 +128,19 @@ def test_relative_error_definition():
     assert relative_error(np.array([1.0]), np.array([-1.0])) == pytest.approx(2.0)
     with pytest.raises(ValueError, match="same shape"):
         relative_error(np.zeros(2), np.zeros(3))
+
+
+def test_checker_catches_a_wrong_gradient_in_the_fast_path(build, monkeypatch):
+    real = fast_gru.backward
+
+    def off_by_one_percent(*args, **kwargs):
+        dA, dA_hn, dh = real(*args, **kwargs)
+        H = dh.shape[-1]
+        dA[..., H:2 * H] *= 1.01       # the update gate's pre-activation gradient
+        return dA, dA_hn, dh
+
+    monkeypatch.setattr(fast_gru, "backward", off_by_one_percent)
+    rng = np.random.default_rng(3)
+    layer = build.layer("GRU", rng=rng, fast=True)
+    errors = check_layer_gradients(layer, build.input(layer, N, T, rng))
+    assert errors["weight_ih_l0"] > 1e-4 and errors["dx"] > 1e-4

@@ -112,11 +112,12 @@ def test_state_dict_returns_copies_and_load_keeps_the_arrays():
 
 
 # ---- forward semantics -------------------------------------------------------------------------------
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "readable"])
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
-def test_batch_first_false_is_the_transpose(build, kind):
+def test_batch_first_false_is_the_transpose(build, kind, fast):
     rng = np.random.default_rng(1)
-    a = build.layer(kind, rng=rng, num_layers=2, bidirectional=True)
-    b = build.layer(kind, num_layers=2, bidirectional=True, batch_first=False)
+    a = build.layer(kind, rng=rng, num_layers=2, bidirectional=True, fast=fast)
+    b = build.layer(kind, num_layers=2, bidirectional=True, batch_first=False, fast=fast)
     b.load_state_dict(a.state_dict())
     x = build.input(a, 2, 5, rng)
     state = build.state(a, 2, rng)
@@ -131,11 +132,12 @@ def test_batch_first_false_is_the_transpose(build, kind):
         np.testing.assert_allclose(a.grads[name], b.grads[name], rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "readable"])
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
-def test_lengths_equal_running_each_sequence_alone(build, kind):
+def test_lengths_equal_running_each_sequence_alone(build, kind, fast):
     """Padded steps output zeros and change nothing: each sequence's result is that of its own unpadded run."""
     rng = np.random.default_rng(2)
-    layer = build.layer(kind, rng=rng, num_layers=2, bidirectional=True)
+    layer = build.layer(kind, rng=rng, num_layers=2, bidirectional=True, fast=fast)
     N, T = 3, 6
     lengths = np.array([6, 2, 4])
     x = build.input(layer, N, T, rng)
@@ -169,9 +171,10 @@ def test_forward_leaves_its_inputs_alone(build):
 
 
 # ---- gradients accumulate --------------------------------------------------------------------------
-def test_gradients_accumulate_until_zero_grad(build):
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "readable"])
+def test_gradients_accumulate_until_zero_grad(build, fast):
     rng = np.random.default_rng(4)
-    layer = build.layer("GRU", rng=rng, bidirectional=True)
+    layer = build.layer("GRU", rng=rng, bidirectional=True, fast=fast)
     x = build.input(layer, 2, 4, rng)
     out, _ = layer.forward(x)
     dout = rng.standard_normal(out.shape)

@@ -29,13 +29,14 @@ def problems(draw):
     chunks = 1
     if not with_lengths and not opts["bidirectional"] and T > 1:
         chunks = draw(st.integers(1, min(T, 3)))       # several forward calls carrying the state
-    return kind, D, H, opts, N, T, with_state, with_lengths, chunks, draw(st.integers(0, 2**31 - 1))
+    fast = draw(st.booleans())                              # the fused path (default) or the readable cells
+    return kind, D, H, opts, N, T, with_state, with_lengths, chunks, fast, draw(st.integers(0, 2**31 - 1))
 
 
 def _run(build, problem, dtype):
-    kind, D, H, opts, N, T, with_state, with_lengths, chunks, seed = problem
+    kind, D, H, opts, N, T, with_state, with_lengths, chunks, fast, seed = problem
     rng = np.random.default_rng(seed)
-    layer = build.layer(kind, D=D, H=H, rng=rng, dtype=dtype, **opts)
+    layer = build.layer(kind, D=D, H=H, rng=rng, dtype=dtype, fast=fast, **opts)
     x = build.input(layer, N, T, rng)
     state = build.state(layer, N, rng) if with_state else None
     lengths = rng.integers(1, T + 1, N) if with_lengths else None
@@ -58,11 +59,13 @@ def test_float32_parity(build, problem):
     assert errors[worst] < 1e-4, f"{worst}: {errors[worst]:.2e}"
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "readable"])
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
-def test_every_quantity_is_compared(build, kind):
+def test_every_quantity_is_compared(build, kind, fast):
     """The parity report covers outputs, final states, dx, initial-state gradients and every parameter."""
     rng = np.random.default_rng(1)
-    layer = build.layer(kind, rng=rng, num_layers=2, bidirectional=True, **({"proj_size": 2} if kind == "LSTM" else {}))
+    layer = build.layer(kind, rng=rng, num_layers=2, bidirectional=True, fast=fast,
+                        **({"proj_size": 2} if kind == "LSTM" else {}))
     errors = compare_with_torch(layer, build.input(layer, 3, 5, rng), build.state(layer, 3, rng), lengths=[5, 1, 3])
     states = ["h_n", "dh0"] + (["c_n", "dc0"] if kind == "LSTM" else [])
     assert set(errors) == {"out", "dx", *states, *layer.params}
