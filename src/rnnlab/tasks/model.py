@@ -33,7 +33,7 @@ class SequenceModel:
             raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
         self.config = dict(input_size=input_size, hidden_size=hidden_size, output_size=output_size,
                            cell=cell, num_layers=num_layers, bidirectional=bidirectional,
-                           dropout=dropout, vocab_size=vocab_size, seed=seed)
+                           dropout=dropout, vocab_size=vocab_size, seed=seed, dtype=np.dtype(dtype).name)
         seeds = np.random.SeedSequence(seed).generate_state(4)   # one independent stream per part
         self.modules = {}
         if vocab_size is not None:
