@@ -155,3 +155,53 @@ def memory_figures(records, out):
         figs["Gate saturation"] = gate_saturation(records, out / "saturation.png")
     figs["Sigmoid and tanh"] = activations(out / "activations.png")
     return figs
+
+
+# ---- a trained run (rnnlab diagnose / report) -------------------------------------------------
+def run_horizon(diag, path):
+    """The run's gradient horizon: one line per layer."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for k, h in diag["horizon"].items():
+        ax.semilogy(np.arange(len(h)), np.maximum(h, 1e-45), label=f"layer {k}")
+    ax.set_xlabel("distance back from the loss (characters)")
+    ax.set_ylabel("mean ||dL/dh_t||")
+    ax.set_title(f"Gradient horizon of the trained {diag['cell'].upper()}")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def run_gate_saturation(diag, path):
+    """Fraction of saturated units of each gate at every character of the diagnosed text."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for g in diag["gates"]:
+        ax.plot(g["saturated_per_char"], lw=0.8, label=f"layer {g['layer']} {g['gate']}")
+    ax.set_xlabel("character of the text")
+    ax.set_ylabel("fraction saturated")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Gate saturation along the text")
+    ax.legend(fontsize=6, ncol=4)
+    return _save(fig, path)
+
+
+def run_curves(metrics, path):
+    """Training and validation loss (nats/char) against step, from metrics.jsonl."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    steps = [m["step"] for m in metrics]
+    for key in ("train_loss", "val_loss"):
+        if metrics and key in metrics[0]:
+            ax.plot(steps, [m[key] for m in metrics], marker=".", label=key.replace("_", " "))
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/char)")
+    ax.set_title("Training curves")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def run_figures(diag, out):
+    out = Path(out)
+    return {"Gradient horizon": run_horizon(diag, out / "horizon.png"),
+            "Gate saturation along the text": run_gate_saturation(diag, out / "gate_saturation.png"),
+            "Sigmoid and tanh": activations(out / "activations.png")}

@@ -139,3 +139,54 @@ def activation_html(text, values, vmax=None):
         shown = "\u21b5\n" if ch == "\n" else html.escape(ch)
         parts.append(f'<span style="background: rgba({rgb},{abs(a):.2f})" title="{v:+.3f}">{shown}</span>')
     return '<pre class="act">' + "".join(parts) + "</pre>"
+
+
+def run_report(folder, meta, metrics, samples, diag):
+    """RUN/report.html for a character model: config, curves, samples, diagnostics, coloured text."""
+    from .figures import run_curves
+    folder = Path(folder)
+    body = []
+    cfg_rows = [[f"model.{k}", v] for k, v in meta.get("model", {}).items()]
+    cfg_rows += [[f"train.{k}", v] for k, v in meta.get("train", {}).items()]
+    cfg_rows += [["step", meta.get("step")], ["corpus", meta.get("corpus", {}).get("source")]]
+    body.append("<h2>Configuration</h2>" + table(["setting", "value"], cfg_rows, left=2))
+    if metrics:
+        last = metrics[-1]
+        body.append(f"<p>Last evaluation: step {last.get('step')}, validation loss "
+                    f"{last.get('val_loss', float('nan')):.4f} nats/char "
+                    f"({last.get('val_bpc', float('nan')):.3f} bits/char).</p>")
+        body.append("<h2>Training curves</h2>" + embed_png(run_curves(metrics, folder / "diagnostics" / "curves.png"),
+                                                          "training curves"))
+    if samples:
+        body.append("<h2>Samples (temperature 0.8)</h2>" +
+                    "".join(f"<pre>{html.escape(s)}</pre>" for s in samples))
+    u = diag["unit"]
+    body.append(f"<h2>Unit {u['index']} on the text ({html.escape(u['source'])})</h2>"
+                f"<p>Each character is coloured by the activation of unit {u['index']} after reading it "
+                f"(red positive, blue negative; hover for the value). Chosen as the unit whose activation "
+                f"correlates most with the position in the line: r = "
+                f"{u['correlation_with_position_in_line']:+.2f} on {diag['chars']} characters of "
+                f"{html.escape(diag.get('text_source', 'text'))}.</p>"
+                + activation_html(u["text"], np.array(u["values"]), vmax=1.0))
+    body.append("<h2>Diagnostics</h2>")
+    rows = []
+    for k, h in diag["horizon"].items():
+        far = min(len(h) - 1, 50)
+        rows.append([f"layer {k}", h[1], h[far], h[1] / h[far] if h[far] > 0 else float("inf")])
+    body.append("<p>Gradient horizon: ||dL/dh_t|| for a loss on the last character of a window.</p>"
+                + table(["layer", "distance 1", "distance 50 (or window end)", "ratio"], rows))
+    body.append(table(["layer", "gate", "mean", "fraction saturated"],
+                      [[g["layer"], g["gate"], g["mean"], g["saturated"]] for g in diag["gates"]], left=2))
+    body.append(table(["parameter", "||grad||", "lr*||grad||/||w||"],
+                      [[k, v, diag.get("sgd_update_ratio", {}).get(k, float("nan"))]
+                       for k, v in diag["grad_norms"].items()]))
+    body.append(table(["W_hh", "largest singular value"] + [f"gate {g} sigma / radius" for g in
+                                                            next(iter(diag["spectrum"].values()))["gates"]],
+                      [[k, s["sigma_max"]] + [f"{e['sigma_max']:.3f} / {e.get('spectral_radius', float('nan')):.3f}"
+                                              for e in s["gates"].values()]
+                       for k, s in diag["spectrum"].items()]))
+    for title, rel in diag["figures"].items():
+        body.append(f"<h2>{html.escape(title)}</h2>" + embed_png(folder / rel, title))
+    path = folder / "report.html"
+    path.write_text(page(f"rnnlab run {folder.name}", "\n".join(body)), encoding="utf-8")
+    return path
