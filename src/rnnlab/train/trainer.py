@@ -116,6 +116,8 @@ def evaluate(model, streams):
             x, y, reset = streams.batch(i)
             state = model.reset_state(state, reset)
             logits, state = model.forward(x, state)
+            if not all(np.isfinite(a).all() for a in _state_arrays(state)):
+                raise FloatingPointError(f"the hidden state became non-finite in evaluation chunk {i}")
             tally.add(logits, y)
     finally:
         model.train(was_training)
@@ -202,23 +204,38 @@ class Trainer:
         x, y, reset = self.train_streams.batch(self.step)
         state = self.model.reset_state(self.state, reset)
         self.model.zero_grad()
-        loss, _, _, self.state = tbptt_step(self.model, x, y, state, self.config.k2)
+        # A diverging run overflows somewhere; that is detected and reported just below
+        # (naming the parameter and step), so NumPy's warnings would only add noise.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            loss, _, _, self.state = tbptt_step(self.model, x, y, state, self.config.k2)
         grads = self.model.grads
         bad = optim.find_nonfinite(grads)
-        if bad is not None or (loss is not None and not math.isfinite(loss)):
-            where = f"the gradient of {bad!r}" if bad else "the loss"
-            kept = (f"the last good checkpoint (step {self.saved_step}) is kept in {self.checkpoint_path}"
-                    if self.saved_step is not None else "no checkpoint was written")
+        state_ok = all(np.isfinite(a).all() for a in _state_arrays(self.state))
+        if bad is not None or (loss is not None and not math.isfinite(loss)) or not state_ok:
+            where = (f"the gradient of {bad!r}" if bad else "the loss" if state_ok else "the hidden state")
             raise Diverged(f"training stopped at step {self.step + 1}: non-finite {where} (loss {loss}); "
-                           f"{kept}; try a lower --lr or --clip")
+                           f"{self._kept()}; try a lower --lr or --clip")
         optim.clip_grad_norm(grads, self.config.clip)
         optim.apply_schedule(self.optimizer, self.config.lr, self.schedule, self.step)
         self.optimizer.step(grads)
         self.step += 1
         return loss, int((y != -100).sum())
 
+    def _kept(self):
+        return (f"the last good checkpoint (step {self.saved_step}) is kept in {self.checkpoint_path}"
+                if self.saved_step is not None else "no checkpoint was written")
+
     def _evaluate(self, train_losses, chars, seconds):
-        val = evaluate(self.model, self.val_streams)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            try:
+                val = evaluate(self.model, self.val_streams)
+            except FloatingPointError:
+                val = {"loss": math.nan}
+        if not math.isfinite(val["loss"]):
+            bad = optim.find_nonfinite(self.model.params)
+            where = f"parameter {bad!r} is not finite" if bad else "the parameters grew too large"
+            raise Diverged(f"training stopped at step {self.step}: the validation loss is {val['loss']} "
+                           f"({where}); {self._kept()}; try a lower --lr or --clip")
         record = {"step": self.step,
                   "epoch": round(self.step / len(self.train_streams), 4),
                   "train_loss": float(np.mean(train_losses)) if train_losses else None,
