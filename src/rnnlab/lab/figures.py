@@ -86,7 +86,7 @@ def horizon_heatmap(record, path):
     steps = [p["step"] for p in record["curve"]][:len(H)]
     fig, ax = plt.subplots(figsize=(6, 3.2))
     im = ax.imshow(np.log10(np.maximum(H, 1e-30)), aspect="auto", origin="lower", cmap="magma",
-                   extent=[0, H.shape[1], steps[0] if steps else 0, steps[-1] if steps else 1])
+                   extent=[0, H.shape[1], steps[0] if steps else 0, max(steps[-1] if steps else 1, 1 + (steps[0] if steps else 0))])
     fig.colorbar(im, ax=ax, label="log10 ||dL/dh_t||")
     ax.set_xlabel("distance back from the loss (steps)")
     ax.set_ylabel("training step")
