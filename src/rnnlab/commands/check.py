@@ -1,8 +1,9 @@
 """``rnnlab check``: prove this install's layers right, in a few seconds.
 
-For each cell (RNN, LSTM, GRU) and each layer option it builds a small layer
-with random non-zero weights and biases (U(-0.5, 0.5)), a random input and a
-random initial state, and runs
+For each cell (RNN, LSTM, GRU), each layer option and both computation paths
+(the fused kernels of ``rnnlab.fast``, used by default, and the readable
+``rnnlab.cells``) it builds a small layer with random non-zero weights and
+biases (U(-0.5, 0.5)), a random input and a random initial state, and runs
 
   * a float64 central-difference gradient check (``rnnlab.gradcheck``) of dx,
     the initial state and every parameter: pass if the relative error < 1e-7;
@@ -47,6 +48,7 @@ OPTIONS = {
     "all": {"num_layers": 2, "bidirectional": True, "_lengths": True, "_state": True},
 }
 QUICK = ("default", "all")
+PATHS = {"fast": True, "readable": False}     # value: layer.fast
 
 
 def build_case(cell, option, dtype, rng):
@@ -78,21 +80,19 @@ def cases(cell, quick):
 
 def run_checks(quick=False, use_torch=True, seed=0, progress=True):
     """Run every check; return rows (cell, check, n_cases, largest error, where, tolerance, passed)."""
-    jobs = []
-    for cell in CELLS:
-        jobs += [(cell, "gradient f64", o) for o in cases(cell, quick)]
-        if use_torch:
-            jobs += [(cell, check, o) for check in ("torch f64", "torch f32") for o in cases(cell, quick)
-                     if not OPTIONS[o].get("_gradient_only")]
+    checks = ["gradient f64"] + (["torch f64", "torch f32"] if use_torch else [])
+    jobs = [(cell, check, option, path) for cell in CELLS for check in checks for option in cases(cell, quick)
+            for path in PATHS if check == "gradient f64" or not OPTIONS[option].get("_gradient_only")]
     if use_torch:
         from ..parity import compare_with_torch
     bar = _progress(jobs, progress)
     worst = {}
-    for cell, check, option in bar:
+    for cell, check, option, path in bar:
         # every job draws from its own generator, so a row does not depend on which others ran
         rng = np.random.default_rng([seed, list(CELLS).index(cell), list(OPTIONS).index(option)])
         dtype = np.float32 if check == "torch f32" else np.float64
         layer, x, state, lengths = build_case(cell, option, dtype, rng)
+        layer.fast = PATHS[path]
         if check == "gradient f64":
             errors = check_layer_gradients(layer, x, state, lengths, seed=int(rng.integers(2**31)))
         else:
@@ -100,7 +100,7 @@ def run_checks(quick=False, use_torch=True, seed=0, progress=True):
             errors = compare_with_torch(layer, x, state, lengths, chunks=chunks, seed=int(rng.integers(2**31)))
         quantity = max(errors, key=errors.get)
         n, best = worst.get((cell, check), (0, (-1.0, "")))
-        worst[(cell, check)] = (n + 1, max(best, (errors[quantity], f"{quantity} ({option})")))
+        worst[(cell, check)] = (n + 1, max(best, (errors[quantity], f"{quantity} ({option}, {path})")))
     rows = []
     for (cell, check), (n, (err, where)) in worst.items():
         rows.append((cell, check, n, err, where, TOLERANCE[check], err < TOLERANCE[check]))
@@ -115,7 +115,7 @@ def _progress(jobs, enabled):
 
 
 def format_table(rows):
-    head = ("cell", "check", "cases", "largest rel. error", "where (quantity, option)", "tolerance", "result")
+    head = ("cell", "check", "cases", "largest rel. error", "where (quantity, option, path)", "tolerance", "result")
     body = [(c, k, str(n), f"{e:.2e}", w, f"{t:.0e}", "ok" if ok else "FAIL") for c, k, n, e, w, t, ok in rows]
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
     line = lambda r: "  ".join(s.ljust(w) for s, w in zip(r, widths)).rstrip()
