@@ -7,10 +7,12 @@ Public API (everything else is private by name or lives in a documented submodul
     nn                      Embedding, Linear, Dropout, Sequential (forward/backward modules)
     losses                  softmax cross-entropy, sigmoid BCE, MSE: (loss, gradient)
     optim                   SGD, Adagrad, RMSprop, Adam, AdamW, schedules, gradient clipping
+    gradcheck               float64 central-difference gradient checks of a layer
+    parity                  compare a layer with torch.nn.RNN/LSTM/GRU (imports torch only when called)
 """
-from . import cells, losses, nn, optim
+from . import cells, gradcheck, losses, nn, optim, parity
 from .recurrent import GRU, LSTM, RNN
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "LSTM", "GRU", "cells", "nn", "losses", "optim", "__version__"]
+__all__ = ["RNN", "LSTM", "GRU", "cells", "nn", "losses", "optim", "gradcheck", "parity", "__version__"]
