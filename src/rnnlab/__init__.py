@@ -9,10 +9,16 @@ Public API (everything else is private by name or lives in a documented submodul
     optim                   SGD, Adagrad, RMSprop, Adam, AdamW, schedules, gradient clipping
     gradcheck               float64 central-difference gradient checks of a layer
     parity                  compare a layer with torch.nn.RNN/LSTM/GRU (imports torch only when called)
+    CharLM, CharLMConfig    the character language model (Embedding -> LSTM/GRU/RNN -> Linear)
+    data                    text files, vocabulary, the Shakespeare corpus
+    train                   truncated BPTT streams, Trainer, safetensors checkpoints, metrics
 """
 from . import cells, gradcheck, losses, nn, optim, parity
+from . import data, train
+from .charlm import CharLM, CharLMConfig
 from .recurrent import GRU, LSTM, RNN
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "LSTM", "GRU", "cells", "nn", "losses", "optim", "gradcheck", "parity", "__version__"]
+__all__ = ["RNN", "LSTM", "GRU", "cells", "nn", "losses", "optim", "gradcheck", "parity",
+           "CharLM", "CharLMConfig", "data", "train", "__version__"]
