@@ -12,13 +12,15 @@ Public API (everything else is private by name or lives in a documented submodul
     CharLM, CharLMConfig    the character language model (Embedding -> LSTM/GRU/RNN -> Linear)
     data                    text files, vocabulary, the Shakespeare corpus
     train                   truncated BPTT streams, Trainer, safetensors checkpoints, metrics
+    tasks                   forecasting, sequence classification, sentiment, with their baselines
 """
 from . import cells, gradcheck, losses, nn, optim, parity
 from . import data, train
 from .charlm import CharLM, CharLMConfig
 from .recurrent import GRU, LSTM, RNN
+from . import tasks  # after the layers: tasks builds its model from them
 
 __version__ = "0.1.0"
 
 __all__ = ["RNN", "LSTM", "GRU", "cells", "nn", "losses", "optim", "gradcheck", "parity",
-           "CharLM", "CharLMConfig", "data", "train", "__version__"]
+           "CharLM", "CharLMConfig", "data", "train", "tasks", "__version__"]
