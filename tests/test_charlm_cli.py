@@ -134,7 +134,8 @@ def test_bad_text(tmp_path, capsys, case):
                                     ["--seq-len", "0"], ["--batch", "-4"], ["--embed", "0"], ["--steps", "0"],
                                     ["--time-budget", "-1"], ["--lr", "-0.1"], ["--dropout", "1.5"],
                                     ["--bptt", "99"], ["--steps", "5", "--time-budget", "3"],
-                                    ["--hidden", "many"]])
+                                    ["--hidden", "many"], ["--epochs", "0"], ["--val-fraction", "1"],
+                                    ["--epochs", "1", "--steps", "3"]])
 def test_bad_options(tmp_path, text, capsys, option):
     run_bad(capsys, ["train", "charlm", "--text", text, *TINY, *option, "--out", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
@@ -173,3 +174,15 @@ def test_bad_sampling_options(trained, capsys):
     with open(bad, "w", encoding="utf-8") as f:
         f.write("αβγ " * 20)
     run_bad(capsys, ["eval", run, "--text", bad])
+
+
+def test_epochs_is_a_number_of_passes_over_the_training_text(tmp_path, text, capsys):
+    from rnnlab.data import Vocabulary, split_documents
+    from rnnlab.train import Streams
+    run = tmp_path / "run"
+    assert main(["train", "charlm", "--text", text, *TINY, "--epochs", "1", "--eval-every", "1000",
+                 "--out", str(run)]) == 0
+    vocab = Vocabulary.from_documents([TEXT])
+    train, _ = split_documents([TEXT], 0.05)
+    per_epoch = len(Streams([vocab.encode(d) for d in train], 4, 16))
+    assert [json.loads(s)["step"] for s in open(run / "metrics.jsonl")] == [per_epoch]

@@ -52,12 +52,16 @@ def _positive(value, flag):
 
 
 def _check_sizes(args):
-    for flag in ("hidden", "layers", "embed", "seq_len", "batch", "eval_every", "steps"):
+    for flag in ("hidden", "layers", "embed", "seq_len", "batch", "eval_every", "steps", "epochs"):
         _positive(getattr(args, flag), "--" + flag.replace("_", "-"))
     if args.time_budget is not None and not (args.time_budget > 0 and math.isfinite(args.time_budget)):
         raise UsageError(f"--time-budget: expected a positive number of seconds, got {args.time_budget}")
     if args.cell is not None and args.cell not in CELLS:
         raise UsageError(f"--cell: expected one of {', '.join(CELLS)}, got {args.cell!r}")
+    if args.val_fraction is not None and not 0 < args.val_fraction < 1:
+        raise UsageError(f"--val-fraction: expected a number in (0, 1), got {args.val_fraction}")
+    if args.bptt is not None and args.bptt < 0:
+        raise UsageError(f"--bptt: expected a backward window of at least 1 (or 0 for the whole chunk), got {args.bptt}")
     if args.dropout is not None and not 0 <= args.dropout < 1:
         raise UsageError(f"--dropout: expected a probability in [0, 1), got {args.dropout}")
 
@@ -101,27 +105,14 @@ def train_main(args):
         train_cfg = dict(saved["train"])
         text = args.text if args.text is not None else (None if saved["corpus"]["source"] == "shakespeare"
                                                         else saved["corpus"]["source"])
-        if args.steps is None and args.time_budget is None:
-            raise UsageError(f"--resume: give the new total --steps (the run is at step {saved['step']}) "
-                             f"or a --time-budget")
-        if args.steps is not None and args.steps <= saved["step"]:
-            raise UsageError(f"--steps {args.steps}: the run in {out} is already at step {saved['step']}; "
-                             f"give a larger total")
     else:
         _check_out_is_new(out)
         model_cfg = _given(args, MODEL_OPTIONS, MODEL_DEFAULTS)
         train_cfg = _given(args, TRAIN_OPTIONS, TRAIN_DEFAULTS)
         text = args.text
-        if args.steps is None and args.time_budget is None:
-            args.steps = DEFAULT_STEPS
-        if train_cfg["schedule"] == "cosine":
-            if args.steps is None:
-                raise UsageError("--schedule cosine: needs --steps (the cosine's horizon), not --time-budget")
-            train_cfg["schedule_steps"] = args.steps
     for field in ("eval_every", "patience"):           # may change on --resume
         if getattr(args, field) is not None:
             train_cfg[field] = getattr(args, field)
-    train_cfg = TrainConfig(**train_cfg).validate()
 
     documents, source = load_corpus(text)
     digest = corpus_digest(documents)
@@ -132,15 +123,35 @@ def train_main(args):
     model_cfg["vocab_size"] = len(vocab)
     model = CharLM(CharLMConfig(**model_cfg))
 
-    train_docs, val_docs = split_documents(documents, train_cfg.val_fraction)
+    train_docs, val_docs = split_documents(documents, train_cfg["val_fraction"])
     n_train, n_val = sum(map(len, train_docs)), sum(map(len, val_docs))
     if n_val < 2:
         raise UsageError(f"--text: {n_train + n_val} characters leave no validation text at "
-                         f"--val-fraction {train_cfg.val_fraction}; use a longer text")
-    train_streams = Streams([vocab.encode(d) for d in train_docs], train_cfg.batch, train_cfg.seq_len,
+                         f"--val-fraction {train_cfg['val_fraction']}; use a longer text")
+    train_streams = Streams([vocab.encode(d) for d in train_docs], train_cfg["batch"], train_cfg["seq_len"],
                             name="--text (training part)")
-    val_streams = Streams([vocab.encode(d) for d in val_docs], train_cfg.batch, train_cfg.seq_len,
+    val_streams = Streams([vocab.encode(d) for d in val_docs], train_cfg["batch"], train_cfg["seq_len"],
                           drop_remainder=False, name="--text (validation part)")
+
+    # the budget: --epochs becomes a step count; --steps is a total over all sessions of the run
+    if args.epochs is not None:
+        args.steps = args.epochs * len(train_streams)
+    if saved is not None:
+        if args.steps is None and args.time_budget is None:
+            raise UsageError(f"--resume: give the new total --steps or --epochs (the run is at step "
+                             f"{saved['step']}) or a --time-budget")
+        if args.steps is not None and args.steps <= saved["step"]:
+            raise UsageError(f"--steps {args.steps}: the run in {out} is already at step {saved['step']}; "
+                             f"give a larger total")
+    else:
+        if args.steps is None and args.time_budget is None:
+            args.steps = DEFAULT_STEPS
+        if train_cfg["schedule"] == "cosine":
+            if args.steps is None:
+                raise UsageError("--schedule cosine: needs --steps or --epochs (the cosine's horizon), "
+                                 "not --time-budget")
+            train_cfg["schedule_steps"] = args.steps
+    train_cfg = TrainConfig(**train_cfg).validate()
 
     if not args.resume:
         os.makedirs(out, exist_ok=True)
@@ -265,6 +276,7 @@ def register(subparsers, train_subparsers):
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help=f"train until this total step count "
                         f"(default {DEFAULT_STEPS} for a new run)")
+    budget.add_argument("--epochs", type=int, help="train until this many passes over the training text")
     budget.add_argument("--time-budget", type=float, metavar="SECONDS", help="train for this many seconds")
     p.add_argument("--eval-every", type=int, help=f"steps between evaluations and checkpoints "
                    f"(default {t['eval_every']})")

@@ -251,6 +251,13 @@ class Trainer:
         self.metrics.append(record)
         return record
 
+    def _report(self, bar, record):
+        """One line per evaluation: above the progress bar, or on stderr when there is no bar (a log file)."""
+        if bar is not None:
+            bar.write(_line(record), file=sys.stderr)
+        elif not self.quiet:
+            self.log(_line(record))
+
     def fit(self, steps=None, time_budget=None):
         """Train until ``step == steps`` or ``time_budget`` seconds pass, or early stopping. Returns a summary."""
         if (steps is None) == (time_budget is None):
@@ -285,16 +292,14 @@ class Trainer:
                 if self.step % c.eval_every == 0:
                     last = self._evaluate(losses, chars, t - t_last)
                     losses, chars, t_last = [], 0, time.perf_counter()
-                    if bar is not None:
-                        bar.write(_line(last))
+                    self._report(bar, last)
                     if c.patience and self.bad_evals >= c.patience:
                         stop_reason = (f"early stop: no better val loss in {c.patience} evaluations "
                                        f"(best {self.best_val:.4f} at step {self.best_step})")
                         break
             if self.saved_step != self.step:
                 last = self._evaluate(losses, chars, time.perf_counter() - t_last)
-                if bar is not None:
-                    bar.write(_line(last))
+                self._report(bar, last)
         finally:
             if bar is not None:
                 bar.close()
