@@ -4,6 +4,7 @@ Chromium is Debian's ``chromium`` (``.ci/run`` installs it). Without it this tes
 fails, except locally when RNNLAB_SKIP_BROWSER=1 is set (never in CI, where CI=true).
 Screenshots are kept in tests/artifacts/ (ignored by git).
 """
+import json
 import os
 import re
 import shutil
@@ -49,9 +50,28 @@ def open_page(html_path, tmp_path, screenshot=None):
 @pytest.fixture(scope="module")
 def memory_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("mem") / "exp"
-    assert main(["experiment", "memory", "--lengths", "6", "--cells", "rnn,lstm", "--steps", "10",
-                 "--hidden", "4", "--workers", "1", "--out", str(out)]) == 0
+    assert main(["experiment", "memory", "--lengths", "5,7", "--cells", "rnn,gru", "--init", "identity",
+                 "--steps", "6", "--hidden", "4", "--seeds", "2", "--workers", "2", "--out", str(out)]) == 0
     return out
+
+
+def test_memory_experiment_writes_records_figures_and_report(memory_dir):
+    recs = json.loads((memory_dir / "results.json").read_text())
+    assert len(recs) == 2 * 2 * 2
+    assert {(r["cell"], r["length"], r["seed"]) for r in recs} == \
+        {(c, T, s) for c in ("irnn", "gru") for T in (5, 7) for s in (0, 1)}
+    for r in recs:
+        for key in ("task", "cell", "length", "seed", "metric", "value", "baseline", "solved",
+                    "horizon_init", "horizon_final"):
+            assert key in r
+        assert r["metric"] == "mse" and r["baseline"] == pytest.approx(1 / 6)
+        assert r["solved"] == (r["value"] < 0.01)
+        assert len(r["horizon_init"]) == r["length"]
+    assert (memory_dir / "report.html").exists() and (memory_dir / "curves.png").exists()
+    # nothing the user had is overwritten
+    before = (memory_dir / "results.json").read_bytes()
+    assert main(["experiment", "memory", "--steps", "1", "--out", str(memory_dir)]) == 2
+    assert (memory_dir / "results.json").read_bytes() == before
 
 
 @pytest.fixture(scope="module")

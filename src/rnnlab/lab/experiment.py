@@ -68,15 +68,15 @@ def quick_config(**over):
 
 
 # ---- model: a recurrent layer and a linear head ------------------------------------------------
-def make_layer(cell, input_size, hidden, seed, forget_bias=1.0):
+def make_layer(cell, input_size, hidden, seed, forget_bias=1.0, dtype=np.float32):
     if cell == "lstm":
-        return LSTM(input_size, hidden, seed=seed, forget_bias=forget_bias)
+        return LSTM(input_size, hidden, seed=seed, forget_bias=forget_bias, dtype=dtype)
     if cell == "gru":
-        return GRU(input_size, hidden, seed=seed)
+        return GRU(input_size, hidden, seed=seed, dtype=dtype)
     if cell == "rnn":
-        return RNN(input_size, hidden, seed=seed)
+        return RNN(input_size, hidden, seed=seed, dtype=dtype)
     if cell == "irnn":
-        layer = RNN(input_size, hidden, nonlinearity="relu", seed=seed)
+        layer = RNN(input_size, hidden, nonlinearity="relu", seed=seed, dtype=dtype)
         p = layer.params
         p["weight_hh_l0"][...] = np.eye(hidden)
         p["weight_ih_l0"][...] = layer.rng.normal(0, 1e-3, p["weight_ih_l0"].shape)
@@ -89,11 +89,11 @@ def make_layer(cell, input_size, hidden, seed, forget_bias=1.0):
 class Model:
     """``layer`` followed by ``Linear`` on the steps the task reads (the last one, or the copy task's last K)."""
 
-    def __init__(self, task, cell, hidden, seed, forget_bias=1.0):
+    def __init__(self, task, cell, hidden, seed, forget_bias=1.0, dtype=np.float32):
         self.spec = tasks.spec(task)
         self.task = task
-        self.layer = make_layer(cell, self.spec.input_size, hidden, seed, forget_bias)
-        self.head = Linear(hidden, self.spec.output_size, seed=seed + 1_000_003)
+        self.layer = make_layer(cell, self.spec.input_size, hidden, seed, forget_bias, dtype)
+        self.head = Linear(hidden, self.spec.output_size, dtype=dtype, seed=seed + 1_000_003)
         self.read = tasks.COPY_K if task == "copy" else 1    # how many final steps the head reads
         self.params = {**{"head." + k: v for k, v in self.head.params.items()}, **self.layer.params}
         self.grads = {**{"head." + k: v for k, v in self.head.grads.items()}, **self.layer.grads}
@@ -110,7 +110,7 @@ class Model:
         loss, dpred = self.task_loss(pred, y)
         if not np.isfinite(loss):
             return loss                                           # nothing sensible to backpropagate
-        dout = np.zeros((x.shape[0], x.shape[1], self.layer.hidden_out), np.float32)
+        dout = np.zeros((x.shape[0], x.shape[1], self.layer.hidden_out), self.layer.dtype)
         dout[:, -self.read:] = self.head.backward(dpred)
         self.layer.backward(dout)
         return loss
