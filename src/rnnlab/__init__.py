@@ -13,14 +13,16 @@ Public API (everything else is private by name or lives in a documented submodul
     data                    text files, vocabulary, the Shakespeare corpus
     train                   truncated BPTT streams, Trainer, safetensors checkpoints, metrics
     tasks                   forecasting, sequence classification, sentiment, with their baselines
+    lab                     gradient horizon, gate statistics, NaN forensics, memory tasks and reports
 """
 from . import cells, gradcheck, losses, nn, optim, parity
 from . import data, train
 from .charlm import CharLM, CharLMConfig
 from .recurrent import GRU, LSTM, RNN
 from . import tasks  # after the layers: tasks builds its model from them
+from . import lab
 
 __version__ = "0.1.0"
 
 __all__ = ["RNN", "LSTM", "GRU", "cells", "nn", "losses", "optim", "gradcheck", "parity",
-           "CharLM", "CharLMConfig", "data", "train", "tasks", "__version__"]
+           "CharLM", "CharLMConfig", "data", "train", "tasks", "lab", "__version__"]
