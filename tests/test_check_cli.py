@@ -41,6 +41,12 @@ def test_no_torch_skips_parity(capsys, tiny):
     assert "torch f64" not in out and "gradient f64" in out and "parity skipped: --no-torch" in out
 
 
+def test_without_torch_the_check_says_parity_was_skipped(capsys, monkeypatch, tiny):
+    monkeypatch.setattr(check, "torch_available", lambda: False)
+    code, out, _ = _run(capsys, "--quick")
+    assert code == 0 and "torch f64" not in out and "torch is not installed" in out
+
+
 def test_a_wrong_gradient_fails_the_check(capsys, monkeypatch, tiny):
     """Break the readable GRU's backward (reset gate off by 1%): its row fails, names the path, exit code 1."""
     real = gru_cell.step_backward

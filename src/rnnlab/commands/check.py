@@ -107,6 +107,10 @@ def run_checks(quick=False, use_torch=True, seed=0, progress=True):
     return rows
 
 
+def torch_available():
+    return importlib.util.find_spec("torch") is not None
+
+
 def _progress(jobs, enabled):
     if not enabled or importlib.util.find_spec("tqdm") is None:
         return jobs
@@ -125,7 +129,7 @@ def format_table(rows):
 def main(args):
     if args.seed < 0:
         raise UsageError(f"--seed: expected a non-negative integer, got {args.seed}")
-    use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+    use_torch = not args.no_torch and torch_available()
     start = time.perf_counter()
     rows = run_checks(quick=args.quick, use_torch=use_torch, seed=args.seed)
     print(format_table(rows))
