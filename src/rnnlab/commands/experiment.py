@@ -127,8 +127,8 @@ def summary_table(records):
     from ..lab.report import aggregate
     rows = aggregate(records)
     lines = [f"{'task':8} {'cell':5} {'T':>5} {'seeds':>5} {'metric':>8} {'value':>10} {'baseline':>9} "
-             f"{'solved':>7} {'h(1)/h(T-1)':>12}"]
+             f"{'solved':>7} {'decay@init':>11} {'decay@end':>10}   (decay: ||dL/dh|| at distance 1 / at min(100, T-1))"]
     for r in rows:
         lines.append(f"{r['task']:8} {r['cell']:5} {r['length']:5d} {r['seeds']:5d} {r['metric']:>8} "
-                     f"{r['value']:10.4g} {r['baseline']:9.4g} {r['solved']:>7} {r['decay']:12.3g}")
+                     f"{r['value']:10.4g} {r['baseline']:9.4g} {r['solved']:>7} {r['decay_init']:11.3g} {r['decay']:10.3g}")
     return "\n".join(lines)
