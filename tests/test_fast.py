@@ -128,3 +128,31 @@ def test_two_backwards_of_one_forward_agree():
     dx1, _ = layer.backward(dout)
     dx2, _ = layer.backward(dout)
     np.testing.assert_array_equal(dx1, dx2)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the benchmark compares against PyTorch")
+def test_bench_runs_on_a_tiny_grid_and_writes_json(tmp_path, capsys):
+    from rnnlab import bench
+    from rnnlab.cli import main
+
+    result = bench.run(threads=1, repeats=1, sizes=[(2, 3, 4, 5)], cells=("lstm", "gru", "rnn"),
+                       stream_sizes=(8,), memory_T=20, min_time=0.0, pause=0.0, progress=False,
+                       sample_chars=3, gemm_n=256)
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(result))
+    loaded = json.loads(path.read_text())
+    assert {"threads", "gemm_peak_gflops", "points", "streaming", "sampling", "memory"} <= set(loaded)
+    assert [(p["kind"], p["cell"]) for p in loaded["points"]] == [
+        (k, c) for c in ("lstm", "gru", "rnn") for k in ("train", "infer")]
+    for p in loaded["points"] + loaded["streaming"]:
+        for key in ("torch_ms", "rnnlab_ms", "ratio", "rnnlab_gflops", "rnnlab_roofline"):
+            assert np.isfinite(p[key]) and p[key] > 0, (p, key)
+        assert p["ratio"] == pytest.approx(p["torch_ms"] / p["rnnlab_ms"])
+    assert loaded["memory"]["rnnlab_rss_mb"] >= 0 and loaded["memory"]["rnnlab_tracemalloc_mb"] > 0
+    table = bench.format_table(result)
+    assert "train LSTM N=2 T=3 D=4 H=5" in table and "stream LSTM x2" in table
+
+    # the command refuses to overwrite an existing --json file
+    assert main(["bench", "--quick", "--json", str(path)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert json.loads(path.read_text()) == loaded

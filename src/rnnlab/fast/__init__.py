@@ -96,3 +96,8 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k):
     g["weight_ih" + s] += A.T @ Xf
     dX += (A @ W_ih).reshape(X.shape)
     return dh, dc
+
+
+def describe():
+    """Which fast paths this install has (reported by ``rnnlab bench``)."""
+    return {"enabled": ENABLED}

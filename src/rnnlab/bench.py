@@ -1,0 +1,411 @@
+"""rnnlab against PyTorch on the CPU, side by side in one process.
+
+What is timed (float32, the same shapes, the PyTorch modules loaded with a copy
+of the rnnlab layer's weights, the same number of threads for both: PyTorch's
+``set_num_threads`` and, through threadpoolctl, NumPy's BLAS):
+
+* grid points: cell x (N, T, D, H), each as a training step (forward + backward
+  through time with a random ``dout``, dx included on both sides) and as
+  inference (forward only; PyTorch under ``no_grad``);
+* streaming: a 2-layer LSTM, N = 1, one step per ``forward`` call (T = 1), the
+  state carried from call to call;
+* sampling: the character model (``rnnlab.charlm``) one character at a time,
+  against the same Embedding -> LSTM -> Linear loop in PyTorch;
+* peak memory of one training step at T = 1000 (see ``peak_memory``).
+
+The two libraries take turns (PyTorch, rnnlab, PyTorch, ...), each turn running
+enough calls to last ``min_time``; the best turn of ``repeats`` counts. Between
+turns the process sleeps briefly so that the other library's idle worker
+threads (OpenMP and OpenBLAS spin for a while after each call) have stopped
+spinning; on a shared machine the best of several turns is the least disturbed.
+
+For each point: both times, the ratio torch_time / rnnlab_time (> 1: rnnlab is
+faster) and rnnlab's GFLOP/s as a fraction of the measured GFLOP/s of one large
+float32 GEMM (the roofline). FLOPs count the GEMMs only (elementwise work is
+small beside them): forward 2 T N G (D + H_out), training 3x that (the
+backward has dX, dh, dW_ih and dW_hh), G = gates * H.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from . import recurrent
+from ._conventions import GATES
+
+SIZES = [(1, 100, 32, 128), (32, 100, 64, 256), (64, 50, 512, 512)]   # (N, T, D, H), from issue 5
+QUICK_SIZES = SIZES[:2]
+CELLS = ("lstm", "gru", "rnn")
+STREAM_SIZES = (128, 512)
+TORCH_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+LAYERS = {"lstm": recurrent.LSTM, "gru": recurrent.GRU, "rnn": recurrent.RNN}
+
+
+# ---- timing ---------------------------------------------------------------------------
+def _calls_for(fn, min_time):
+    """How many calls of ``fn`` last about ``min_time`` seconds (after one warm-up call)."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-7)
+    return max(1, int(min_time / once))
+
+
+def time_pair(fn_torch, fn_rnnlab, repeats=5, min_time=0.05, pause=0.05):
+    """Best seconds per call of each function, taking turns; returns (torch_s, rnnlab_s)."""
+    n_t, n_r = _calls_for(fn_torch, min_time), _calls_for(fn_rnnlab, min_time)
+    best = [float("inf"), float("inf")]
+    for _ in range(repeats):
+        for j, (fn, n) in enumerate(((fn_torch, n_t), (fn_rnnlab, n_r))):
+            time.sleep(pause)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best[j] = min(best[j], (time.perf_counter() - t0) / n)
+    return best[0], best[1]
+
+
+def gemm_peak(threads, n=2048, repeats=5):
+    """GFLOP/s of one large float32 GEMM (n x n times n x n), best of ``repeats``, on ``threads`` threads."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty((n, n), np.float32)
+    with _blas_threads(threads):
+        np.matmul(a, b, out=c)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            np.matmul(a, b, out=c)
+            best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+@contextlib.contextmanager
+def _blas_threads(n):
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:      # without threadpoolctl the BLAS keeps its own setting (reported in the JSON)
+        yield
+        return
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
+
+
+def flops(cell, N, T, D, H, train):
+    G = GATES[cell] * H
+    fwd = 2 * T * N * G * (D + H)
+    return 3 * fwd if train else fwd
+
+
+# ---- the pairs being timed ------------------------------------------------------------------
+def _pair_layers(torch, cell, D, H, num_layers=1, seed=0):
+    layer = LAYERS[cell](D, H, num_layers=num_layers, dtype=np.float32, seed=seed)
+    mod = getattr(torch.nn, TORCH_NAMES[cell])(D, H, num_layers=num_layers, batch_first=True)
+    mod.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in layer.params.items()})
+    return layer, mod
+
+
+def grid_point(torch, cell, N, T, D, H, repeats, min_time, pause):
+    """Training and inference timings of one cell and size: two result dicts."""
+    rng = np.random.default_rng(1)
+    layer, mod = _pair_layers(torch, cell, D, H)
+    x = rng.standard_normal((N, T, D), dtype=np.float32)
+    dout = rng.standard_normal((N, T, H), dtype=np.float32)
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    dt = torch.from_numpy(dout.copy())
+
+    def r_train():
+        layer.forward(x)
+        layer.backward(dout)
+
+    def t_train():
+        out, _ = mod(xt)
+        out.backward(dt)
+
+    def r_infer():
+        layer.forward(x)
+
+    def t_infer():
+        with torch.no_grad():
+            mod(xt)
+
+    rows = []
+    for kind, ft, fr in (("train", t_train, r_train), ("infer", t_infer, r_infer)):
+        layer.train(kind == "train")
+        ts, rs = time_pair(ft, fr, repeats, min_time, pause)
+        rows.append(_row(kind, cell, (N, T, D, H), ts, rs, flops(cell, N, T, D, H, kind == "train")))
+    return rows
+
+
+def _row(kind, cell, size, torch_s, rnnlab_s, n_flops=None):
+    row = {"kind": kind, "cell": cell, "N": size[0], "T": size[1], "D": size[2], "H": size[3],
+           "torch_ms": torch_s * 1e3, "rnnlab_ms": rnnlab_s * 1e3, "ratio": torch_s / rnnlab_s}
+    if n_flops is not None:
+        row["rnnlab_gflops"] = n_flops / rnnlab_s / 1e9
+        row["torch_gflops"] = n_flops / torch_s / 1e9
+    return row
+
+
+def streaming_point(torch, H, repeats, min_time, pause):
+    """A 2-layer LSTM (D = H), N = 1: seconds per ``forward`` of one step, state carried."""
+    rng = np.random.default_rng(2)
+    layer, mod = _pair_layers(torch, "lstm", H, H, num_layers=2)
+    layer.eval()
+    mod.eval()
+    x = rng.standard_normal((1, 1, H), dtype=np.float32)
+    xt = torch.from_numpy(x.copy())
+    state = {"r": None, "t": None}
+
+    def r_step():
+        _, state["r"] = layer.forward(x, state["r"])
+
+    def t_step():
+        with torch.no_grad():
+            _, state["t"] = mod(xt, state["t"])
+
+    ts, rs = time_pair(t_step, r_step, repeats, min_time, pause)
+    row = _row("stream", "lstm", (1, 1, H, H), ts, rs, 2 * flops("lstm", 1, 1, H, H, False))
+    row["layers"] = 2
+    return row
+
+
+def sampling_point(torch, repeats, min_time, pause, n_chars=100, vocab=65):
+    """Characters per second of the character model sampled one character at a time (None without charlm)."""
+    try:
+        from .charlm import CharLM, CharLMConfig
+    except ImportError:
+        return None
+    model = CharLM(CharLMConfig(vocab_size=vocab)).eval()
+    c = model.config
+    p = model.params
+    emb = torch.nn.Embedding(vocab, c.embed_dim)
+    lstm = torch.nn.LSTM(c.embed_dim, c.hidden_size, num_layers=c.num_layers, batch_first=True)
+    head = torch.nn.Linear(c.hidden_size, vocab)
+    emb.weight.data = torch.from_numpy(p["embed.weight"].copy())
+    lstm.load_state_dict({k[4:]: torch.from_numpy(v.copy()) for k, v in p.items() if k.startswith("rnn.")})
+    head.weight.data = torch.from_numpy(p["head.weight"].copy())
+    head.bias.data = torch.from_numpy(p["head.bias"].copy())
+
+    def r_sample():
+        rng = np.random.default_rng(0)
+        ids, state = np.zeros(1, np.int64), None
+        for _ in range(n_chars):
+            logits, state = model.step(ids, state)
+            z = logits[0] - logits[0].max()
+            prob = np.exp(z)
+            prob /= prob.sum()
+            ids[0] = rng.choice(vocab, p=prob)
+
+    def t_sample():
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            ids, state = torch.zeros((1, 1), dtype=torch.long), None
+            for _ in range(n_chars):
+                out, state = lstm(emb(ids), state)
+                prob = torch.softmax(head(out[:, -1]), dim=-1)
+                ids = torch.multinomial(prob, 1, generator=gen)
+
+    ts, rs = time_pair(t_sample, r_sample, repeats, min_time, pause)
+    return {"kind": "sample", "cell": c.cell, "H": c.hidden_size, "E": c.embed_dim, "vocab": vocab,
+            "torch_chars_per_s": n_chars / ts, "rnnlab_chars_per_s": n_chars / rs, "ratio": ts / rs}
+
+
+# ---- memory ---------------------------------------------------------------------------------
+_MEMORY_SCRIPT = r"""
+import gc, json, sys
+import numpy as np
+lib, cell, N, T, D, H = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7])
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+rng = np.random.default_rng(0)
+if lib == "torch":
+    import torch
+    torch.set_num_threads(1)
+    mod = getattr(torch.nn, {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[cell])(D, H, batch_first=True)
+    def step(T):
+        x = torch.from_numpy(rng.standard_normal((N, T, D), dtype=np.float32)).requires_grad_(True)
+        out, _ = mod(x)
+        out.backward(torch.ones_like(out))
+else:
+    import rnnlab
+    layer = getattr(rnnlab, cell.upper())(D, H, dtype=np.float32, seed=0)
+    def step(T):
+        x = rng.standard_normal((N, T, D), dtype=np.float32)
+        out, _ = layer.forward(x)
+        layer.backward(np.ones_like(out))
+        layer._cache = None          # what a training loop's next forward would replace
+step(2)                               # warm-up: one-time allocations (kernels, caches) are not counted
+gc.collect()
+base = status("VmRSS")
+try:
+    with open("/proc/self/clear_refs", "w") as f:   # reset the peak-RSS mark to the current RSS
+        f.write("5")
+    method = "VmHWM after clear_refs"
+except OSError:
+    method = "ru_maxrss (may include earlier peaks)"
+step(T)
+print(json.dumps({"peak_bytes": status("VmHWM") - base, "method": method}))
+"""
+
+
+def peak_memory(cell="lstm", N=32, T=1000, D=64, H=256):
+    """Peak memory of one training step (input included) for both libraries.
+
+    Both are measured the same way, each in a fresh subprocess: the rise of the
+    peak resident set size (VmHWM, reset just before the step) above the RSS
+    before it. rnnlab is also measured in this process with tracemalloc, which
+    sees every NumPy allocation (NumPy reports them to tracemalloc).
+    """
+    out = {"cell": cell, "N": N, "T": T, "D": D, "H": H}
+    for lib in ("torch", "rnnlab"):
+        res = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, lib, cell, str(N), str(T), str(D), str(H)],
+                             capture_output=True, text=True, timeout=600)
+        if res.returncode != 0:
+            raise RuntimeError(f"memory measurement of {lib} failed: {res.stderr.strip().splitlines()[-1:]}")
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        out[f"{lib}_rss_mb"] = r["peak_bytes"] / 2 ** 20
+        out["rss_method"] = r["method"]
+    out["rnnlab_tracemalloc_mb"] = _tracemalloc_peak(cell, N, T, D, H) / 2 ** 20
+    out["ratio"] = out["torch_rss_mb"] / max(out["rnnlab_rss_mb"], 1e-9)
+    return out
+
+
+def _tracemalloc_peak(cell, N, T, D, H):
+    import tracemalloc
+    layer = LAYERS[cell](D, H, dtype=np.float32, seed=0)
+    x = np.random.default_rng(0).standard_normal((N, T, D), dtype=np.float32)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        out, _ = layer.forward(x)
+        layer.backward(np.ones_like(out))
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+# ---- the whole benchmark ------------------------------------------------------------------
+def run(threads=None, quick=False, repeats=None, sizes=None, cells=CELLS, stream_sizes=None,
+        sampling=True, memory=True, memory_T=1000, min_time=None, pause=None, progress=True,
+        sample_chars=100, gemm_n=2048):
+    """Run the benchmark and return the result dict (see the module docstring)."""
+    try:
+        import torch
+    except ImportError:
+        from .errors import UsageError
+        raise UsageError("bench: PyTorch is needed to compare against; install it with "
+                         "pip install 'rnnlab[test]'") from None
+    threads = threads or os.cpu_count() or 1
+    repeats = repeats or (3 if quick else 5)
+    sizes = sizes or (QUICK_SIZES if quick else SIZES)
+    stream_sizes = stream_sizes or (STREAM_SIZES[:1] if quick else STREAM_SIZES)
+    min_time = min_time if min_time is not None else (0.02 if quick else 0.05)
+    pause = pause if pause is not None else (0.01 if quick else 0.05)
+    torch.set_num_threads(threads)
+
+    jobs = [("grid", c, s) for c in cells for s in sizes] + [("stream", H, None) for H in stream_sizes]
+    if sampling:
+        jobs.append(("sample", None, None))
+    if memory:
+        jobs.append(("memory", None, None))
+    bar = _progress(len(jobs) + 1, progress)
+    result = {"machine": _machine(), "threads": threads, "repeats": repeats, "min_time_s": min_time,
+              "torch_version": torch.__version__, "numpy_version": np.__version__,
+              "fast_path": recurrent._fast.describe()}
+    with _blas_threads(threads):
+        result["blas"] = _blas_info()
+    result["gemm_peak_gflops"] = gemm_peak(threads, gemm_n)
+    bar.update(1)
+    points, stream, sample, mem = [], [], None, None
+    with _blas_threads(threads):
+        for what, a, b in jobs:
+            bar.set_description(f"{what} {a or ''} {b or ''}".strip())
+            if what == "grid":
+                points += grid_point(torch, a, *b, repeats, min_time, pause)
+            elif what == "stream":
+                stream.append(streaming_point(torch, a, repeats, min_time, pause))
+            elif what == "sample":
+                sample = sampling_point(torch, repeats, min_time, pause, sample_chars)
+            else:
+                mem = peak_memory(T=memory_T if not quick else min(memory_T, 200))
+            bar.update(1)
+    bar.close()
+    peak = result["gemm_peak_gflops"]
+    for row in points + stream:
+        row["rnnlab_roofline"] = row["rnnlab_gflops"] / peak
+        row["torch_roofline"] = row["torch_gflops"] / peak
+    result.update(points=points, streaming=stream, sampling=sample, memory=mem)
+    return result
+
+
+def _progress(total, enabled):
+    try:
+        from tqdm import tqdm
+        return tqdm(total=total, disable=not enabled, file=sys.stderr, leave=False)
+    except ImportError:
+        class _Null:
+            def update(self, n=1): pass
+            def set_description(self, s): pass
+            def close(self): pass
+        return _Null()
+
+
+def _machine():
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE")
+    return info
+
+
+def _blas_info():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+            for d in threadpool_info() if d.get("user_api") == "blas"]
+
+
+# ---- the table ----------------------------------------------------------------------------
+def format_table(result):
+    """The result as a plain-text table (one line per point)."""
+    lines = [f"threads {result['threads']}, best of {result['repeats']}, float32; "
+             f"GEMM roofline {result['gemm_peak_gflops']:.0f} GFLOP/s; "
+             f"ratio = torch time / rnnlab time (> 1: rnnlab faster)",
+             f"{'point':<34}{'torch ms':>10}{'rnnlab ms':>11}{'ratio':>8}{'rnnlab GF/s':>13}{'roofline':>10}"]
+    for r in result["points"] + result["streaming"]:
+        if r["kind"] == "stream":
+            name = f"stream LSTM x2 N=1 H={r['H']} (per step)"
+        else:
+            name = f"{r['kind']} {r['cell'].upper()} N={r['N']} T={r['T']} D={r['D']} H={r['H']}"
+        lines.append(f"{name:<34}{r['torch_ms']:>10.3f}{r['rnnlab_ms']:>11.3f}{r['ratio']:>8.2f}"
+                     f"{r['rnnlab_gflops']:>13.1f}{r['rnnlab_roofline']:>9.0%}")
+    s = result.get("sampling")
+    if s:
+        lines.append(f"sample charlm {s['cell'].upper()} H={s['H']}: torch {s['torch_chars_per_s']:.0f} chars/s, "
+                     f"rnnlab {s['rnnlab_chars_per_s']:.0f} chars/s, ratio {s['ratio']:.2f}")
+    m = result.get("memory")
+    if m:
+        lines.append(f"peak memory, one training step {m['cell'].upper()} N={m['N']} T={m['T']} D={m['D']} "
+                     f"H={m['H']}: torch {m['torch_rss_mb']:.1f} MB, rnnlab {m['rnnlab_rss_mb']:.1f} MB "
+                     f"(RSS rise, {m['rss_method']}); rnnlab tracemalloc {m['rnnlab_tracemalloc_mb']:.1f} MB")
+    return "\n".join(lines)
