@@ -24,7 +24,7 @@ from ..nn import Linear
 from ..optim import Adam, clip_grad_norm
 from ..recurrent import GRU, LSTM, RNN
 from . import memory_tasks as tasks
-from .diagnostics import GradientHorizon, gate_stats, recording
+from .diagnostics import GradientHorizon, gate_stats, grad_norms, recording, update_ratios
 from .forensics import describe, investigate, save_reproducer
 
 CELLS = ("rnn", "lstm", "gru", "irnn")
@@ -182,7 +182,7 @@ def train_run(cfg, cell, T, seed, diagnostics=True, progress=None, out=None):
     rec = {"task": cfg.task, "cell": cell, "length": T, "seed": seed, "metric": spec.metric,
            "baseline": data.baseline, "threshold": spec.threshold, "solved_rule": spec.solved_rule,
            "hidden": cfg.hidden, "lr": opt.lr, "batch": cfg.batch, "clip": cfg.clip}
-    curve, horizons, saturation = [], [], []
+    curve, horizons, saturation, updates = [], [], [], []
     if diagnostics:
         h0, c0 = horizon(model, *probe)
         rec["horizon_init"] = h0.tolist()
@@ -194,11 +194,19 @@ def train_run(cfg, cell, T, seed, diagnostics=True, progress=None, out=None):
     for step in range(1, cfg.steps + 1):
         x, y = data.batch(cfg.batch)
         loss = model.loss(x, y)
-        if not (np.isfinite(loss) and np.isfinite(clip_grad_norm(model.grads, cfg.clip))):
+        watch = diagnostics and step % cfg.eval_every == 0
+        if watch:
+            norms = grad_norms(model.grads)                       # before clipping
+            before = {k: v.copy() for k, v in model.params.items()}
+        norm = clip_grad_norm(model.grads, cfg.clip)
+        if not (np.isfinite(loss) and np.isfinite(norm)):
             _diverged(rec, model, x, y, step, seed, out)
             break
         train_losses.append(loss)
         opt.step(model.grads)
+        if watch:
+            updates.append({"step": step, "grad_norm": norm, "grad_norms": norms,
+                            "update_ratio": update_ratios(before, model.params)})
         if progress is not None:
             progress()
         if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -225,6 +233,7 @@ def train_run(cfg, cell, T, seed, diagnostics=True, progress=None, out=None):
         rec["horizon_cell_final"] = None if c1 is None else c1.tolist()
         rec["horizon_history"] = horizons
         rec["saturation_history"] = saturation
+        rec["update_history"] = updates       # per evaluation step: gradient norms, update-to-weight ratios
     return rec, model
 
 

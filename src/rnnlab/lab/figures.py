@@ -116,6 +116,28 @@ def gate_saturation(records, path, length=None):
     return _save(fig, path)
 
 
+def update_sizes(records, path, length=None):
+    """Global gradient norm (before clipping) and ||delta W_hh|| / ||W_hh|| per step, over training."""
+    plt = _plt()
+    T = length or max(r["length"] for r in records)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for r in records:
+        if r["length"] != T or r["seed"] != 0 or not r.get("update_history"):
+            continue
+        u = r["update_history"]
+        steps = [e["step"] for e in u]
+        label = LABELS.get(r["cell"], r["cell"])
+        a.semilogy(steps, [max(e["grad_norm"], 1e-30) for e in u], color=COLORS.get(r["cell"]), label=label)
+        b.semilogy(steps, [max(e["update_ratio"]["weight_hh_l0"], 1e-30) for e in u],
+                   color=COLORS.get(r["cell"]), label=label)
+    a.set_title(f"Gradient norm before clipping, T = {T}")
+    b.set_title("Update-to-weight ratio of W_hh")
+    for ax in (a, b):
+        ax.set_xlabel("training step")
+    a.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def activations(path):
     """The seeds' pictures: sigmoid and tanh with their derivatives, and repeated sigmoids flattening."""
     plt = _plt()
@@ -153,6 +175,8 @@ def memory_figures(records, out):
                 figs[f"dL/dh_t over training: {r['cell']}, T = {T}"] = horizon_heatmap(
                     r, out / f"heatmap_{r['cell']}_T{T}.png")
         figs["Gate saturation"] = gate_saturation(records, out / "saturation.png")
+        if any(r.get("update_history") for r in records):
+            figs["Gradient norm and update size"] = update_sizes(records, out / "updates.png")
     figs["Sigmoid and tanh"] = activations(out / "activations.png")
     return figs
 
