@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .._conventions import GATE_NAMES, GATES, sigmoid, suffix
+from .._conventions import GATE_NAMES, suffix
 from ..cells import gru as gru_cell
 from ..cells import lstm as lstm_cell
 from ..cells import rnn as rnn_cell
@@ -194,4 +194,4 @@ def update_ratios(before, after):
 
 
 __all__ = ["GradientHorizon", "recording", "horizon_ratio", "gate_trace", "gate_stats",
-           "recurrent_spectrum", "grad_norms", "update_ratios", "GATES"]
+           "recurrent_spectrum", "grad_norms", "update_ratios"]
