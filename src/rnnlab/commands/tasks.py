@@ -96,6 +96,7 @@ def run_train_forecast(a):
     from ..tasks.forecast import ForecastConfig, train_forecast
     from ..tasks.run_folder import check_out, write_run
     out = check_out(a.out or f"runs/forecast-{a.dataset or 'csv'}")
+    plots.check_available()
     cfg = _config(ForecastConfig, a)
     if a.season is not None and a.season < 1:
         raise UsageError(f"--season: expected a positive integer, got {a.season}")
@@ -201,6 +202,7 @@ def run_train_classify(a):
     from ..tasks.classify import ClassifyConfig, train_classify
     from ..tasks.run_folder import check_out, write_run
     out = check_out(a.out or f"runs/classify-{a.dataset or 'file'}")
+    plots.check_available()
     cfg = _config(ClassifyConfig, a)
     if not 0 <= cfg.val_fraction < 1:
         raise UsageError(f"--val-fraction: expected a number in [0, 1), got {cfg.val_fraction}")
@@ -257,6 +259,7 @@ def run_train_sentiment(a):
     from ..tasks.run_folder import check_out, write_run
     from ..tasks.sentiment import SentimentConfig, train_sentiment
     out = check_out(a.out or f"runs/sentiment-{a.dataset or 'tsv'}")
+    plots.check_available()
     cfg = _config(SentimentConfig, a)
     data = text_data.load_movie_snippets(a.quiet) if a.dataset else text_data.read_tsv(a.tsv)
     model, meta, results = train_sentiment(data, cfg, quiet=a.quiet)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..losses import softmax_cross_entropy
+from ._optional import require
 from .classify_baselines import summary_baselines
 from .fit import fit
 from .metrics import classification_report
@@ -73,7 +74,7 @@ def train_classify(data, cfg: ClassifyConfig, quiet=False):
     baselines = summary_baselines(train, y_train, test, y_test, data.classes)
     val_score, val = None, None
     if cfg.val_fraction > 0:
-        from sklearn.model_selection import train_test_split
+        train_test_split = require("sklearn.model_selection", "--val-fraction").train_test_split
         tr, va = train_test_split(np.arange(len(y_train)), test_size=cfg.val_fraction, stratify=y_train,
                                   random_state=cfg.seed)
         val = ([train[i] for i in va], y_train[va])

@@ -13,6 +13,11 @@ def _pyplot():
     return plt
 
 
+def check_available():
+    """Fail before training, not after, when matplotlib is missing."""
+    require("matplotlib", "the figures of a run")
+
+
 def _ticks(ax, labels, positions):
     step = max(1, len(positions) // 8)
     ax.set_xticks(positions[::step])

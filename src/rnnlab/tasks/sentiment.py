@@ -17,6 +17,7 @@ import numpy as np
 
 from ..losses import sigmoid_binary_cross_entropy
 from . import baselines as B
+from ._optional import require
 from .fit import fit
 from .metrics import classification_report
 from .model import SequenceModel
@@ -45,7 +46,7 @@ class SentimentConfig:
 
 def split_indices(labels, seed):
     """Stratified 80/10/10 train/validation/test indices."""
-    from sklearn.model_selection import train_test_split
+    train_test_split = require("sklearn.model_selection", "the sentiment split").train_test_split
     idx = np.arange(len(labels))
     tr, rest = train_test_split(idx, test_size=0.2, stratify=labels, random_state=seed)
     va, te = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=seed)
