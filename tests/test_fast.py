@@ -16,6 +16,8 @@ import pytest
 
 import rnnlab
 
+needs_numba = pytest.mark.skipif(not rnnlab.fast._compiled.AVAILABLE, reason="Numba not installed")
+
 CELLS = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}
 
 CASES = [
@@ -70,8 +72,12 @@ def _assert_close(a_list, b_list, rtol):
 @pytest.mark.parametrize("cell,opts", CASES, ids=[f"{c}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'plain'}"
                                                    for c, o in CASES])
 @pytest.mark.parametrize("variant", ["plain", "lengths+state+dstate"])
-@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
-def test_fast_equals_readable(cell, opts, variant, dtype, rtol):
+@pytest.mark.parametrize("dtype,rtol,compiled", [
+    (np.float64, 1e-12, False),                 # float64 always runs the NumPy fused path
+    (np.float32, 1e-5, False),                  # float32, NumPy fused path
+    pytest.param(np.float32, 1e-5, True, marks=needs_numba)])   # float32, compiled kernels
+def test_fast_equals_readable(cell, opts, variant, dtype, rtol, compiled, monkeypatch):
+    monkeypatch.setattr(rnnlab.fast, "COMPILED", compiled)
     N, T = 4, 7
     layer = _layer(cell, dtype, seed=3, **opts)
     rng = np.random.default_rng(0)
@@ -156,3 +162,33 @@ def test_bench_runs_on_a_tiny_grid_and_writes_json(tmp_path, capsys):
     assert main(["bench", "--quick", "--json", str(path)]) == 2
     assert "exists" in capsys.readouterr().err
     assert json.loads(path.read_text()) == loaded
+
+
+@needs_numba
+def test_compiled_tanh_is_accurate_to_a_few_ulp():
+    from rnnlab.fast import _compiled
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(-20, 20, 1_000_000), np.linspace(-1e-3, 1e-3, 20001),
+                        [0.0, -0.0, 1e-30, -1e-30, 9.0, -9.0, 88.0, np.inf, -np.inf]]).astype(np.float32)
+    out = np.empty_like(x)
+    _compiled.tanh_array(x, out)
+    exact = np.tanh(x.astype(np.float64))
+    rel = np.abs(out - exact) / np.maximum(np.abs(exact), np.finfo(np.float32).tiny)
+    assert rel.max() < 3e-7, rel.max()
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(x))
+    nan = np.empty(1, np.float32)
+    _compiled.tanh_array(np.array([np.nan], np.float32), nan)
+    assert np.isnan(nan[0])                      # divergence stays visible
+
+
+@needs_numba
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_compiled_path_is_taken_for_float32(cell, monkeypatch):
+    from rnnlab.fast import _compiled
+    called = []
+    name = f"{cell}_forward"
+    real = getattr(_compiled, name)
+    monkeypatch.setattr(_compiled, name, lambda *a: called.append(1) or real(*a))
+    layer = _layer(cell, np.float32, seed=1)
+    layer.forward(np.ones((2, 3, 5), np.float32))
+    assert called

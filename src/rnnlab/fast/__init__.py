@@ -8,6 +8,11 @@ evaluates the same math over a whole sequence with fewer, in-place NumPy calls
 * ``layer.fast = False`` (per layer), or
 * the environment variable ``RNNLAB_FAST=0`` is set when rnnlab is imported.
 
+With Numba installed (``pip install 'rnnlab[speed]'``), float32 layers without
+``lengths`` or a projection run each step's elementwise work as one compiled
+kernel (``fast/_compiled.py``); ``COMPILED = False`` (or ``RNNLAB_NUMBA=0``)
+keeps them on the NumPy fused path. The core needs NumPy alone.
+
 ``tests/test_fast.py`` checks that both paths agree (float64: within 1e-12
 relative) for every layer option: lengths, bidirectional, several layers,
 proj_size, bias=False, initial state and dstate. The diagnostics' ``recorder``
@@ -17,11 +22,14 @@ from __future__ import annotations
 
 import os
 
-from . import gru, lstm, rnn
+import numpy as np
 
-__all__ = ["ENABLED", "Cache", "run_direction", "backprop_direction"]
+from . import _compiled, gru, lstm, rnn
+
+__all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
 
 ENABLED = os.environ.get("RNNLAB_FAST", "1") != "0"
+COMPILED = _compiled.AVAILABLE
 
 
 class Cache:
@@ -38,6 +46,14 @@ def run_direction(layer, X, h, c, s, reverse, mask):
     p = layer.params
     W_ih, W_hh = p["weight_ih" + s], p["weight_hh" + s]
     b_ih, b_hh = p.get("bias_ih" + s), p.get("bias_hh" + s)
+    if _use_compiled(layer, X, mask):
+        if layer.mode == "lstm":
+            out, h, c, data = _compiled.lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse)
+        elif layer.mode == "gru":
+            out, h, data = _compiled.gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse)
+        else:
+            out, h, data = _compiled.rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, layer.nonlinearity, reverse)
+        return out, h, c, Cache(data, data[1])
     if layer.mode == "lstm":
         out, h, c, data = lstm.forward(X, h, c, W_ih, W_hh, b_ih, b_hh, p.get("weight_hr" + s), reverse, mask)
         H_prev = data[1]
@@ -61,8 +77,13 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k):
             _rec(k, _d, t, dh_t, dc_t)
     Xf = X.reshape(T * N, D)
     Hp = cache.H_prev.reshape(T * N, -1)
+    compiled = recorder is None and _use_compiled(layer, X, mask)
     if layer.mode == "lstm":
-        dA, dH, dh, dc = lstm.backward(X, dY, dh, dc, cache.data, W_ih, W_hh, W_hr, reverse, mask, recorder)
+        if compiled:
+            dA, dH, dh, dc = _compiled.lstm_backward(dY, dh, dc, cache.data, W_hh, reverse)
+        else:
+            dA, dH, dh, dc = lstm.backward(X, dY, dh, dc, cache.data, W_ih, W_hh, W_hr, reverse, mask,
+                                           recorder)
         A = dA.reshape(T * N, -1)
         g["weight_hh" + s] += A.T @ Hp
         if layer.bias:
@@ -73,7 +94,10 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k):
             M = cache.data[4]
             g["weight_hr" + s] += dH.reshape(T * N, -1).T @ M.reshape(T * N, -1)
     elif layer.mode == "gru":
-        dA, dA_hn, dh = gru.backward(X, dY, dh, cache.data, W_hh, reverse, mask, recorder)
+        if compiled:
+            dA, dA_hn, dh = _compiled.gru_backward(dY, dh, cache.data, W_hh, reverse)
+        else:
+            dA, dA_hn, dh = gru.backward(X, dY, dh, cache.data, W_hh, reverse, mask, recorder)
         A = dA.reshape(T * N, -1)
         H = W_hh.shape[1]
         A_hn = dA_hn.reshape(T * N, H)
@@ -86,7 +110,10 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k):
             b[:2 * H] += A[:, :2 * H].sum(axis=0)
             b[2 * H:] += A_hn.sum(axis=0)
     else:
-        dA, dh = rnn.backward(X, dY, dh, cache.data, W_hh, reverse, mask, recorder)
+        if compiled:
+            dA, dh = _compiled.rnn_backward(dY, dh, cache.data, W_hh, reverse)
+        else:
+            dA, dh = rnn.backward(X, dY, dh, cache.data, W_hh, reverse, mask, recorder)
         A = dA.reshape(T * N, -1)
         g["weight_hh" + s] += A.T @ Hp
         if layer.bias:
@@ -100,4 +127,9 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k):
 
 def describe():
     """Which fast paths this install has (reported by ``rnnlab bench``)."""
-    return {"enabled": ENABLED}
+    return {"enabled": ENABLED, "compiled": COMPILED,
+            "numba": None if _compiled.numba is None else _compiled.numba.__version__}
+
+
+def _use_compiled(layer, X, mask):
+    return COMPILED and X.dtype == np.float32 and mask is None and not layer.proj_size

@@ -1,0 +1,300 @@
+"""Compiled per-step kernels (Numba, optional: ``pip install 'rnnlab[speed]'``).
+
+At small batch sizes a NumPy step costs its ~15 calls' overhead, not their
+arithmetic: at N = 1, H = 128 each call touches a few hundred numbers. Here all
+of a step's elementwise work (gates, cell update, their derivatives) is ONE
+compiled loop, so a step is one BLAS call for the recurrent product plus one
+kernel call. The loops of ``fast/lstm.py`` etc. are reused as they are; only
+their per-step bodies change, and the caches are the same, so the NumPy
+backward can run on a compiled forward's cache (the diagnostics' recorder does).
+
+Used for float32 only, without ``lengths`` or an LSTM projection (those take
+the NumPy fused path). tanh is evaluated with ``tanh32`` below, a vectorisable
+float32 formula accurate to ~3 units in the last place (max relative error
+2e-7, checked over 3 million points in tests/test_fast.py), in the spirit of
+the approximations oneDNN and Eigen use: libm's scalar tanhf would cost more
+than the whole step. Float64 keeps NumPy's tanh (exact to the last bit, which
+the 1e-12 tests need).
+
+Kernels are compiled on first use and cached on disk (``cache=True``).
+Set ``RNNLAB_NUMBA=0`` to do without them.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+try:
+    if os.environ.get("RNNLAB_NUMBA", "1") == "0":
+        raise ImportError("disabled by RNNLAB_NUMBA=0")
+    import numba
+except ImportError:
+    numba = None
+
+AVAILABLE = numba is not None
+
+F = np.float32
+LOG2E = F(1.4426950408889634)
+LN2_HI = F(0.693145751953125)          # ln 2 split in two so that k * LN2_HI is exact
+LN2_LO = F(1.428606765330187e-06)
+
+
+def _jit(**kw):
+    # error_model="numpy": no ZeroDivisionError checks, which would stop vectorisation.
+    # fastmath without nnan/ninf: NaN and inf still propagate (divergence stays visible).
+    return numba.njit(cache=True, error_model="numpy", fastmath={"contract", "arcp", "nsz", "afn"}, **kw)
+
+
+if AVAILABLE:
+    @_jit(inline="always")
+    def tanh32(x):
+        """tanh of a float32: tanh|x| = -e / (2 + e), e = expm1(-2|x|), |x| clipped at 9.
+
+        expm1(y) = 2^k (expm1(r) + 1) - 1 with y = k ln2 + r, |r| <= ln2 / 2;
+        expm1(r) by its Taylor series to r^7 (error < r^8 / 8! ~ 5e-9 relative);
+        2^k (k in -26..0) from the binary digits of -k, with selects, no bit tricks.
+        """
+        ax = min(abs(x), F(9.0))                  # tanh(9) rounds to 1 in float32
+        y = F(-2.0) * ax
+        k = math.floor(y * LOG2E + F(0.5))
+        r = (y - k * LN2_HI) - k * LN2_LO
+        p = r * (F(1.0) + r * (F(0.5) + r * (F(1 / 6) + r * (F(1 / 24) + r * (
+            F(1 / 120) + r * (F(1 / 720) + r * F(1 / 5040)))))))
+        n = -k
+        s = F(2.0 ** -16) if n >= F(16.0) else F(1.0)
+        n = n - F(16.0) if n >= F(16.0) else n
+        s = s * F(2.0 ** -8) if n >= F(8.0) else s
+        n = n - F(8.0) if n >= F(8.0) else n
+        s = s * F(2.0 ** -4) if n >= F(4.0) else s
+        n = n - F(4.0) if n >= F(4.0) else n
+        s = s * F(0.25) if n >= F(2.0) else s
+        n = n - F(2.0) if n >= F(2.0) else n
+        s = s * F(0.5) if n >= F(1.0) else s
+        e = s * p + (s - F(1.0))                  # expm1(-2|x|)
+        return math.copysign(-e / (F(2.0) + e), x)
+
+    @_jit(inline="always")
+    def sigmoid32(x):
+        return F(0.5) * tanh32(F(0.5) * x) + F(0.5)
+
+    @_jit()
+    def tanh_array(x, out):
+        """``tanh32`` over a 1-D array (for the accuracy test)."""
+        for k in range(x.shape[0]):
+            out[k] = tanh32(x[k])
+
+    # ---- LSTM ------------------------------------------------------------------------------
+    @_jit()
+    def lstm_forward_step(a, hw, c, cp, tc, h):
+        """a (N, 4H): xw + b in, gates i, f, g, o out; hw = h_prev W_hh^T; c: c_prev in, c_t out;
+        cp <- c_prev; tc <- tanh(c_t); h <- o * tanh(c_t)."""
+        N, G = a.shape
+        H = G // 4
+        for n in range(N):
+            for j in range(H):
+                i = sigmoid32(a[n, j] + hw[n, j])
+                f = sigmoid32(a[n, H + j] + hw[n, H + j])
+                g = tanh32(a[n, 2 * H + j] + hw[n, 2 * H + j])
+                o = sigmoid32(a[n, 3 * H + j] + hw[n, 3 * H + j])
+                a[n, j] = i
+                a[n, H + j] = f
+                a[n, 2 * H + j] = g
+                a[n, 3 * H + j] = o
+                c_prev = c[n, j]
+                cp[n, j] = c_prev
+                c_new = f * c_prev + i * g
+                c[n, j] = c_new
+                t = tanh32(c_new)
+                tc[n, j] = t
+                h[n, j] = o * t
+
+    @_jit()
+    def lstm_backward_step(dy, dh, dc, gates, tc, cp, da):
+        """dh: the recurrent gradient in (the caller then writes da W_hh into it); dc: dc_t in, dc_{t-1} out."""
+        N, G = gates.shape
+        H = G // 4
+        for n in range(N):
+            for j in range(H):
+                d = dy[n, j] + dh[n, j]                        # total gradient reaching h_t
+                i = gates[n, j]
+                f = gates[n, H + j]
+                g = gates[n, 2 * H + j]
+                o = gates[n, 3 * H + j]
+                t = tc[n, j]
+                dcn = dc[n, j] + d * o * (F(1.0) - t * t)      # m = o tanh(c)
+                da[n, j] = dcn * g * i * (F(1.0) - i)           # c = f c_prev + i g
+                da[n, H + j] = dcn * cp[n, j] * f * (F(1.0) - f)
+                da[n, 2 * H + j] = dcn * i * (F(1.0) - g * g)
+                da[n, 3 * H + j] = d * t * o * (F(1.0) - o)
+                dc[n, j] = dcn * f
+
+    # ---- GRU -------------------------------------------------------------------------------
+    @_jit()
+    def gru_forward_step(a, hw, b_hn, h_prev, hp, hwn, h):
+        """a (N, 3H): xw + b (b_hh only for r, z) in, gates r, z, n out; hw = h_prev W_hh^T."""
+        N, G = a.shape
+        H = G // 3
+        for n in range(N):
+            for j in range(H):
+                r = sigmoid32(a[n, j] + hw[n, j])
+                z = sigmoid32(a[n, H + j] + hw[n, H + j])
+                hn = hw[n, 2 * H + j] + b_hn[j]
+                nn = tanh32(a[n, 2 * H + j] + r * hn)
+                a[n, j] = r
+                a[n, H + j] = z
+                a[n, 2 * H + j] = nn
+                hwn[n, j] = hn
+                p = h_prev[n, j]
+                hp[n, j] = p
+                h[n, j] = nn + z * (p - nn)
+
+    @_jit()
+    def gru_backward_step(dy, dh, gates, hwn, hp, da, dhw, da_hn):
+        """dh: recurrent gradient in, dh_total * z out (the caller adds dhw W_hh)."""
+        N, G = gates.shape
+        H = G // 3
+        for n in range(N):
+            for j in range(H):
+                d = dy[n, j] + dh[n, j]
+                r = gates[n, j]
+                z = gates[n, H + j]
+                nn = gates[n, 2 * H + j]
+                dan = d * (F(1.0) - z) * (F(1.0) - nn * nn)
+                dar = dan * hwn[n, j] * r * (F(1.0) - r)
+                daz = d * (hp[n, j] - nn) * z * (F(1.0) - z)
+                da[n, j] = dar
+                da[n, H + j] = daz
+                da[n, 2 * H + j] = dan
+                dhw[n, j] = dar
+                dhw[n, H + j] = daz
+                x = dan * r
+                dhw[n, 2 * H + j] = x
+                da_hn[n, j] = x
+                dh[n, j] = d * z
+
+    # ---- RNN -------------------------------------------------------------------------------
+    @_jit()
+    def rnn_forward_step(a, hw, h_prev, hp, h, relu):
+        N, H = a.shape
+        for n in range(N):
+            for j in range(H):
+                hp[n, j] = h_prev[n, j]
+                v = a[n, j] + hw[n, j]
+                if relu:
+                    h[n, j] = v if v > F(0.0) else F(0.0)
+                else:
+                    h[n, j] = tanh32(v)
+
+    @_jit()
+    def rnn_backward_step(dy, dh, h, da, relu):
+        N, H = h.shape
+        for n in range(N):
+            for j in range(H):
+                d = dy[n, j] + dh[n, j]
+                v = h[n, j]
+                if relu:
+                    da[n, j] = d if v > F(0.0) else F(0.0)
+                else:
+                    da[n, j] = d * (F(1.0) - v * v)
+
+
+# ---- whole-direction loops (same caches as the NumPy fused path) ----------------------------
+def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
+    T, N, D = X.shape
+    H = W_hh.shape[0] // 4
+    A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, 4 * H)
+    if b_ih is not None:
+        A += b_ih + b_hh
+    out = np.empty((T, N, H), F)
+    Hp = np.empty((T, N, H), F)
+    Cp = np.empty((T, N, H), F)
+    TC = np.empty((T, N, H), F)
+    hw = np.empty((N, 4 * H), F)
+    c = c.copy()
+    W_hhT = W_hh.T
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        Hp[t] = h
+        np.matmul(h, W_hhT, out=hw)
+        lstm_forward_step(A[t], hw, c, Cp[t], TC[t], out[t])
+        h = out[t]
+    return out, h, c, (A, Hp, Cp, TC, None)
+
+
+def lstm_backward(dY, dh, dc, cache, W_hh, reverse):
+    A, Hp, Cp, TC, _ = cache
+    T, N, G = A.shape
+    dA = np.empty((T, N, G), F)
+    dh = dh.copy()
+    dc = dc.copy()
+    for t in (range(T) if reverse else range(T - 1, -1, -1)):
+        lstm_backward_step(dY[t], dh, dc, A[t], TC[t], Cp[t], dA[t])
+        np.matmul(dA[t], W_hh, out=dh)
+    return dA, None, dh, dc
+
+
+def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
+    T, N, D = X.shape
+    H = W_hh.shape[1]
+    A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, 3 * H)
+    b_hn = np.zeros(H, F)
+    if b_ih is not None:
+        A += b_ih
+        A[:, :, :2 * H] += b_hh[:2 * H]
+        b_hn = np.ascontiguousarray(b_hh[2 * H:])
+    out = np.empty((T, N, H), F)
+    Hp = np.empty((T, N, H), F)
+    HWn = np.empty((T, N, H), F)
+    hw = np.empty((N, 3 * H), F)
+    W_hhT = W_hh.T
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        np.matmul(h, W_hhT, out=hw)
+        gru_forward_step(A[t], hw, b_hn, h, Hp[t], HWn[t], out[t])
+        h = out[t]
+    return out, h, (A, Hp, HWn)
+
+
+def gru_backward(dY, dh, cache, W_hh, reverse):
+    A, Hp, HWn = cache
+    T, N, G = A.shape
+    H = G // 3
+    dA = np.empty((T, N, G), F)
+    dA_hn = np.empty((T, N, H), F)
+    dhw = np.empty((N, G), F)
+    tmp = np.empty((N, H), F)
+    dh = dh.copy()
+    for t in (range(T) if reverse else range(T - 1, -1, -1)):
+        gru_backward_step(dY[t], dh, A[t], HWn[t], Hp[t], dA[t], dhw, dA_hn[t])
+        dh += np.matmul(dhw, W_hh, out=tmp)
+    return dA, dA_hn, dh
+
+
+def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
+    T, N, D = X.shape
+    H = W_hh.shape[0]
+    A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, H)
+    if b_ih is not None:
+        A += b_ih + b_hh
+    out = np.empty((T, N, H), F)
+    Hp = np.empty((T, N, H), F)
+    hw = np.empty((N, H), F)
+    relu = nonlinearity == "relu"
+    W_hhT = W_hh.T
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        np.matmul(h, W_hhT, out=hw)
+        rnn_forward_step(A[t], hw, h, Hp[t], out[t], relu)
+        h = out[t]
+    return out, h, (out, Hp, nonlinearity)
+
+
+def rnn_backward(dY, dh, cache, W_hh, reverse):
+    Hn, Hp, nonlinearity = cache
+    T, N, H = Hn.shape
+    dA = np.empty((T, N, H), F)
+    dh = dh.copy()
+    relu = nonlinearity == "relu"
+    for t in (range(T) if reverse else range(T - 1, -1, -1)):
+        rnn_backward_step(dY[t], dh, Hn[t], dA[t], relu)
+        np.matmul(dA[t], W_hh, out=dh)
+    return dA, dh
