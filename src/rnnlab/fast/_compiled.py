@@ -85,6 +85,10 @@ if AVAILABLE:
         for k in range(x.shape[0]):
             out[k] = tanh32(x[k])
 
+    # Each kernel is a few simple loops over one row, each touching few arrays: LLVM then
+    # vectorises them (it must check at run time that the arrays do not overlap, and gives up
+    # on a loop that would need too many such checks).
+
     # ---- LSTM ------------------------------------------------------------------------------
     @_jit()
     def lstm_forward_step(a, hw, c, cp, tc, h):
@@ -93,42 +97,47 @@ if AVAILABLE:
         N, G = a.shape
         H = G // 4
         for n in range(N):
-            for j in range(H):
-                i = sigmoid32(a[n, j] + hw[n, j])
-                f = sigmoid32(a[n, H + j] + hw[n, H + j])
-                g = tanh32(a[n, 2 * H + j] + hw[n, 2 * H + j])
-                o = sigmoid32(a[n, 3 * H + j] + hw[n, 3 * H + j])
-                a[n, j] = i
-                a[n, H + j] = f
-                a[n, 2 * H + j] = g
-                a[n, 3 * H + j] = o
-                c_prev = c[n, j]
-                cp[n, j] = c_prev
-                c_new = f * c_prev + i * g
-                c[n, j] = c_new
-                t = tanh32(c_new)
-                tc[n, j] = t
-                h[n, j] = o * t
+            an, hwn = a[n], hw[n]
+            for j in range(2 * H):                             # i, f
+                an[j] = sigmoid32(an[j] + hwn[j])
+            for j in range(2 * H, 3 * H):                      # g
+                an[j] = tanh32(an[j] + hwn[j])
+            for j in range(3 * H, G):                          # o
+                an[j] = sigmoid32(an[j] + hwn[j])
+            cn, cpn = c[n], cp[n]
+            for j in range(H):                                 # c = f * c_prev + i * g
+                cpn[j] = cn[j]
+                cn[j] = an[H + j] * cn[j] + an[j] * an[2 * H + j]
+            tcn, hn = tc[n], h[n]
+            for j in range(H):                                 # h = o * tanh(c)
+                t = tanh32(cn[j])
+                tcn[j] = t
+                hn[j] = an[3 * H + j] * t
 
     @_jit()
     def lstm_backward_step(dy, dh, dc, gates, tc, cp, da):
-        """dh: the recurrent gradient in (the caller then writes da W_hh into it); dc: dc_t in, dc_{t-1} out."""
+        """dh: the recurrent gradient in, the total gradient reaching h_t out (the caller then
+        overwrites it with da W_hh); dc: dc_t in, dc_{t-1} out; da (N, 4H) out."""
         N, G = gates.shape
         H = G // 4
         for n in range(N):
+            dyn, dhn, dcn, an, tcn, cpn, dan = dy[n], dh[n], dc[n], gates[n], tc[n], cp[n], da[n]
             for j in range(H):
-                d = dy[n, j] + dh[n, j]                        # total gradient reaching h_t
-                i = gates[n, j]
-                f = gates[n, H + j]
-                g = gates[n, 2 * H + j]
-                o = gates[n, 3 * H + j]
-                t = tc[n, j]
-                dcn = dc[n, j] + d * o * (F(1.0) - t * t)      # m = o tanh(c)
-                da[n, j] = dcn * g * i * (F(1.0) - i)           # c = f c_prev + i g
-                da[n, H + j] = dcn * cp[n, j] * f * (F(1.0) - f)
-                da[n, 2 * H + j] = dcn * i * (F(1.0) - g * g)
-                da[n, 3 * H + j] = d * t * o * (F(1.0) - o)
-                dc[n, j] = dcn * f
+                dhn[j] += dyn[j]                               # out_t and h_t are both h_new
+            for j in range(H):                                 # m = o * tanh(c)
+                t = tcn[j]
+                o = an[3 * H + j]
+                dan[3 * H + j] = dhn[j] * t * o * (F(1.0) - o)
+                dcn[j] += dhn[j] * o * (F(1.0) - t * t)
+            for j in range(H):                                 # c = f * c_prev + i * g
+                i = an[j]
+                f = an[H + j]
+                g = an[2 * H + j]
+                d = dcn[j]
+                dan[j] = d * g * i * (F(1.0) - i)
+                dan[H + j] = d * cpn[j] * f * (F(1.0) - f)
+                dan[2 * H + j] = d * i * (F(1.0) - g * g)
+                dcn[j] = d * f
 
     # ---- GRU -------------------------------------------------------------------------------
     @_jit()
@@ -137,18 +146,19 @@ if AVAILABLE:
         N, G = a.shape
         H = G // 3
         for n in range(N):
-            for j in range(H):
-                r = sigmoid32(a[n, j] + hw[n, j])
-                z = sigmoid32(a[n, H + j] + hw[n, H + j])
-                hn = hw[n, 2 * H + j] + b_hn[j]
-                nn = tanh32(a[n, 2 * H + j] + r * hn)
-                a[n, j] = r
-                a[n, H + j] = z
-                a[n, 2 * H + j] = nn
-                hwn[n, j] = hn
-                p = h_prev[n, j]
-                hp[n, j] = p
-                h[n, j] = nn + z * (p - nn)
+            an, hwr = a[n], hw[n]
+            for j in range(2 * H):                             # r, z
+                an[j] = sigmoid32(an[j] + hwr[j])
+            hwnn = hwn[n]
+            for j in range(H):                                 # W_hn h + b_hn
+                hwnn[j] = hwr[2 * H + j] + b_hn[j]
+            for j in range(H):                                 # n = tanh(xw_n + r * hw_n)
+                an[2 * H + j] = tanh32(an[2 * H + j] + an[j] * hwnn[j])
+            hpn, hn, h_pn = hp[n], h[n], h_prev[n]
+            for j in range(H):                                 # h = n + z (h_prev - n)
+                p = h_pn[j]
+                hpn[j] = p
+                hn[j] = an[2 * H + j] + an[H + j] * (p - an[2 * H + j])
 
     @_jit()
     def gru_backward_step(dy, dh, gates, hwn, hp, da, dhw, da_hn):
@@ -156,23 +166,25 @@ if AVAILABLE:
         N, G = gates.shape
         H = G // 3
         for n in range(N):
+            dyn, dhn, an, hwnn, hpn, dan, dhwn, dahn = dy[n], dh[n], gates[n], hwn[n], hp[n], da[n], dhw[n], da_hn[n]
             for j in range(H):
-                d = dy[n, j] + dh[n, j]
-                r = gates[n, j]
-                z = gates[n, H + j]
-                nn = gates[n, 2 * H + j]
-                dan = d * (F(1.0) - z) * (F(1.0) - nn * nn)
-                dar = dan * hwn[n, j] * r * (F(1.0) - r)
-                daz = d * (hp[n, j] - nn) * z * (F(1.0) - z)
-                da[n, j] = dar
-                da[n, H + j] = daz
-                da[n, 2 * H + j] = dan
-                dhw[n, j] = dar
-                dhw[n, H + j] = daz
-                x = dan * r
-                dhw[n, 2 * H + j] = x
-                da_hn[n, j] = x
-                dh[n, j] = d * z
+                dhn[j] += dyn[j]
+            for j in range(H):                                 # h = (1 - z) n + z h_prev; n = tanh(.)
+                z = an[H + j]
+                nn = an[2 * H + j]
+                dan[2 * H + j] = dhn[j] * (F(1.0) - z) * (F(1.0) - nn * nn)
+                dan[H + j] = dhn[j] * (hpn[j] - nn) * z * (F(1.0) - z)
+            for j in range(H):                                 # r = sigmoid(.), dr = da_n * hw_n
+                r = an[j]
+                dhwn[j] = dan[2 * H + j] * hwnn[j] * r * (F(1.0) - r)
+            for j in range(H):
+                dan[j] = dhwn[j]
+                dhwn[H + j] = dan[H + j]
+                x = dan[2 * H + j] * an[j]                     # hidden side of n: r * (W_hn h + b_hn)
+                dhwn[2 * H + j] = x
+                dahn[j] = x
+            for j in range(H):
+                dhn[j] *= an[H + j]                            # the direct path h_prev -> h
 
     # ---- RNN -------------------------------------------------------------------------------
     @_jit()
