@@ -211,7 +211,10 @@ def load_model(run):
 def sample_text(model, vocab, length, temperature=1.0, prime="", argmax=False, seed=None):
     """``length`` characters generated after ``prime`` (one stream, state carried)."""
     rng = np.random.default_rng(seed)
-    start = prime if prime else ("\n" if "\n" in vocab.index else vocab.chars[0])
+    vocab.encode(prime, "--prime")                  # unknown characters: a clear error first
+    # The model reads a line break first (not printed), so that the prime starts a line as
+    # speakers' names do; from a bare zero state an undertrained model is lost.
+    start = ("\n" if "\n" in vocab.index else "") + prime or vocab.chars[0]
     logits, state = model.forward(vocab.encode(start, "--prime")[None, :], None)
     z = logits[0, -1]
     out = []
@@ -319,8 +322,8 @@ def register(subparsers, train_subparsers):
     s.add_argument("--length", metavar="N", type=int, default=500, help="characters to generate")
     s.add_argument("--temperature", metavar="T", type=float, default=0.8,
                    help="divide the logits by this: <1 more conservative, >1 more adventurous")
-    s.add_argument("--prime", metavar="TEXT", default="", help="text to start from (every character must be in the vocabulary); "
-                   "empty: start as after a line break")
+    s.add_argument("--prime", metavar="TEXT", default="", help="text to start from, read after a line break "
+                   "(every character must be in the vocabulary)")
     s.add_argument("--argmax", action="store_true", help="always take the most likely character")
     s.add_argument("--seed", metavar="S", type=int, default=None, help="seed of the sampling (default: fresh randomness)")
     s.set_defaults(func=sample_main)
