@@ -88,3 +88,14 @@ def test_model_gradients_match_central_differences(task, T):
             lm = model.loss(x, y)
             p[idx] = old
             assert analytic[name][idx] == pytest.approx((lp - lm) / (2 * eps), rel=1e-5, abs=1e-9), (name, idx)
+
+
+def test_chrono_init_spreads_forget_time_scales_and_shuts_the_input_gate():
+    model = Model("adding", "lstm", 16, seed=0, chrono_T=200)
+    p, H = model.layer.params, 16
+    b_f = p["bias_ih_l0"][H:2 * H] + p["bias_hh_l0"][H:2 * H]
+    b_i = p["bias_ih_l0"][:H] + p["bias_hh_l0"][:H]
+    assert np.all(b_f >= 0) and np.all(b_f <= np.log(199) + 1e-6) and b_f.std() > 0.3
+    np.testing.assert_array_equal(b_i, -b_f)
+    plain = Model("adding", "lstm", 16, seed=0)
+    assert not np.allclose(plain.layer.params["bias_ih_l0"][H:2 * H], b_f)

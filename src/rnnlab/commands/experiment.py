@@ -51,8 +51,11 @@ def register(sub, train_sub):
     m.add_argument("--batch", type=int, default=d.batch, help="batch size")
     m.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (the IRNN uses --irnn-lr)")
     m.add_argument("--irnn-lr", type=float, default=d.irnn_lr, help="Adam learning rate of the IRNN")
+    m.add_argument("--lstm-init", default=d.lstm_init, choices=["chrono", "forget_bias"],
+                   help="LSTM gate biases: chrono (Tallec & Ollivier 2018: b_f = log U(1, T-1), b_i = -b_f) "
+                        "or forget_bias (PyTorch's init with b_f = --forget-bias)")
     m.add_argument("--forget-bias", type=float, default=d.forget_bias,
-                   help="initial LSTM forget-gate bias (3: f = 0.95 at the start, so the cell remembers 100+ steps)")
+                   help="initial LSTM forget-gate bias with --lstm-init forget_bias")
     m.add_argument("--workers", type=int, default=d.workers, help="worker processes (runs are independent)")
     m.add_argument("--quick", action="store_true",
                    help="a small version (lengths 10,50, 400 steps, hidden 32) that finishes in about a minute")
@@ -84,13 +87,13 @@ def config_from_args(a):
         raise UsageError(f"--lengths: the adding problem needs lengths of at least 2, got {a.lengths!r}")
     given = {k: v for k, v in dict(task=a.task, lengths=lengths, cells=cells, init=a.init, hidden=a.hidden,
                                     steps=a.steps, seeds=a.seeds, batch=a.batch, lr=a.lr, irnn_lr=a.irnn_lr,
-                                    forget_bias=a.forget_bias,
+                                    forget_bias=a.forget_bias, lstm_init=a.lstm_init,
                                     workers=a.workers).items()}
     if a.quick:
         # --quick replaces only what the user did not set explicitly
         defaults = MemoryConfig()
         over = {k: v for k, v in given.items()
-                if k in ("task", "cells", "init", "seeds", "workers", "lr", "irnn_lr", "batch", "forget_bias")
+                if k in ("task", "cells", "init", "seeds", "workers", "lr", "irnn_lr", "batch", "forget_bias", "lstm_init")
                 or v != getattr(defaults, k)}
         return quick_config(**over)
     return MemoryConfig(**given)

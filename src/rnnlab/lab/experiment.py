@@ -42,10 +42,13 @@ class MemoryConfig:
     batch: int = 32
     lr: float = 3e-3             # Adam; with this the GRU solved T = 200 in 1,000 steps in a pilot run
     irnn_lr: float = 1e-3        # the IRNN's unbounded ReLU state needs a smaller step
-    # LSTM initial forget-gate bias b_f. sigmoid(3) = 0.95 keeps 0.95^100 = 0.6% of the cell's gradient
-    # after 100 steps at initialisation, against sigmoid(1)^100 = 1e-14 with the common b_f = 1: long tasks
-    # then train without a long plateau (the idea behind Gers et al. 2000 and "chrono" init, Tallec & Ollivier 2018).
-    forget_bias: float = 3.0
+    # LSTM gate biases. "chrono" (Tallec & Ollivier 2018): b_f = log(U(1, T - 1)) per unit and b_i = -b_f,
+    # so the cells start with memory time scales spread up to the task's length T, and the input gate
+    # mostly shut (the cell does not fill with the T irrelevant inputs). "forget_bias": PyTorch's uniform
+    # init with b_f = forget_bias. In a pilot at T = 200 (lr 3e-3, seed 0) chrono reached MSE 0.017 by
+    # step 500, while b_f = 3 stayed at the baseline for 3,000 steps and b_f = 1 for 2,400.
+    lstm_init: str = "chrono"
+    forget_bias: float = 1.0
     clip: float = 1.0            # global gradient-norm clip (Pascanu et al. 2013)
     eval_every: int = 100
     eval_size: int = 500
@@ -67,9 +70,17 @@ def quick_config(**over):
 
 
 # ---- model: a recurrent layer and a linear head ------------------------------------------------
-def make_layer(cell, input_size, hidden, seed, forget_bias=1.0, dtype=np.float32):
+def make_layer(cell, input_size, hidden, seed, forget_bias=1.0, dtype=np.float32, chrono_T=None):
+    """The recurrent layer of ``cell``; for the LSTM, ``chrono_T`` selects the chrono init for length T."""
     if cell == "lstm":
-        return LSTM(input_size, hidden, seed=seed, forget_bias=forget_bias, dtype=dtype)
+        layer = LSTM(input_size, hidden, seed=seed, forget_bias=forget_bias, dtype=dtype)
+        if chrono_T is not None:
+            p, H = layer.params, hidden
+            b_f = np.log(layer.rng.uniform(1, max(chrono_T - 1, 2), H))   # gates i, f, g, o on the rows
+            p["bias_ih_l0"][H:2 * H] = b_f
+            p["bias_ih_l0"][:H] = -b_f
+            p["bias_hh_l0"][:2 * H] = 0              # only b_ih + b_hh matters
+        return layer
     if cell == "gru":
         return GRU(input_size, hidden, seed=seed, dtype=dtype)
     if cell == "rnn":
@@ -88,10 +99,10 @@ def make_layer(cell, input_size, hidden, seed, forget_bias=1.0, dtype=np.float32
 class Model:
     """``layer`` followed by ``Linear`` on the steps the task reads (the last one, or the copy task's last K)."""
 
-    def __init__(self, task, cell, hidden, seed, forget_bias=1.0, dtype=np.float32):
+    def __init__(self, task, cell, hidden, seed, forget_bias=1.0, dtype=np.float32, chrono_T=None):
         self.spec = tasks.spec(task)
         self.task = task
-        self.layer = make_layer(cell, self.spec.input_size, hidden, seed, forget_bias, dtype)
+        self.layer = make_layer(cell, self.spec.input_size, hidden, seed, forget_bias, dtype, chrono_T)
         self.head = Linear(hidden, self.spec.output_size, dtype=dtype, seed=seed + 1_000_003)
         self.read = tasks.COPY_K if task == "copy" else 1    # how many final steps the head reads
         self.params = {**{"head." + k: v for k, v in self.head.params.items()}, **self.layer.params}
@@ -127,6 +138,11 @@ class Model:
         if self.spec.metric == "accuracy":
             return float(np.mean(pred[:, -1].argmax(axis=1) == y))
         return float(self.task_loss(pred, y)[0])
+
+
+def data_length(task, T):
+    """Number of steps the network reads for a task of length ``T`` (the copy task adds 2K)."""
+    return T + 2 * tasks.COPY_K if task == "copy" else T
 
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -175,12 +191,14 @@ def train_run(cfg, cell, T, seed, diagnostics=True, progress=None, out=None):
     (see ``forensics``) and, if ``out`` is a folder, a reproducer is saved there."""
     spec = tasks.spec(cfg.task)
     data = TaskData(cfg.task, T, seed, cfg.eval_size)
-    model = Model(cfg.task, cell, cfg.hidden, seed, cfg.forget_bias)
+    chrono_T = data_length(cfg.task, T) if cfg.lstm_init == "chrono" else None
+    model = Model(cfg.task, cell, cfg.hidden, seed, cfg.forget_bias, chrono_T=chrono_T)
     opt = Adam(model.params, cfg.irnn_lr if cell == "irnn" else cfg.lr)
     probe = data.batch(cfg.probe_size, np.random.default_rng([seed, T, 3]))
     rec = {"task": cfg.task, "cell": cell, "length": T, "seed": seed, "metric": spec.metric,
            "baseline": data.baseline, "threshold": spec.threshold, "solved_rule": spec.solved_rule,
-           "hidden": cfg.hidden, "lr": opt.lr, "batch": cfg.batch, "clip": cfg.clip}
+           "hidden": cfg.hidden, "lr": opt.lr, "batch": cfg.batch, "clip": cfg.clip,
+           "lstm_init": (cfg.lstm_init if cell == "lstm" else None)}
     curve, horizons, saturation, updates = [], [], [], []
     if diagnostics:
         h0, c0 = horizon(model, *probe)
