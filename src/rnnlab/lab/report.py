@@ -116,11 +116,33 @@ def memory_report(records, config, figures, path, wall=None):
         [[r["task"], r["cell"], r["length"], r["seeds"], r["metric"], r["value"], r["value_min"], r["value_max"],
           r["baseline"], _solved_span(r["solved"]), r["decay_init"], r["decay"], r["steps"], r["seconds"]]
          for r in rows], left=2))
+    body.append(horizon_table(records))
     for title, p in figures.items():
         body.append(f"<h2>{html.escape(title)}</h2>{embed_png(p, title)}")
     body.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(config, indent=1)) + "</pre>")
     Path(path).write_text(page("rnnlab memory experiment", "\n".join(body)), encoding="utf-8")
     return Path(path)
+
+
+def horizon_numbers(records, distances=(1, 10, 50, 99, 199)):
+    """Rows (cell, T, when, ||dL/dh|| at each distance) averaged over seeds, for the table and the README."""
+    groups = {}
+    for r in records:
+        if "horizon_init" in r:
+            groups.setdefault((r["cell"], r["length"]), []).append(r)
+    rows = []
+    for (cell, T), rs in groups.items():
+        for key, when in (("horizon_init", "init"), ("horizon_final", "trained")):
+            h = np.mean([r[key] for r in rs], axis=0)
+            rows.append([cell, T, when] + [float(h[d]) if d < len(h) else "" for d in distances])
+    return rows
+
+
+def horizon_table(records, distances=(1, 10, 50, 99, 199)):
+    return ("<h2>Gradient horizon in numbers</h2><p>Mean ||dL/dh_t|| at a distance of k steps back from the "
+            "loss. 0 means the value underflowed float32 (below about 1e-45).</p>"
+            + table(["cell", "T", "when"] + [f"k = {d}" for d in distances],
+                    horizon_numbers(records, distances), left=3))
 
 
 def _solved_span(s):
