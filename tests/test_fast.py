@@ -71,7 +71,7 @@ def _assert_close(a_list, b_list, rtol):
 
 @pytest.mark.parametrize("cell,opts", CASES, ids=[f"{c}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'plain'}"
                                                    for c, o in CASES])
-@pytest.mark.parametrize("variant", ["plain", "lengths+state+dstate"])
+@pytest.mark.parametrize("variant", ["plain", "state+dstate+chunks", "lengths+state+dstate+chunks"])
 @pytest.mark.parametrize("dtype,rtol,compiled", [
     (np.float64, 1e-12, False),                 # float64 always runs the NumPy fused path
     (np.float32, 1e-5, False),                  # float32, NumPy fused path
@@ -87,7 +87,10 @@ def test_fast_equals_readable(cell, opts, variant, dtype, rtol, compiled, monkey
     state = dstate = lengths = None
     if variant != "plain":
         state, dstate = _state(layer, N, rng), _state(layer, N, rng)
-        lengths = np.array([7, 3, 1, 5])
+        if "lengths" in variant:                # (the compiled kernels leave lengths to the NumPy path)
+            lengths = np.array([7, 3, 1, 5])
+        # weight gradients in chunks of 2 steps (7 = 2 + 2 + 2 + 1), not all 7 at once
+        monkeypatch.setattr(rnnlab.fast, "CHUNK_ROWS", 2 * N)
     fast = _run(layer, True, x, state, lengths, dout, dstate)
     readable = _run(layer, False, x, state, lengths, dout, dstate)
     _assert_close(fast, readable, rtol)

@@ -66,6 +66,11 @@ def run_direction(layer, X, h, c, s, reverse, mask):
     return out, h, c, Cache(data, H_prev)
 
 
+# Rows (steps x batch) of pre-activation gradients kept before they become weight gradients:
+# bounds the backward's dA buffer at long T, while each GEMM still has thousands of rows.
+CHUNK_ROWS = 4096
+
+
 def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k):
     """Fast ``_Recurrent._backprop_direction``: adds dX and the parameter gradients, returns dh_0, dc_0."""
     p, g = layer.params, layer.grads
@@ -75,53 +80,52 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k):
     if layer.recorder is not None:
         def recorder(t, dh_t, dc_t, _rec=layer.recorder, _d=int(reverse)):
             _rec(k, _d, t, dh_t, dc_t)
-    Xf = X.reshape(T * N, D)
-    Hp = cache.H_prev.reshape(T * N, -1)
     compiled = recorder is None and _use_compiled(layer, X, mask)
+    chunk = max(1, CHUNK_ROWS // N)
+    g_ih, g_hh = g["weight_ih" + s], g["weight_hh" + s]
+    g_bih, g_bhh = g.get("bias_ih" + s), g.get("bias_hh" + s)
+    H = layer.hidden_size
+
+    def flush(lo, hi, dA, extra):
+        """Weight gradients and dX of steps lo..hi-1 from their pre-activation gradients dA."""
+        A = dA.reshape(-1, dA.shape[-1])                        # ((hi - lo) N, G)
+        Xc = X[lo:hi].reshape(-1, D)
+        Hp = cache.H_prev[lo:hi].reshape(A.shape[0], -1)
+        g_ih[...] += A.T @ Xc                                    # XW = X W_ih^T
+        dX[lo:hi] += (A @ W_ih).reshape(hi - lo, N, D)
+        if layer.mode == "gru":                                  # extra: the n block of the hidden side
+            A_hn = extra.reshape(-1, H)
+            g_hh[:2 * H] += A[:, :2 * H].T @ Hp                  # r, z: the same gradient on both sides
+            g_hh[2 * H:] += A_hn.T @ Hp                          # n: the hidden side carries the factor r
+            if g_bih is not None:
+                g_bih[...] += A.sum(axis=0)
+                g_bhh[:2 * H] += A[:, :2 * H].sum(axis=0)
+                g_bhh[2 * H:] += A_hn.sum(axis=0)
+            return
+        g_hh[...] += A.T @ Hp                                    # a = ... + h_prev W_hh^T
+        if g_bih is not None:
+            db = A.sum(axis=0)
+            g_bih[...] += db
+            g_bhh[...] += db
+        if extra is not None:                                    # LSTM projection: h = m W_hr^T
+            M = cache.data[4][lo:hi].reshape(A.shape[0], -1)
+            g["weight_hr" + s] += extra.reshape(A.shape[0], -1).T @ M
+
     if layer.mode == "lstm":
         if compiled:
-            dA, dH, dh, dc = _compiled.lstm_backward(dY, dh, dc, cache.data, W_hh, reverse)
+            dh, dc = _compiled.lstm_backward(dY, dh, dc, cache.data, W_hh, reverse, chunk, flush)
         else:
-            dA, dH, dh, dc = lstm.backward(X, dY, dh, dc, cache.data, W_ih, W_hh, W_hr, reverse, mask,
-                                           recorder)
-        A = dA.reshape(T * N, -1)
-        g["weight_hh" + s] += A.T @ Hp
-        if layer.bias:
-            db = A.sum(axis=0)
-            g["bias_ih" + s] += db
-            g["bias_hh" + s] += db
-        if W_hr is not None:
-            M = cache.data[4]
-            g["weight_hr" + s] += dH.reshape(T * N, -1).T @ M.reshape(T * N, -1)
+            dh, dc = lstm.backward(dY, dh, dc, cache.data, W_hh, W_hr, reverse, mask, recorder, chunk, flush)
     elif layer.mode == "gru":
         if compiled:
-            dA, dA_hn, dh = _compiled.gru_backward(dY, dh, cache.data, W_hh, reverse)
+            dh = _compiled.gru_backward(dY, dh, cache.data, W_hh, reverse, chunk, flush)
         else:
-            dA, dA_hn, dh = gru.backward(X, dY, dh, cache.data, W_hh, reverse, mask, recorder)
-        A = dA.reshape(T * N, -1)
-        H = W_hh.shape[1]
-        A_hn = dA_hn.reshape(T * N, H)
-        g_hh = g["weight_hh" + s]
-        g_hh[:2 * H] += A[:, :2 * H].T @ Hp                    # r, z: the same gradient on both sides
-        g_hh[2 * H:] += A_hn.T @ Hp                              # n: the hidden side carries the factor r
-        if layer.bias:
-            g["bias_ih" + s] += A.sum(axis=0)
-            b = g["bias_hh" + s]
-            b[:2 * H] += A[:, :2 * H].sum(axis=0)
-            b[2 * H:] += A_hn.sum(axis=0)
+            dh = gru.backward(dY, dh, cache.data, W_hh, reverse, mask, recorder, chunk, flush)
     else:
         if compiled:
-            dA, dh = _compiled.rnn_backward(dY, dh, cache.data, W_hh, reverse)
+            dh = _compiled.rnn_backward(dY, dh, cache.data, W_hh, reverse, chunk, flush)
         else:
-            dA, dh = rnn.backward(X, dY, dh, cache.data, W_hh, reverse, mask, recorder)
-        A = dA.reshape(T * N, -1)
-        g["weight_hh" + s] += A.T @ Hp
-        if layer.bias:
-            db = A.sum(axis=0)
-            g["bias_ih" + s] += db
-            g["bias_hh" + s] += db
-    g["weight_ih" + s] += A.T @ Xf
-    dX += (A @ W_ih).reshape(X.shape)
+            dh = rnn.backward(dY, dh, cache.data, W_hh, reverse, mask, recorder, chunk, flush)
     return dh, dc
 
 

@@ -26,6 +26,8 @@ import os
 
 import numpy as np
 
+from ._steps import backward_steps
+
 try:
     if os.environ.get("RNNLAB_NUMBA", "1") == "0":
         raise ImportError("disabled by RNNLAB_NUMBA=0")
@@ -234,16 +236,18 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     return out, h, c, (A, Hp, Cp, TC, None)
 
 
-def lstm_backward(dY, dh, dc, cache, W_hh, reverse):
+def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush):
     A, Hp, Cp, TC, _ = cache
     T, N, G = A.shape
-    dA = np.empty((T, N, G), F)
+    dA = np.empty((min(chunk, T), N, G), F)
     dh = dh.copy()
     dc = dc.copy()
-    for t in (range(T) if reverse else range(T - 1, -1, -1)):
-        lstm_backward_step(dY[t], dh, dc, A[t], TC[t], Cp[t], dA[t])
-        np.matmul(dA[t], W_hh, out=dh)
-    return dA, None, dh, dc
+    for t, k, done in backward_steps(T, reverse, chunk):
+        lstm_backward_step(dY[t], dh, dc, A[t], TC[t], Cp[t], dA[k])
+        np.matmul(dA[k], W_hh, out=dh)
+        if done:
+            flush(done[0], done[1], dA[:done[1] - done[0]], None)
+    return dh, dc
 
 
 def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
@@ -267,19 +271,21 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     return out, h, (A, Hp, HWn)
 
 
-def gru_backward(dY, dh, cache, W_hh, reverse):
+def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     A, Hp, HWn = cache
     T, N, G = A.shape
     H = G // 3
-    dA = np.empty((T, N, G), F)
-    dA_hn = np.empty((T, N, H), F)
+    dA = np.empty((min(chunk, T), N, G), F)
+    dA_hn = np.empty((min(chunk, T), N, H), F)
     dhw = np.empty((N, G), F)
     tmp = np.empty((N, H), F)
     dh = dh.copy()
-    for t in (range(T) if reverse else range(T - 1, -1, -1)):
-        gru_backward_step(dY[t], dh, A[t], HWn[t], Hp[t], dA[t], dhw, dA_hn[t])
+    for t, k, done in backward_steps(T, reverse, chunk):
+        gru_backward_step(dY[t], dh, A[t], HWn[t], Hp[t], dA[k], dhw, dA_hn[k])
         dh += np.matmul(dhw, W_hh, out=tmp)
-    return dA, dA_hn, dh
+        if done:
+            flush(done[0], done[1], dA[:done[1] - done[0]], dA_hn[:done[1] - done[0]])
+    return dh
 
 
 def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
@@ -300,13 +306,15 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
     return out, h, (out, Hp, nonlinearity)
 
 
-def rnn_backward(dY, dh, cache, W_hh, reverse):
+def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     Hn, Hp, nonlinearity = cache
     T, N, H = Hn.shape
-    dA = np.empty((T, N, H), F)
+    dA = np.empty((min(chunk, T), N, H), F)
     dh = dh.copy()
     relu = nonlinearity == "relu"
-    for t in (range(T) if reverse else range(T - 1, -1, -1)):
-        rnn_backward_step(dY[t], dh, Hn[t], dA[t], relu)
-        np.matmul(dA[t], W_hh, out=dh)
-    return dA, dh
+    for t, k, done in backward_steps(T, reverse, chunk):
+        rnn_backward_step(dY[t], dh, Hn[t], dA[k], relu)
+        np.matmul(dA[k], W_hh, out=dh)
+        if done:
+            flush(done[0], done[1], dA[:done[1] - done[0]], None)
+    return dh

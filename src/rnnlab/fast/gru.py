@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._steps import backward_steps
+
 
 def forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, mask):
     """X (T, N, D) time-major, h (N, H). Returns out (T, N, H), h_T and the cache."""
@@ -61,15 +63,17 @@ def forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, mask):
     return out, h, (A, Hp, HWn)
 
 
-def backward(X, dY, dh, cache, W_hh, reverse, mask, recorder):
-    """Backward of ``forward``. Returns dA (T, N, 3H) (input side), dA_hn (T, N, H)
-    (the n block of the hidden side, da_n * r) and dh_0."""
+def backward(dY, dh, cache, W_hh, reverse, mask, recorder, chunk, flush):
+    """Backward of ``forward``; returns dh_0. After each ``chunk`` of steps lo..hi-1,
+    ``flush(lo, hi, dA, dA_hn)`` gets dA (hi - lo, N, 3H) (input side) and
+    dA_hn (hi - lo, N, H) (the n block of the hidden side, da_n * r)."""
     A, Hp, HWn = cache
     T, N, G = A.shape
     H = G // 3
     dt = A.dtype
-    dA = np.empty((T, N, G), dt)
-    dA_hn = np.empty((T, N, H), dt)
+    chunk = min(chunk, T)
+    dA = np.empty((chunk, N, G), dt)
+    dA_hn = np.empty((chunk, N, H), dt)
     dhw = np.empty((N, G), dt)                                   # gradient of h_prev W_hh^T + b_hh
     dh_new = np.empty((N, H), dt)
     t1 = np.empty((N, H), dt)
@@ -78,7 +82,7 @@ def backward(X, dY, dh, cache, W_hh, reverse, mask, recorder):
     s_rz = np.empty((N, 2 * H), dt)
     dh = dh.copy()
     dh_keep = None
-    for t in (range(T) if reverse else range(T - 1, -1, -1)):
+    for t, k, done in backward_steps(T, reverse, chunk):
         np.add(dY[t], dh, out=dh_new)
         if recorder is not None:
             recorder(t, dh_new.copy(), None)                     # a copy: the buffer is reused
@@ -88,7 +92,7 @@ def backward(X, dY, dh, cache, W_hh, reverse, mask, recorder):
             dh_new *= mt
         gates = A[t]
         r, z, n = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
-        da = dA[t]
+        da = dA[k]
         da_n = da[:, 2 * H:]
         np.subtract(1, z, out=t1)
         t1 *= dh_new                                             # dn = dh (1 - z)
@@ -103,10 +107,13 @@ def backward(X, dY, dh, cache, W_hh, reverse, mask, recorder):
         np.multiply(d_rz, s_rz, out=dhw[:, :2 * H])              # da_r, da_z (same on both sides)
         np.multiply(da_n, r, out=dhw[:, 2 * H:])                 # hidden side of n: r * (W_hn h + b_hn)
         da[:, :2 * H] = dhw[:, :2 * H]
-        dA_hn[t] = dhw[:, 2 * H:]
+        dA_hn[k] = dhw[:, 2 * H:]
         np.matmul(dhw, W_hh, out=t1)
         np.multiply(dh_new, z, out=dh)
         dh += t1                                                 # dh_prev = dh z + dhw W_hh
         if mask is not None:
             dh += dh_keep
-    return dA, dA_hn, dh
+        if done:
+            lo, hi = done
+            flush(lo, hi, dA[:hi - lo], dA_hn[:hi - lo])
+    return dh

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._steps import backward_steps
+
 
 def _gate_affine(H, dtype):
     scale = np.full(4 * H, 0.5, dtype)
@@ -83,19 +85,20 @@ def forward(X, h, c, W_ih, W_hh, b_ih, b_hh, W_hr, reverse, mask):
     return out, h, c, (A, Hp, Cp, TC, M)
 
 
-def backward(X, dY, dh, dc, cache, W_ih, W_hh, W_hr, reverse, mask, recorder):
+def backward(dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, chunk, flush):
     """Backward of ``forward``. dY (T, N, H_out); dh, dc the gradients of the final state.
 
-    Returns dA (T, N, 4H) (gradient of the pre-activations, input and hidden
-    side alike), dH (T, N, H_out) the gradient reaching each projected h (or
-    None), dh_0 and dc_0.
+    After each ``chunk`` of steps lo..hi-1, ``flush(lo, hi, dA, dH)`` gets dA (hi - lo, N, 4H), the gradient of the
+    pre-activations (input and hidden side alike), and dH, the gradient reaching
+    each projected h (or None). Returns dh_0 and dc_0.
     """
     A, Hp, Cp, TC, M = cache
     T, N, G = A.shape
     H = G // 4
     dt = A.dtype
-    dA = np.empty((T, N, G), dt)
-    dH = np.empty_like(dY) if W_hr is not None else None
+    chunk = min(chunk, T)
+    dA_c = np.empty((chunk, N, G), dt)
+    dH_c = np.empty((chunk,) + dY.shape[1:], dt) if W_hr is not None else None
     dh_new = np.empty(dY.shape[1:], dt)
     dh = dh.copy()
     dc = dc.copy()
@@ -103,7 +106,7 @@ def backward(X, dY, dh, dc, cache, W_ih, W_hh, W_hr, reverse, mask, recorder):
     tmp = np.empty((N, H), dt)
     local = np.empty((N, G), dt)
     dh_keep = dc_keep = None
-    for t in (range(T) if reverse else range(T - 1, -1, -1)):
+    for t, k, done in backward_steps(T, reverse, chunk):
         np.add(dY[t], dh, out=dh_new)                            # out_t and the state h_t are both h_new
         if recorder is not None:
             recorder(t, dh_new.copy(), dc.copy())                # copies: the buffers are reused
@@ -116,9 +119,9 @@ def backward(X, dY, dh, dc, cache, W_ih, W_hh, W_hr, reverse, mask, recorder):
         gates = A[t]
         i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
         tc = TC[t]
-        da = dA[t]
+        da = dA_c[k]
         if W_hr is not None:
-            dH[t] = dh_new
+            dH_c[k] = dh_new
             np.matmul(dh_new, W_hr, out=dm)                      # h = m W_hr^T
         np.multiply(tc, tc, out=tmp)                             # m = o * tanh(c):
         np.subtract(1, tmp, out=tmp)
@@ -140,4 +143,7 @@ def backward(X, dY, dh, dc, cache, W_ih, W_hh, W_hr, reverse, mask, recorder):
         if mask is not None:
             dh += dh_keep
             dc += dc_keep
-    return dA, dH, dh, dc
+        if done:
+            lo, hi = done
+            flush(lo, hi, dA_c[:hi - lo], None if dH_c is None else dH_c[:hi - lo])
+    return dh, dc

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._steps import backward_steps
+
 
 def forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, mask):
     """X (T, N, D) time-major, h (N, H). Returns out (T, N, H), h_T and the cache."""
@@ -40,16 +42,18 @@ def forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, mask):
     return out, h, (Hn, Hp, nonlinearity)
 
 
-def backward(X, dY, dh, cache, W_hh, reverse, mask, recorder):
-    """Backward of ``forward``. Returns dA (T, N, H) and dh_0."""
+def backward(dY, dh, cache, W_hh, reverse, mask, recorder, chunk, flush):
+    """Backward of ``forward``; returns dh_0. After each ``chunk`` of steps lo..hi-1,
+    ``flush(lo, hi, dA, None)`` gets dA (hi - lo, N, H)."""
     Hn, Hp, nonlinearity = cache
     T, N, H = Hn.shape
-    dA = np.empty((T, N, H), Hn.dtype)
+    chunk = min(chunk, T)
+    dA = np.empty((chunk, N, H), Hn.dtype)
     tmp = np.empty((N, H), Hn.dtype)
     dh = dh.copy()
     dh_keep = None
-    for t in (range(T) if reverse else range(T - 1, -1, -1)):
-        da = np.add(dY[t], dh, out=dA[t])
+    for t, k, done in backward_steps(T, reverse, chunk):
+        da = np.add(dY[t], dh, out=dA[k])
         if recorder is not None:
             recorder(t, da.copy(), None)                         # a copy: the buffer is reused
         if mask is not None:
@@ -66,4 +70,7 @@ def backward(X, dY, dh, cache, W_hh, reverse, mask, recorder):
         np.matmul(da, W_hh, out=dh)                              # a = ... + h_prev W_hh^T
         if mask is not None:
             dh += dh_keep
-    return dA, dh
+        if done:
+            lo, hi = done
+            flush(lo, hi, dA[:hi - lo], None)
+    return dh
