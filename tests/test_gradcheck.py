@@ -133,11 +133,14 @@ def test_relative_error_definition():
 def test_checker_catches_a_wrong_gradient_in_the_fast_path(build, monkeypatch):
     real = fast_gru.backward
 
-    def off_by_one_percent(*args, **kwargs):
-        dA, dA_hn, dh = real(*args, **kwargs)
-        H = dh.shape[-1]
-        dA[..., H:2 * H] *= 1.01       # the update gate's pre-activation gradient
-        return dA, dA_hn, dh
+    def off_by_one_percent(*args):
+        *rest, flush = args            # the fast backward hands dA to flush(lo, hi, dA, dA_hn) chunk by chunk
+
+        def wrong_flush(lo, hi, dA, dA_hn):
+            H = dA_hn.shape[-1]
+            dA[..., H:2 * H] *= 1.01   # the update gate's pre-activation gradient
+            flush(lo, hi, dA, dA_hn)
+        return real(*rest, wrong_flush)
 
     monkeypatch.setattr(fast_gru, "backward", off_by_one_percent)
     rng = np.random.default_rng(3)
