@@ -236,7 +236,8 @@ def sample_main(args):
     if not (args.temperature > 0 and math.isfinite(args.temperature)):
         raise UsageError(f"--temperature: expected a positive number, got {args.temperature}")
     model, vocab, meta = load_model(args.run)
-    text = sample_text(model, vocab, args.length, args.temperature, args.prime, args.argmax, args.seed)
+    with blas_threads(1):
+        text = sample_text(model, vocab, args.length, args.temperature, args.prime, args.argmax, args.seed)
     sys.stdout.write(args.prime + text + ("" if text.endswith("\n") else "\n"))
     return 0
 
@@ -259,7 +260,8 @@ def eval_main(args):
         what = f"the validation split of {_describe(source)} (its last {train_cfg['val_fraction']:.0%})"
     streams = Streams([vocab.encode(d, "--text") for d in docs], args.batch or train_cfg["batch"],
                       train_cfg["seq_len"], drop_remainder=False, name="--text")
-    r = evaluate(model, streams)
+    with blas_threads(1):
+        r = evaluate(model, streams)
     print(f"{what}: {r['chars']:,} characters, loss {r['loss']:.4f} nats/char, {r['bpc']:.4f} bits/char, "
           f"perplexity {r['ppl']:.3f}, accuracy {r['acc']:.4f} (step {meta['step']})")
     return 0
