@@ -287,8 +287,8 @@ class Trainer:
                 self.elapsed += t - now
                 if bar is not None:
                     bar.update(1 if steps is not None else t - now)
-                    bar.set_postfix(loss=f"{loss if loss is not None else float('nan'):.3f}",
-                                    cps=f"{chars / max(t - t_last, 1e-9):,.0f}", refresh=False)
+                    bar.set_postfix({"loss": f"{loss if loss is not None else float('nan'):.3f}",
+                                     "chars/s": f"{chars / max(t - t_last, 1e-9):,.0f}"}, refresh=False)
                 if self.step % c.eval_every == 0:
                     last = self._evaluate(losses, chars, t - t_last)
                     losses, chars, t_last = [], 0, time.perf_counter()
