@@ -64,7 +64,7 @@ class MemoryConfig:
 
 def quick_config(**over):
     """The ``--quick`` setting: lengths 10 and 50, few steps, so it finishes well under two minutes."""
-    base = dict(lengths=(10, 50), steps=400, eval_every=50, eval_size=256, hidden=32)
+    base = dict(lengths=(10, 50), steps=800, eval_every=100, eval_size=256, hidden=32)
     base.update(over)
     return MemoryConfig(**base)
 
