@@ -117,3 +117,25 @@ def test_the_check_catches_a_broken_figure_and_a_console_error(tmp_path):
     images, loaded, console = open_page(bad, tmp_path)
     assert images == 1 and loaded == 0
     assert any("deliberate" in line for line in console)
+
+
+def test_diagnose_writes_json_and_checks_unit(charlm_run, capsys):
+    assert main(["diagnose", str(charlm_run), "--unit", "3"]) == 0
+    d = json.loads((charlm_run / "diagnostics.json").read_text())
+    assert d["unit"]["index"] == 3 and len(d["unit"]["values"]) == len(d["unit"]["text"])
+    assert set(d["horizon"]) == {"0"} and {g["gate"] for g in d["gates"]} == {"i", "f", "g", "o"}
+    assert "weight_hh_l0" in d["spectrum"] and "rnn.weight_hh_l0" in d["grad_norms"]
+    assert main(["diagnose", str(charlm_run), "--unit", "8"]) == 2      # hidden size is 8
+    assert "--unit" in capsys.readouterr().err
+
+
+def test_best_unit_finds_a_planted_line_position_unit():
+    import numpy as np
+    from rnnlab.lab.run_diagnostics import best_unit, position_in_line
+    text = "ab\ncdef\nghi\n" * 5
+    pos = position_in_line(text)
+    assert list(pos[:8]) == [0, 1, 2, 0, 1, 2, 3, 4]
+    acts = np.random.default_rng(0).normal(size=(len(text), 6))
+    acts[:, 4] = -0.1 * pos + 0.01 * acts[:, 4]
+    unit, corr = best_unit(acts, pos)
+    assert unit == 4 and corr < -0.99
