@@ -195,3 +195,18 @@ def test_compiled_path_is_taken_for_float32(cell, monkeypatch):
     layer = _layer(cell, np.float32, seed=1)
     layer.forward(np.ones((2, 3, 5), np.float32))
     assert called
+
+
+def test_the_blas_thread_count_is_restored():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def counts():
+        return [d["num_threads"] for d in threadpoolctl.threadpool_info() if d["user_api"] == "blas"]
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = counts()
+        for cell in ("lstm", "gru", "rnn"):
+            layer = _layer(cell, np.float32, seed=0)
+            out, _ = layer.forward(np.ones((64, 80, 5), np.float32))   # large enough to switch to all threads
+            layer.backward(np.ones_like(out))
+            assert counts() == before

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from . import _compiled, gru, lstm, rnn
+from . import _compiled, _threads, gru, lstm, rnn
 
 __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
 
@@ -43,6 +43,11 @@ class Cache:
 
 def run_direction(layer, X, h, c, s, reverse, mask):
     """Fast ``_Recurrent._run_direction``: returns out (T, N, H_out), h_T, c_T and a ``Cache``."""
+    with _threads.step_threads():        # per-step GEMMs on one BLAS thread (see fast/_threads.py)
+        return _run_direction(layer, X, h, c, s, reverse, mask)
+
+
+def _run_direction(layer, X, h, c, s, reverse, mask):
     p = layer.params
     W_ih, W_hh = p["weight_ih" + s], p["weight_hh" + s]
     b_ih, b_hh = p.get("bias_ih" + s), p.get("bias_hh" + s)
@@ -88,6 +93,10 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k):
 
     def flush(lo, hi, dA, extra):
         """Weight gradients and dX of steps lo..hi-1 from their pre-activation gradients dA."""
+        with _threads.all_threads(dA.size * (D + W_hh.shape[1])):     # large GEMMs: every BLAS thread
+            _flush(lo, hi, dA, extra)
+
+    def _flush(lo, hi, dA, extra):
         A = dA.reshape(-1, dA.shape[-1])                        # ((hi - lo) N, G)
         Xc = X[lo:hi].reshape(-1, D)
         Hp = cache.H_prev[lo:hi].reshape(A.shape[0], -1)
@@ -111,6 +120,11 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k):
             M = cache.data[4][lo:hi].reshape(A.shape[0], -1)
             g["weight_hr" + s] += extra.reshape(A.shape[0], -1).T @ M
 
+    with _threads.step_threads():
+        return _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, compiled, chunk, flush)
+
+
+def _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, compiled, chunk, flush):
     if layer.mode == "lstm":
         if compiled:
             dh, dc = _compiled.lstm_backward(dY, dh, dc, cache.data, W_hh, reverse, chunk, flush)

@@ -27,6 +27,7 @@ import os
 import numpy as np
 
 from ._steps import backward_steps
+from ._threads import all_threads
 
 try:
     if os.environ.get("RNNLAB_NUMBA", "1") == "0":
@@ -218,7 +219,8 @@ if AVAILABLE:
 def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     T, N, D = X.shape
     H = W_hh.shape[0] // 4
-    A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, 4 * H)
+    with all_threads(X.size * W_ih.shape[0]):
+        A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, 4 * H)
     if b_ih is not None:
         A += b_ih + b_hh
     out = np.empty((T, N, H), F)
@@ -253,7 +255,8 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush):
 def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     T, N, D = X.shape
     H = W_hh.shape[1]
-    A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, 3 * H)
+    with all_threads(X.size * W_ih.shape[0]):
+        A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, 3 * H)
     b_hn = np.zeros(H, F)
     if b_ih is not None:
         A += b_ih
@@ -291,7 +294,8 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
 def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
     T, N, D = X.shape
     H = W_hh.shape[0]
-    A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, H)
+    with all_threads(X.size * W_ih.shape[0]):
+        A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, H)
     if b_ih is not None:
         A += b_ih + b_hh
     out = np.empty((T, N, H), F)

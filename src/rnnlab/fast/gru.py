@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._steps import backward_steps
+from ._threads import all_threads
 
 
 def forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, mask):
@@ -22,7 +23,8 @@ def forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, mask):
     T, N, D = X.shape
     H = W_hh.shape[1]
     dt = X.dtype
-    A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, 3 * H)     # xw, then the gates r, z, n
+    with all_threads(X.size * W_ih.shape[0]):                    # one large GEMM: every BLAS thread
+        A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, 3 * H)     # xw, then the gates r, z, n
     if b_ih is not None:
         A += b_ih
         A[:, :, :2 * H] += b_hh[:2 * H]                          # only b_hn sits inside r * (.)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._steps import backward_steps
+from ._threads import all_threads
 
 
 def _gate_affine(H, dtype):
@@ -42,7 +43,8 @@ def forward(X, h, c, W_ih, W_hh, b_ih, b_hh, W_hr, reverse, mask):
     H = W_hh.shape[0] // 4
     Ho = W_hh.shape[1]
     dt = X.dtype
-    A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, 4 * H)     # pre-activations, then gates (T, N, 4H)
+    with all_threads(X.size * W_ih.shape[0]):                    # one large GEMM: every BLAS thread
+        A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, 4 * H)     # pre-activations, then gates (T, N, 4H)
     if b_ih is not None:
         A += b_ih + b_hh
     scale, shift = _gate_affine(H, dt)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._steps import backward_steps
+from ._threads import all_threads
 
 
 def forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, mask):
@@ -16,7 +17,8 @@ def forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, mask):
     T, N, D = X.shape
     H = W_hh.shape[0]
     dt = X.dtype
-    A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, H)         # pre-activations (T, N, H)
+    with all_threads(X.size * W_ih.shape[0]):                    # one large GEMM: every BLAS thread
+        A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, H)         # pre-activations (T, N, H)
     if b_ih is not None:
         A += b_ih + b_hh
     out = np.empty((T, N, H), dt)
