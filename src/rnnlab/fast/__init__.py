@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from .._conventions import GATES
 from . import _compiled, _threads, gru, lstm, rnn
 
 __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
@@ -43,8 +44,13 @@ class Cache:
 
 def run_direction(layer, X, h, c, s, reverse, mask):
     """Fast ``_Recurrent._run_direction``: returns out (T, N, H_out), h_T, c_T and a ``Cache``."""
-    with _threads.step_threads():        # per-step GEMMs on one BLAS thread (see fast/_threads.py)
+    with _threads.step_threads(_step_work(layer, X)):     # small per-step GEMMs on one BLAS thread
         return _run_direction(layer, X, h, c, s, reverse, mask)
+
+
+def _step_work(layer, X):
+    """Multiply-adds of one step's recurrent GEMM, h_prev (N, H_out) x W_hh^T (H_out, G)."""
+    return X.shape[1] * layer.hidden_out * GATES[layer.mode] * layer.hidden_size
 
 
 def _run_direction(layer, X, h, c, s, reverse, mask):
@@ -120,7 +126,7 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k):
             M = cache.data[4][lo:hi].reshape(A.shape[0], -1)
             g["weight_hr" + s] += extra.reshape(A.shape[0], -1).T @ M
 
-    with _threads.step_threads():
+    with _threads.step_threads(_step_work(layer, X)):
         return _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, compiled, chunk, flush)
 
 

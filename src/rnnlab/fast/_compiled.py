@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-from ._steps import backward_steps
+from ._steps import backward_steps, recurrent_weight
 from ._threads import all_threads
 
 try:
@@ -229,7 +229,7 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     TC = np.empty((T, N, H), F)
     hw = np.empty((N, 4 * H), F)
     c = c.copy()
-    W_hhT = W_hh.T
+    W_hhT = recurrent_weight(W_hh, T)
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         Hp[t] = h
         np.matmul(h, W_hhT, out=hw)
@@ -266,7 +266,7 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     Hp = np.empty((T, N, H), F)
     HWn = np.empty((T, N, H), F)
     hw = np.empty((N, 3 * H), F)
-    W_hhT = W_hh.T
+    W_hhT = recurrent_weight(W_hh, T)
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         np.matmul(h, W_hhT, out=hw)
         gru_forward_step(A[t], hw, b_hn, h, Hp[t], HWn[t], out[t])
@@ -302,7 +302,7 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
     Hp = np.empty((T, N, H), F)
     hw = np.empty((N, H), F)
     relu = nonlinearity == "relu"
-    W_hhT = W_hh.T
+    W_hhT = recurrent_weight(W_hh, T)
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         np.matmul(h, W_hhT, out=hw)
         rnn_forward_step(A[t], hw, h, Hp[t], out[t], relu)

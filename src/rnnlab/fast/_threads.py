@@ -1,19 +1,27 @@
-"""One BLAS thread for the per-step GEMMs of the time loop.
+"""How many BLAS threads the per-step GEMMs of the time loop get.
 
-Profiled on the 2-core machine: the recurrent GEMM of one step, e.g.
-(32, 256) x (256, 1024) or (64, 512) x (512, 2048), ran 1.3-2.5x faster on one
-OpenBLAS thread than on two (splitting a small GEMM costs more than it gains),
-while the large GEMMs around the loop (all steps' input projections, the
-weight gradients) gain from every thread. So the loops switch the BLAS to
-``STEP_THREADS`` threads and back. It needs threadpoolctl (the ``speed`` and
-``test`` extras); without it nothing is switched. ``STEP_THREADS = None``
-leaves the BLAS alone.
+Measured on the 2-core machine while it was otherwise idle (OpenBLAS 0.3.31,
+float32, best of 200): a step's recurrent GEMM below about a million
+multiply-adds runs no faster on two threads than on one, and a thread woken
+for it costs microseconds (e.g. (1, 128) x (128, 512): 3.8 us either way);
+from a million up two threads win: (1, 512) x (512, 2048) 60 -> 34 us,
+(32, 256) x (256, 1024) 286 -> 159 us, (64, 512) x (512, 2048) 1831 -> 900 us.
+So a loop whose step GEMM has fewer than ``STEP_ALL_THREADS_MIN_WORK``
+multiply-adds switches the BLAS to ``STEP_THREADS`` threads and back, and the
+large GEMMs around it (all steps' input projections, the weight gradients)
+get every thread again through ``all_threads``. On a machine whose other
+cores are busy, fewer threads can be faster: ``rnnlab train charlm`` runs on
+one BLAS thread by default for that reason (``--threads``).
+
+It needs threadpoolctl (the ``speed`` and ``test`` extras); without it nothing
+is switched. ``STEP_THREADS = None`` leaves the BLAS alone.
 """
 from __future__ import annotations
 
 import contextlib
 
 STEP_THREADS = 1
+STEP_ALL_THREADS_MIN_WORK = 2 ** 20
 _libs = None
 
 
@@ -32,10 +40,12 @@ _saved = []      # per active step_threads block: [(lib, its own thread count)]
 
 
 @contextlib.contextmanager
-def step_threads():
-    """BLAS on ``STEP_THREADS`` threads inside the block (if it has more), as it was after."""
+def step_threads(work=0):
+    """BLAS on ``STEP_THREADS`` threads inside the block (if it has more) when a step's GEMM has
+    ``work`` < ``STEP_ALL_THREADS_MIN_WORK`` multiply-adds; as it was after."""
+    limit = STEP_THREADS is not None and work < STEP_ALL_THREADS_MIN_WORK
     saved = [(lib, lib.num_threads) for lib in _blas_libs()
-             if STEP_THREADS is not None and lib.num_threads > STEP_THREADS]
+             if limit and lib.num_threads > STEP_THREADS]
     for lib, _ in saved:
         lib.set_num_threads(STEP_THREADS)
     _saved.append(saved)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._steps import backward_steps
+from ._steps import backward_steps, recurrent_weight
 from ._threads import all_threads
 
 
@@ -33,7 +33,7 @@ def forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, mask):
     HWn = np.empty((T, N, H), dt)                                # W_hn h_prev + b_hn
     hw = np.empty((N, 3 * H), dt)
     tmp = np.empty((N, H), dt)
-    W_hhT = W_hh.T
+    W_hhT = recurrent_weight(W_hh, T)
     b_hn = None if b_hh is None else b_hh[2 * H:]
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         Hp[t] = h

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._steps import backward_steps
+from ._steps import backward_steps, recurrent_weight
 from ._threads import all_threads
 
 
@@ -56,7 +56,7 @@ def forward(X, h, c, W_ih, W_hh, b_ih, b_hh, W_hr, reverse, mask):
     hw = np.empty((N, 4 * H), dt)
     ig = np.empty((N, H), dt)
     c = c.copy()                                                 # updated in place below
-    W_hhT = W_hh.T
+    W_hhT = recurrent_weight(W_hh, T)
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         Hp[t] = h
         Cp[t] = c

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._steps import backward_steps
+from ._steps import backward_steps, recurrent_weight
 from ._threads import all_threads
 
 
@@ -25,7 +25,7 @@ def forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, mask):
     Hp = np.empty((T, N, H), dt)
     Hn = np.empty((T, N, H), dt) if mask is not None else out    # h_new of each step (out is masked)
     hw = np.empty((N, H), dt)
-    W_hhT = W_hh.T
+    W_hhT = recurrent_weight(W_hh, T)
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         Hp[t] = h
         a = A[t]
