@@ -141,7 +141,23 @@ def test_bad_options(tmp_path, text, capsys, option):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "foreign", "garbage", "missing"])
+def drop_meta_key(ckpt, key):
+    """Rewrite ``ckpt`` without the metadata entry ``key`` (dotted for a nested one), arrays unchanged."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+    with safe_open(str(ckpt), framework="np") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    meta = json.loads(metadata["meta"])
+    *parents, last = key.split(".")
+    node = meta
+    for part in parents:
+        node = node[part]
+    del node[last]
+    save_file(tensors, str(ckpt), metadata={**metadata, "meta": json.dumps(meta)})
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "garbage", "missing",
+                                    "no train", "no corpus", "no train.seq_len", "no corpus.digest"])
 def test_bad_checkpoints(tmp_path, text, capsys, damage):
     run = tmp_path / "run"
     assert main(["train", "charlm", "--text", text, *TINY, "--steps", "2", "--out", str(run)]) == 0
@@ -154,12 +170,16 @@ def test_bad_checkpoints(tmp_path, text, capsys, damage):
         save_file({"w": np.zeros(3, np.float32)}, str(ckpt))
     elif damage == "garbage":
         ckpt.write_bytes(b"\x00" * 64)
+    elif damage.startswith("no "):
+        drop_meta_key(ckpt, damage[3:])
     else:
         ckpt.unlink()
     before = snapshot(run)
     for argv in (["sample", str(run)], ["eval", str(run)],
                  ["train", "charlm", "--steps", "4", "--out", str(run), "--resume"]):
-        run_bad(capsys, argv)
+        err = run_bad(capsys, argv)
+        if damage.startswith("no "):
+            assert f"lacks '{damage[3:]}'" in err
     assert snapshot(run) == before
 
 

@@ -113,3 +113,17 @@ def test_bad_files_are_refused_with_one_line(tmp_path, damage):
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(UsageError, match="no checkpoint"):
         ck.load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_required_metadata_keys_are_checked_on_load(tmp_path):
+    path = tmp_path / "m.safetensors"
+    ck.save_checkpoint(path, {"a": np.arange(3.0)}, {"kind": "x", "train": {"lr": 0.1}, "step": [1]})
+    _, meta = ck.load_checkpoint(path, required=("kind", "train.lr"))
+    assert meta["train"]["lr"] == 0.1
+    with pytest.raises(UsageError) as e:
+        ck.load_checkpoint(path, required=("train.lr", "train.batch", "train.seq_len", "corpus.digest",
+                                           "corpus.source", "step.n"))
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and "retrain" in msg
+    # each gap named once, at its first absent part; a list where an object belongs is called that
+    assert "'train.batch', 'train.seq_len', 'corpus', 'step' (not a JSON object)" in msg

@@ -32,6 +32,9 @@ TRAIN_OPTIONS = {"seq_len": "seq_len", "bptt": "bptt", "batch": "batch", "lr": "
                  "schedule": "schedule", "warmup": "warmup", "clip": "clip", "val_fraction": "val_fraction"}
 MODEL_DEFAULTS = {f.name: f.default for f in CharLMConfig.__dataclass_fields__.values() if f.name != "vocab_size"}
 TRAIN_DEFAULTS = TrainConfig().to_dict()
+# What a charlm checkpoint holds besides the trainer's own metadata; load_run checks both before any is read.
+REQUIRED_META = ("vocab", "corpus.source", "corpus.digest",
+                 *(f"model.{name}" for name in CharLMConfig.__dataclass_fields__))
 
 
 # ---- corpus -------------------------------------------------------------------------------
@@ -115,7 +118,7 @@ def train_main(args):
     out = args.out or time.strftime("runs/charlm-%Y%m%d-%H%M%S")
     saved = None
     if args.resume:
-        tensors, saved = load_run(out, KIND)          # a corrupt or foreign file stops here, untouched
+        tensors, saved = load_run(out, KIND, REQUIRED_META)   # a corrupt or foreign file stops here, untouched
         bad = (_mismatches(args, MODEL_OPTIONS, saved["model"]) + _mismatches(args, TRAIN_OPTIONS, saved["train"]))
         if bad:
             raise UsageError(f"--resume: options differ from the run in {out}: {'; '.join(bad)}; "
@@ -197,7 +200,7 @@ def train_main(args):
 # ---- loading a run -------------------------------------------------------------------------
 def load_model(run):
     """(model, vocab, meta) rebuilt from a run folder (or its .safetensors file) alone."""
-    tensors, meta = load_run(run, KIND)
+    tensors, meta = load_run(run, KIND, REQUIRED_META)
     try:
         vocab = Vocabulary(meta["vocab"])
         model = CharLM(CharLMConfig(**meta["model"]))

@@ -56,8 +56,14 @@ def save_checkpoint(path, tensors, meta):
         raise
 
 
-def load_checkpoint(path, kind=None):
-    """(tensors, meta) from ``path``; a UsageError of one line if it is missing, corrupt or foreign."""
+def load_checkpoint(path, kind=None, required=()):
+    """(tensors, meta) from ``path``; a UsageError of one line if it is missing, corrupt or foreign.
+
+    ``required`` names the metadata keys the caller will read, dotted for nested
+    ones (``"corpus.digest"``). All are checked here, so a checkpoint that lacks
+    one is refused with a message naming them instead of failing later with a
+    KeyError halfway through a command.
+    """
     st = _safetensors()
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -84,7 +90,31 @@ def load_checkpoint(path, kind=None):
         raise UsageError(f"{path}: corrupt checkpoint metadata ({e}); retrain, or restore the file from a copy") from None
     if kind is not None and meta.get("kind") != kind:
         raise UsageError(f"{path}: a checkpoint of a {meta.get('kind')!r} run, expected {kind!r}")
+    missing = _missing(meta, required)
+    if missing:
+        raise UsageError(f"{path}: the checkpoint metadata lacks {', '.join(missing)} (truncated, "
+                         f"foreign or edited by hand); retrain, or restore the file from a copy")
     return tensors, meta
+
+
+def _missing(meta, keys):
+    """The dotted ``keys`` absent from ``meta``, each cut at its first absent part (``'train'``, not every
+    ``'train.<field>'``), in order and without repeats."""
+    out = []
+    for key in keys:
+        node, parts = meta, key.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict):         # e.g. "train": 3, where an object of fields belongs
+                gap = f"{'.'.join(parts[:i])!r} (not a JSON object)"
+            elif part not in node:
+                gap = repr(".".join(parts[:i + 1]))
+            else:
+                node = node[part]
+                continue
+            if gap not in out:
+                out.append(gap)
+            break
+    return out
 
 
 def rng_state(generator):

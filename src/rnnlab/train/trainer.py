@@ -33,7 +33,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .metrics import MetricsLog, Tally
 from .tbptt import Streams, tbptt_step
 
-__all__ = ["TrainConfig", "Trainer", "Diverged", "evaluate", "CHECKPOINT", "METRICS"]
+__all__ = ["TrainConfig", "Trainer", "Diverged", "evaluate", "load_run", "CHECKPOINT", "METRICS", "SAVED_META"]
 
 CHECKPOINT = "model.safetensors"
 METRICS = "metrics.jsonl"
@@ -328,11 +328,22 @@ def _progress(steps, time_budget, start_step, quiet):
                 bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
 
 
-def load_run(run_dir, kind):
-    """(tensors, meta) of the checkpoint in ``run_dir``, with a one-line UsageError if there is none."""
+# The metadata Trainer.save writes and restore (and a resuming command) reads; load_run checks it all.
+SAVED_META = ("step", "rng", "progress.best_val", "progress.best_step", "progress.bad_evals", "progress.elapsed",
+              *(f"train.{f.name}" for f in dataclasses.fields(TrainConfig)))
+
+
+def load_run(run_dir, kind, required=()):
+    """(tensors, meta) of the checkpoint in ``run_dir``, with a one-line UsageError if there is none.
+
+    The metadata must hold ``SAVED_META`` and the caller's own ``required`` keys
+    (dotted, as ``"corpus.digest"``); a checkpoint lacking any is refused here.
+    """
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
-        if os.path.isfile(run_dir) and run_dir.endswith(".safetensors"):
-            return load_checkpoint(run_dir, kind)
-        raise UsageError(f"RUN: no run folder {run_dir!r}; expected the --out folder of 'rnnlab train {kind}'")
-    return load_checkpoint(os.path.join(run_dir, CHECKPOINT), kind)
+        if not (os.path.isfile(run_dir) and run_dir.endswith(".safetensors")):
+            raise UsageError(f"RUN: no run folder {run_dir!r}; expected the --out folder of 'rnnlab train {kind}'")
+        path = run_dir
+    else:
+        path = os.path.join(run_dir, CHECKPOINT)
+    return load_checkpoint(path, kind, SAVED_META + tuple(required))
