@@ -54,6 +54,21 @@ def test_the_file_is_plain_safetensors_without_pickle(tmp_path):
     assert b"\x80\x04" not in raw[:2] and raw[8:9] == b"{"     # no pickle protocol header, a JSON header
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=oct)
+def test_the_atomic_write_gives_the_file_ordinary_permissions(tmp_path, umask):
+    path = tmp_path / "m.safetensors"
+    old = os.umask(umask)
+    try:
+        ck.save_checkpoint(path, {"a": np.arange(3.0)}, {"step": 1})
+        ck.save_checkpoint(path, {"a": np.arange(4.0)}, {"step": 2})     # the rename over an existing file
+        assert os.umask(umask) == umask                                  # reading the umask left it as it was
+    finally:
+        os.umask(old)
+    assert not os.path.exists(str(path) + ".tmp")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask                # as open(path, "w") would make it
+
+
 def test_a_crash_while_writing_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
     path = tmp_path / "m.safetensors"
     ck.save_checkpoint(path, {"a": np.arange(3.0)}, {"kind": "x", "step": 1})

@@ -10,9 +10,10 @@ code, unlike a pickle. rnnlab puts three keys in the metadata:
 
 and arrays under prefixes chosen by the caller (``model.``, ``optim.``, ``state.``).
 
-Atomic write: the file is written to ``PATH.tmp``, flushed to disk, then
-renamed over ``PATH`` with ``os.replace`` (atomic on POSIX), so a crash at any
-moment leaves either the old checkpoint or the new one, never half of one.
+Atomic write: the file is written to ``PATH.tmp``, given the ordinary mode
+(0666 less the umask), flushed to disk, then renamed over ``PATH`` with
+``os.replace`` (atomic on POSIX), so a crash at any moment leaves either the
+old checkpoint or the new one, never half of one.
 """
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ def save_checkpoint(path, tensors, meta):
     tmp = path + ".tmp"
     try:
         st.numpy.save_file(arrays, tmp, metadata=metadata)
+        # safetensors writes the file with mode 0600 whatever the umask; give it the mode a plain
+        # open() would, so a checkpoint can be shared like the metrics file next to it.
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())          # the bytes are on disk before the name points at them
         os.replace(tmp, path)
@@ -54,6 +58,14 @@ def save_checkpoint(path, tensors, meta):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask():
+    """The process's umask. It can only be read by setting it, so it is set to 077 for that instant:
+    a file another thread creates meanwhile comes out more private, never less."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def load_checkpoint(path, kind=None, required=()):
