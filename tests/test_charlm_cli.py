@@ -41,6 +41,12 @@ def snapshot(folder):
     return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
 
 
+def safe_metadata(path):
+    from safetensors import safe_open
+    with safe_open(str(path), framework="np") as f:
+        return f.metadata()
+
+
 def run_bad(capsys, argv):
     try:
         code = main(argv)
@@ -117,6 +123,28 @@ def test_nonfinite_training_stops_and_keeps_the_checkpoint(tmp_path, text, capsy
     assert all(np.isfinite(v).all() for v in tensors.values())
 
 
+def test_clip_value_is_an_option_saved_with_the_run(tmp_path, text, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "charlm", "--text", text, *TINY, "--clip-value", "0.5", "--steps", "2",
+                 "--out", str(run)]) == 0
+    meta = json.loads(safe_metadata(run / "model.safetensors")["meta"])
+    assert meta["train"]["clip_value"] == 0.5
+    before = snapshot(run)
+    err = run_bad(capsys, ["train", "charlm", "--clip-value", "0.25", "--steps", "4", "--out", str(run), "--resume"])
+    assert "--clip-value 0.25" in err and "0.5" in err                  # --resume checks it like the others
+    assert snapshot(run) == before
+    assert main(["train", "charlm", "--clip-value", "0.5", "--steps", "3", "--out", str(run), "--resume",
+                 "--quiet"]) == 0
+    assert main(["train", "charlm", "--steps", "4", "--out", str(run), "--resume", "--quiet"]) == 0
+
+    # a checkpoint written before --clip-value existed resumes as a run without it
+    drop_meta_key(run / "model.safetensors", "train.clip_value")
+    err = run_bad(capsys, ["train", "charlm", "--clip-value", "0.5", "--steps", "5", "--out", str(run), "--resume"])
+    assert "--clip-value 0.5" in err
+    assert main(["train", "charlm", "--steps", "5", "--out", str(run), "--resume", "--quiet"]) == 0
+    assert json.loads(safe_metadata(run / "model.safetensors")["meta"])["train"]["clip_value"] == 0
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "binary", "latin1", "short"])
 def test_bad_text(tmp_path, capsys, case):
     path = tmp_path / "t.txt"
@@ -135,7 +163,8 @@ def test_bad_text(tmp_path, capsys, case):
                                     ["--time-budget", "-1"], ["--lr", "-0.1"], ["--dropout", "1.5"],
                                     ["--bptt", "99"], ["--steps", "5", "--time-budget", "3"],
                                     ["--hidden", "many"], ["--epochs", "0"], ["--val-fraction", "1"],
-                                    ["--epochs", "1", "--steps", "3"]])
+                                    ["--epochs", "1", "--steps", "3"], ["--clip-value", "-1"],
+                                    ["--clip-value", "nan"]])
 def test_bad_options(tmp_path, text, capsys, option):
     run_bad(capsys, ["train", "charlm", "--text", text, *TINY, *option, "--out", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()

@@ -153,6 +153,44 @@ def test_gradients_are_clipped_to_the_global_norm(tmp_path, monkeypatch):
 def test_bad_training_config_is_refused():
     from rnnlab.errors import UsageError
     for bad in [dict(seq_len=0), dict(batch=-1), dict(bptt=200), dict(lr=0.0), dict(optimizer="lbfgs"),
-                dict(val_fraction=1.0), dict(schedule="cosine", schedule_steps=0)]:
+                dict(val_fraction=1.0), dict(schedule="cosine", schedule_steps=0), dict(clip_value=-1.0),
+                dict(clip_value=float("nan"))]:
         with pytest.raises(UsageError):
             TrainConfig(**bad).validate()
+
+
+def spy_on_steps(t, monkeypatch):
+    """The gradients each optimizer step receives (copies), for a trainer whose loss gradient is scaled by 1e6."""
+    backward = t.model.backward
+    monkeypatch.setattr(t.model, "backward", lambda dlogits, dstate=None: backward(dlogits * 1e6, dstate))
+    seen = []
+    step = t.optimizer.step
+
+    def spy(grads):
+        seen.append({k: g.astype(np.float64) for k, g in grads.items()})
+        step(grads)
+
+    monkeypatch.setattr(t.optimizer, "step", spy)
+    return seen
+
+
+def test_gradients_are_clipped_by_value_before_the_global_norm(tmp_path, monkeypatch):
+    # norm clipping off (1e30): every entry of every gradient is cut to [-0.5, 0.5], and some reach it
+    t = make_trainer(tmp_path / "value", clip_value=0.5, clip=1e30)
+    seen = spy_on_steps(t, monkeypatch)
+    t.fit(steps=3)
+    assert len(seen) == 3
+    for grads in seen:
+        assert all(np.abs(g).max() <= 0.5 for g in grads.values())
+        assert max(np.abs(g).max() for g in grads.values()) == 0.5
+    assert t.config.to_dict()["clip_value"] == 0.5
+
+    # both: the value clip runs first, so the norm clip then scales the result to exactly norm 2
+    # (the other order would leave the norm below 2 wherever the value clip cut an entry)
+    t = make_trainer(tmp_path / "both", clip_value=0.5, clip=2.0)
+    seen = spy_on_steps(t, monkeypatch)
+    t.fit(steps=3)
+    for grads in seen:
+        norm = math.sqrt(sum(float((g ** 2).sum()) for g in grads.values()))
+        assert math.isclose(norm, 2.0, rel_tol=1e-4)
+        assert all(np.abs(g).max() <= 0.5 for g in grads.values())

@@ -29,7 +29,8 @@ DEFAULT_STEPS = 1000
 MODEL_OPTIONS = {"cell": "cell", "hidden": "hidden_size", "layers": "num_layers", "embed": "embed_dim",
                  "dropout": "dropout", "forget_bias": "forget_bias", "seed": "seed"}
 TRAIN_OPTIONS = {"seq_len": "seq_len", "bptt": "bptt", "batch": "batch", "lr": "lr", "optimizer": "optimizer",
-                 "schedule": "schedule", "warmup": "warmup", "clip": "clip", "val_fraction": "val_fraction"}
+                 "schedule": "schedule", "warmup": "warmup", "clip": "clip", "clip_value": "clip_value",
+                 "val_fraction": "val_fraction"}
 MODEL_DEFAULTS = {f.name: f.default for f in CharLMConfig.__dataclass_fields__.values() if f.name != "vocab_size"}
 TRAIN_DEFAULTS = TrainConfig().to_dict()
 # What a charlm checkpoint holds besides the trainer's own metadata; load_run checks both before any is read.
@@ -302,6 +303,9 @@ def register(subparsers, train_subparsers):
              f"(default {t['schedule']})")
     add("--warmup", metavar="W", type=int, help="warm-up steps of the cosine schedule (default 0)")
     add("--clip", metavar="NORM", type=float, help=f"clip the gradients' global L2 norm to this (default {t['clip']})")
+    add("--clip-value", metavar="V", type=float,
+        help="first clip every gradient entry to [-V, V], so that a few outliers do not shrink the whole "
+             "step under --clip (default 0: off)")
     add("--val-fraction", metavar="F", type=float,
         help=f"share held out at the end of the corpus for validation (default {t['val_fraction']})")
     budget = p.add_mutually_exclusive_group()

@@ -6,6 +6,7 @@ One step:
     state       = state with reset streams zeroed
     loss        = tbptt_step(model, x, y, state, k2)   forward k1, backward k2 (see tbptt.py)
     stop if the loss or a gradient is not finite (nothing is saved, the last checkpoint stays)
+    clip each gradient entry to [-clip_value, clip_value] if clip_value is set, then
     clip the gradients' global norm to ``clip``
     optimizer.lr = lr * schedule(step); optimizer.step(grads)
 
@@ -57,12 +58,17 @@ class TrainConfig:
     warmup: int = 0               # * warm-up steps of the cosine schedule
     schedule_steps: int = 0       # * cosine horizon, fixed when the run starts (so --resume keeps it)
     clip: float = 5.0             # * global-norm clipping: rare exploding steps are cut, normal ones untouched
+    clip_value: float = 0.0       # * clip each gradient entry to [-v, v] before the norm clip; 0 or None: off,
+                                  #   since clipping by norm alone keeps each step's direction
     val_fraction: float = 0.05    # * the last 5% of the corpus is held out for validation
     eval_every: int = 200         # steps between evaluations/checkpoints (~6% of the time at the defaults)
     patience: int = 5             # stop after this many evaluations without a better val loss (0: never)
 
     MUST_MATCH = ("seq_len", "bptt", "batch", "lr", "optimizer", "schedule", "warmup", "schedule_steps",
-                  "clip", "val_fraction")
+                  "clip", "clip_value", "val_fraction")
+    # Fields added after checkpoints were first written: an older checkpoint lacks them and ran with
+    # the feature off, which is each one's default (load_run fills it in).
+    ADDED_LATER = ("clip_value",)
 
     @property
     def k2(self):
@@ -78,6 +84,9 @@ class TrainConfig:
             raise UsageError(f"--lr: expected a positive number, got {self.lr}")
         if not (self.clip > 0):
             raise UsageError(f"--clip: expected a positive max gradient norm, got {self.clip}")
+        if self.clip_value is not None and not (self.clip_value >= 0 and math.isfinite(self.clip_value)):
+            raise UsageError(f"--clip-value: expected 0 (off) or a positive bound on each gradient entry, "
+                             f"got {self.clip_value}")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in ("constant", "cosine"):
@@ -215,6 +224,11 @@ class Trainer:
             where = (f"the gradient of {bad!r}" if bad else "the loss" if state_ok else "the hidden state")
             raise Diverged(f"training stopped at step {self.step + 1}: non-finite {where} (loss {loss}); "
                            f"{self._kept()}; try a lower --lr or --clip")
+        if self.config.clip_value:
+            # By value first: an outlier entry (one saturated gate, one rare character's embedding row)
+            # is cut to +-clip_value before it can dominate the global norm, where it would make
+            # clip_grad_norm shrink every other gradient with it. The norm clip then bounds the step.
+            optim.clip_grad_value(grads, self.config.clip_value)
         optim.clip_grad_norm(grads, self.config.clip)
         optim.apply_schedule(self.optimizer, self.config.lr, self.schedule, self.step)
         self.optimizer.step(grads)
@@ -330,7 +344,7 @@ def _progress(steps, time_budget, start_step, quiet):
 
 # The metadata Trainer.save writes and restore (and a resuming command) reads; load_run checks it all.
 SAVED_META = ("step", "rng", "progress.best_val", "progress.best_step", "progress.bad_evals", "progress.elapsed",
-              *(f"train.{f.name}" for f in dataclasses.fields(TrainConfig)))
+              *(f"train.{f.name}" for f in dataclasses.fields(TrainConfig) if f.name not in TrainConfig.ADDED_LATER))
 
 
 def load_run(run_dir, kind, required=()):
@@ -346,4 +360,8 @@ def load_run(run_dir, kind, required=()):
         path = run_dir
     else:
         path = os.path.join(run_dir, CHECKPOINT)
-    return load_checkpoint(path, kind, SAVED_META + tuple(required))
+    tensors, meta = load_checkpoint(path, kind, SAVED_META + tuple(required))
+    defaults = TrainConfig().to_dict()
+    for name in TrainConfig.ADDED_LATER:
+        meta["train"].setdefault(name, defaults[name])
+    return tensors, meta
