@@ -10,6 +10,10 @@ For ids x (N, T) and the state carried in from the previous chunk:
 
 ``backward`` runs the same chain in reverse. The state is not a parameter: the
 same weights run at any batch size, one character at a time with ``step``.
+The chain is written out by hand rather than built with ``nn.Sequential``,
+which takes only one-array modules: the recurrent layer takes and returns the
+state (see ``nn/sequential.py``). This is the pattern to copy for other
+Embedding -> recurrent layer -> Linear models.
 
 Parameters are named ``embed.weight``, ``rnn.<PyTorch name>`` (``weight_ih_l0``...),
 ``head.weight``, ``head.bias``; the arrays are the modules' own, so an optimizer

@@ -8,9 +8,25 @@ copies, so an optimizer that updates ``seq.params[name]`` in place updates the
 child.
 
 Sequential is for modules that map one array to one array (Embedding, Linear,
-Dropout, another Sequential). The recurrent layers return ``(out, state)`` and
-take ``state``/``lengths``; a model that carries state between calls composes
-them by hand (embed -> LSTM -> head), which keeps the state visible.
+Dropout, another Sequential). It refuses the recurrent layers (RNN, LSTM, GRU)
+because they do not have that shape: ``forward(x, state, lengths)`` takes the
+carried state and the sequence lengths besides ``x`` and returns ``(out, state)``,
+and ``backward(dout, dstate)`` returns ``(dx, dstate0)``. A chain that passes
+one array along has nowhere to put the state in or out, and hiding it inside
+the chain would hide exactly what a stateful model (truncated BPTT, sampling
+one character at a time) must carry from one call to the next. The refusal is
+a TypeError at the first ``forward``, when a module returns a tuple.
+
+A recurrent model chains its parts by hand; ``rnnlab.charlm.CharLM`` is the
+example to copy (Embedding -> recurrent layer -> Linear):
+
+    e = embed.forward(ids)                    # (N, T) -> (N, T, E)
+    h, state = rnn.forward(e, state)          # (N, T, H), state in and out
+    z = head.forward(h)                       # (N, T, V)
+
+    dh = head.backward(dz)                    # backward in reverse order
+    de, dstate0 = rnn.backward(dh, dstate)
+    embed.backward(de)
 """
 from __future__ import annotations
 
@@ -18,7 +34,10 @@ from ._module import load_into
 
 
 class Sequential:
-    """``Sequential(embed=Embedding(...), head=Linear(...))`` or ``Sequential([("embed", ...), ...])``."""
+    """``Sequential(embed=Embedding(...), head=Linear(...))`` or ``Sequential([("embed", ...), ...])``.
+
+    Not for recurrent layers (see the module docstring; ``rnnlab.charlm.CharLM`` chains them by hand).
+    """
 
     def __init__(self, *pairs, **named):
         if pairs and named:
@@ -60,7 +79,7 @@ class Sequential:
             x = module.forward(x)
             if isinstance(x, tuple):
                 raise TypeError(f"Sequential: module {name!r} returned a tuple (a recurrent layer returns "
-                                f"(out, state)); compose recurrent layers by hand")
+                                f"(out, state)); chain recurrent layers by hand, as rnnlab.charlm.CharLM does")
         return x
 
     __call__ = forward
