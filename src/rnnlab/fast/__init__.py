@@ -155,11 +155,7 @@ def describe():
             "numba": None if _compiled.numba is None else _compiled.numba.__version__}
 
 
-# The compiled kernels pay off where NumPy's per-call overhead dominates (small batches); at
-# larger N the NumPy fused path's calls are long and its exact tanh costs the same (profiled).
-COMPILED_MAX_BATCH = 16
-
-
 def _use_compiled(layer, X, mask):
-    return (COMPILED and X.dtype == np.float32 and mask is None and not layer.proj_size
-            and X.shape[1] <= COMPILED_MAX_BATCH)
+    # At every batch size: with each loop vectorised the compiled step beats the NumPy fused
+    # step's ~15 calls (measured LSTM N=32, H=256: 28 us against ~100 us a step).
+    return COMPILED and X.dtype == np.float32 and mask is None and not layer.proj_size

@@ -42,6 +42,7 @@ F = np.float32
 LOG2E = F(1.4426950408889634)
 LN2_HI = F(0.693145751953125)          # ln 2 split in two so that k * LN2_HI is exact
 LN2_LO = F(1.428606765330187e-06)
+ROUND = F(12582912.0)                  # 1.5 * 2^23: (v + ROUND) - ROUND rounds v to an integer
 
 
 def _jit(**kw):
@@ -58,10 +59,13 @@ if AVAILABLE:
         expm1(y) = 2^k (expm1(r) + 1) - 1 with y = k ln2 + r, |r| <= ln2 / 2;
         expm1(r) by its Taylor series to r^7 (error < r^8 / 8! ~ 5e-9 relative);
         2^k (k in -26..0) from the binary digits of -k, with selects, no bit tricks.
+        Every quantity stays float32 (k is rounded with the 1.5 * 2^23 trick, not
+        math.floor, whose int64 result would pull the arithmetic into int64 and
+        float64 and stop LLVM from vectorising the loops that call this).
         """
         ax = min(abs(x), F(9.0))                  # tanh(9) rounds to 1 in float32
         y = F(-2.0) * ax
-        k = math.floor(y * LOG2E + F(0.5))
+        k = (y * LOG2E + ROUND) - ROUND           # nearest integer to y / ln 2, as a float32
         r = (y - k * LN2_HI) - k * LN2_LO
         p = r * (F(1.0) + r * (F(0.5) + r * (F(1 / 6) + r * (F(1 / 24) + r * (
             F(1 / 120) + r * (F(1 / 720) + r * F(1 / 5040)))))))
@@ -103,10 +107,12 @@ if AVAILABLE:
             an, hwn = a[n], hw[n]
             for j in range(2 * H):                             # i, f
                 an[j] = sigmoid32(an[j] + hwn[j])
-            for j in range(2 * H, 3 * H):                      # g
-                an[j] = tanh32(an[j] + hwn[j])
-            for j in range(3 * H, G):                          # o
-                an[j] = sigmoid32(an[j] + hwn[j])
+            # Loops over range(H) with offsets: written as range(3 * H, G) the o loop ran 14x
+            # slower (measured at N=32, H=256: 85 vs 6 us; LLVM left it unvectorised).
+            for j in range(H):                                 # g
+                an[2 * H + j] = tanh32(an[2 * H + j] + hwn[2 * H + j])
+            for j in range(H):                                 # o
+                an[3 * H + j] = sigmoid32(an[3 * H + j] + hwn[3 * H + j])
             cn, cpn = c[n], cp[n]
             for j in range(H):                                 # c = f * c_prev + i * g
                 cpn[j] = cn[j]
