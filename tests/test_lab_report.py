@@ -129,6 +129,36 @@ def test_diagnose_writes_json_and_checks_unit(charlm_run, capsys):
     assert "--unit" in capsys.readouterr().err
 
 
+def test_report_keeps_the_unit_chosen_with_diagnose(charlm_run, capsys):
+    """'rnnlab report' runs diagnose again: a unit given to 'diagnose --unit' survives it, 'report --unit'
+    overrides it, and a unit diagnose picked by itself is picked again rather than copied."""
+    def unit_in_json_and_page():
+        d = json.loads((charlm_run / "diagnostics.json").read_text())
+        page = (charlm_run / "report.html").read_text()
+        assert f"<h2>Unit {d['unit']['index']} on the text" in page
+        return d["unit"]["index"], d["unit"]["chosen_by"]
+
+    assert main(["diagnose", str(charlm_run), "--unit", "3"]) == 0
+    assert main(["report", str(charlm_run)]) == 0
+    assert unit_in_json_and_page() == (3, "--unit")
+    assert "Chosen with --unit" in (charlm_run / "report.html").read_text()
+    assert main(["report", str(charlm_run), "--unit", "5"]) == 0
+    assert unit_in_json_and_page() == (5, "--unit")
+    assert main(["report", str(charlm_run)]) == 0
+    assert unit_in_json_and_page() == (5, "--unit")
+    assert main(["report", str(charlm_run), "--unit", "8"]) == 2            # hidden size is 8
+    assert "--unit" in capsys.readouterr().err
+    # without --unit anywhere: diagnose picks the unit, and report picks it again (not the file's copy)
+    assert main(["diagnose", str(charlm_run)]) == 0
+    d = json.loads((charlm_run / "diagnostics.json").read_text())
+    picked = d["unit"]["index"]
+    assert d["unit"]["chosen_by"] == "position in the line"
+    d["unit"]["index"] = (picked + 1) % 8
+    (charlm_run / "diagnostics.json").write_text(json.dumps(d))
+    assert main(["report", str(charlm_run)]) == 0
+    assert unit_in_json_and_page() == (picked, "position in the line")
+
+
 def test_best_unit_finds_a_planted_line_position_unit():
     import numpy as np
     from rnnlab.lab.run_diagnostics import best_unit, position_in_line

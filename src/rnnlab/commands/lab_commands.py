@@ -5,7 +5,8 @@ diagnose  measures the gradient horizon, gate saturation, W_hh spectrum, gradien
           writing RUN/diagnostics.json and RUN/diagnostics/*.png.
 report    writes one self-contained RUN/report.html (figures embedded): for a
           character model its config, curves, samples and diagnostics (running
-          diagnose first if needed); for a memory experiment folder (results.json)
+          diagnose again, on the unit of --unit or else the one an earlier
+          'diagnose --unit' chose); for a memory experiment folder (results.json)
           its table and figures.
 """
 from __future__ import annotations
@@ -34,6 +35,9 @@ def register(sub, train_sub):
                                    "folder; it opens offline in any browser.", **common)
     r.add_argument("run", metavar="RUN", help="run folder of 'rnnlab train charlm' or 'rnnlab experiment memory'")
     r.add_argument("--samples", type=int, default=2, help="text samples to include (character model)")
+    r.add_argument("--unit", type=int, help="hidden unit to colour the text by (default: the one an earlier "
+                                            "'rnnlab diagnose RUN --unit K' chose, else the one that tracks "
+                                            "the position in the line best)")
     r.set_defaults(func=report_main)
 
 
@@ -80,6 +84,8 @@ def diagnose_run(run, text_path=None, chars=600, unit=None):
     text, source = _diagnosis_text(model, vocab, meta, text_path, chars)
     lr = meta.get("train", {}).get("lr")
     res = diagnose_charlm(model, vocab, text, lr=lr, unit=unit)
+    # how the unit was chosen, so that 'rnnlab report' keeps a unit the user asked for
+    res["unit"]["chosen_by"] = "--unit" if unit is not None else "position in the line"
     res["text_source"] = source
     res["step"] = meta.get("step")
     figdir = folder / "diagnostics"
@@ -87,6 +93,23 @@ def diagnose_run(run, text_path=None, chars=600, unit=None):
     res["figures"] = {k: str(v.relative_to(folder)) for k, v in figures.run_figures(res, figdir).items()}
     (folder / DIAG_JSON).write_text(json.dumps(res, indent=1))
     return res
+
+
+def recorded_unit(folder, hidden_size):
+    """The unit an earlier ``rnnlab diagnose RUN --unit K`` chose, read from RUN/diagnostics.json; else None.
+
+    A unit diagnose picked by itself is not reused: picking again finds the same one
+    for the same model, and the right one if the run was trained further since. A file
+    from before ``chosen_by`` was recorded keeps its unit.
+    """
+    try:
+        u = json.loads((folder / DIAG_JSON).read_text())["unit"]
+        unit = int(u["index"])
+    except (OSError, ValueError, KeyError, TypeError):          # no file, or not one diagnose wrote
+        return None
+    if u.get("chosen_by", "--unit") != "--unit" or not 0 <= unit < hidden_size:
+        return None
+    return unit
 
 
 def diagnose_main(a):
@@ -122,7 +145,8 @@ def report_main(a):
             raise UsageError(f"--samples: expected 0 or more, got {a.samples}")
         from .charlm import load_model, sample_text
         model, vocab, meta = load_model(folder)     # one line if there is no model
-        diag = diagnose_run(folder)
+        unit = a.unit if a.unit is not None else recorded_unit(folder, model.rnn.hidden_size)
+        diag = diagnose_run(folder, unit=unit)
         samples = [sample_text(model, vocab, 300, temperature=0.8, seed=s) for s in range(a.samples)]
         from ..train.metrics import MetricsLog
         metrics = MetricsLog(folder / "metrics.jsonl").read()

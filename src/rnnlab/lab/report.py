@@ -183,10 +183,12 @@ def run_report(folder, meta, metrics, samples, diag):
         body.append("<h2>Samples (temperature 0.8)</h2>" +
                     "".join(f"<pre>{html.escape(s)}</pre>" for s in samples))
     u = diag["unit"]
+    chosen = ("Chosen with --unit; its activation correlates with the position in the line"
+              if u.get("chosen_by") == "--unit" else
+              "Chosen as the unit whose activation correlates most with the position in the line")
     body.append(f"<h2>Unit {u['index']} on the text ({html.escape(u['source'])})</h2>"
                 f"<p>Each character is coloured by the activation of unit {u['index']} after reading it "
-                f"(red positive, blue negative; hover for the value). Chosen as the unit whose activation "
-                f"correlates most with the position in the line: r = "
+                f"(red positive, blue negative; hover for the value). {chosen}: r = "
                 f"{u['correlation_with_position_in_line']:+.2f} on {diag['chars']} characters of "
                 f"{html.escape(diag.get('text_source', 'text'))}.</p>"
                 + activation_html(u["text"], np.array(u["values"]), vmax=1.0))
