@@ -182,6 +182,12 @@ def test_compiled_tanh_is_accurate_to_a_few_ulp():
     nan = np.empty(1, np.float32)
     _compiled.tanh_array(np.array([np.nan], np.float32), nan)
     assert np.isnan(nan[0])                      # divergence stays visible
+    # and in the vectorised body of the loop too (a long array, NaN in many lanes)
+    y = rng.uniform(-3, 3, 1000).astype(np.float32)
+    y[::7] = np.nan
+    out = np.empty_like(y)
+    _compiled.tanh_array(y, out)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(y))
 
 
 @needs_numba

@@ -80,7 +80,8 @@ if AVAILABLE:
         n = n - F(2.0) if n >= F(2.0) else n
         s = s * F(0.5) if n >= F(1.0) else s
         e = s * p + (s - F(1.0))                  # expm1(-2|x|)
-        return math.copysign(-e / (F(2.0) + e), x)
+        t = math.copysign(-e / (F(2.0) + e), x)
+        return t if x == x else x                 # NaN stays NaN (vector min(NaN, 9) gives 9)
 
     @_jit(inline="always")
     def sigmoid32(x):

@@ -221,9 +221,9 @@ class Trainer:
         bad = optim.find_nonfinite(grads)
         state_ok = all(np.isfinite(a).all() for a in _state_arrays(self.state))
         if bad is not None or (loss is not None and not math.isfinite(loss)) or not state_ok:
-            where = (f"the gradient of {bad!r}" if bad else "the loss" if state_ok else "the hidden state")
-            raise Diverged(f"training stopped at step {self.step + 1}: non-finite {where} (loss {loss}); "
-                           f"{self._kept()}; try a lower --lr or --clip")
+            what = (f"the gradient of {bad!r}" if bad else "the loss" if state_ok else "the hidden state")
+            raise Diverged(f"training stopped at step {self.step + 1}: {what} is not finite (loss {loss}); "
+                           f"{self._kept()}; try a lower --lr, --clip or --clip-value")
         if self.config.clip_value:
             # By value first: an outlier entry (one saturated gate, one rare character's embedding row)
             # is cut to +-clip_value before it can dominate the global norm, where it would make
