@@ -203,6 +203,53 @@ def test_compiled_path_is_taken_for_float32(cell, monkeypatch):
     assert called
 
 
+STREAM_CASES = [("lstm", {}), ("gru", {}), ("rnn", {}), ("rnn", {"nonlinearity": "relu"}),
+                ("lstm", {"bias": False}), ("gru", {"bias": False}),
+                ("lstm", {"num_layers": 2}), ("gru", {"num_layers": 2, "bidirectional": True})]
+
+
+@needs_numba
+@pytest.mark.parametrize("cell,opts", STREAM_CASES)
+@pytest.mark.parametrize("N", [1, 3])
+def test_streaming_one_step_at_a_time_equals_the_readable_path(cell, opts, N, monkeypatch):
+    """forward with T = 1 takes the one-step path (fast/_stream.py); step by step with the state
+    carried it gives the readable path's outputs and state, and backward after a step its gradients."""
+    from rnnlab.fast import _stream
+    taken = []
+    real = _stream.run
+    monkeypatch.setattr(_stream, "run", lambda *a: taken.append(1) or real(*a))
+    layer = _layer(cell, np.float32, seed=4, **opts)
+    rng = np.random.default_rng(5)
+    T = 6
+    x = rng.standard_normal((N, T, 5)).astype(np.float32)
+    state = _state(layer, N, rng)
+    layer.fast = False
+    out_ref, st_ref = layer.forward(x, state)
+    layer.fast = True
+    st, outs = state, []
+    for t in range(T):
+        out, st = layer.forward(x[:, t:t + 1], st)
+        outs.append(out)
+    assert taken, "the one-step path was not taken"
+    flat = lambda s: list(s) if isinstance(s, tuple) else [s]
+    if not layer.bidirectional:     # (a reverse direction reads the sequence from its end: no streaming)
+        _assert_close([np.concatenate(outs, axis=1), *flat(st)], [out_ref, *flat(st_ref)], 1e-5)
+    # backward of the last streamed step against the readable path's backward of that step
+    dout = rng.standard_normal(outs[-1].shape)
+    dstate = _state(layer, N, rng)
+    st_prev = _prev_state(layer, x, state, T - 1)
+    fast = _run(layer, True, x[:, T - 1:], st_prev, None, dout, dstate)
+    readable = _run(layer, False, x[:, T - 1:], st_prev, None, dout, dstate)
+    _assert_close(fast, readable, 1e-5)
+
+
+def _prev_state(layer, x, state, t):
+    """The state after the first t steps (readable path)."""
+    layer.fast = False
+    _, st = layer.forward(x[:, :t], state)
+    return st
+
+
 def test_the_blas_thread_count_is_restored():
     threadpoolctl = pytest.importorskip("threadpoolctl")
 

@@ -8,6 +8,13 @@ import numpy as np
 
 def as_float_array(x, name, dtype, ndim=None, finite=True):
     """``x`` as a float array of ``dtype``, or a TypeError/ValueError naming ``name``."""
+    if (type(x) is np.ndarray and x.dtype == dtype and x.flags.c_contiguous
+            and (ndim is None or x.ndim == ndim)):
+        # already what is asked for (the common case, e.g. each step of streaming): only the
+        # finite check is left; the general path below costs ~3 us a call
+        if finite:
+            check_finite(x, name)
+        return x
     if isinstance(x, np.ndarray):
         arr = x
     else:

@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from .._conventions import GATES
-from . import _compiled, _threads, gru, lstm, rnn
+from . import _compiled, _stream, _threads, gru, lstm, rnn
 
 __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
 
@@ -44,7 +44,13 @@ class Cache:
 
 def run_direction(layer, X, h, c, s, reverse, mask):
     """Fast ``_Recurrent._run_direction``: returns out (T, N, H_out), h_T, c_T and a ``Cache``."""
-    with _threads.step_threads(_step_work(layer, X)):     # small per-step GEMMs on one BLAS thread
+    work = _step_work(layer, X)
+    if COMPILED and _stream.usable(layer, X, mask, work):                # T = 1: one compiled call (fast/_stream.py)
+        p = layer.params
+        out, h, c, data = _stream.run(layer.mode, X, h, c, p["weight_ih" + s], p["weight_hh" + s],
+                                      p.get("bias_ih" + s), p.get("bias_hh" + s), layer.nonlinearity)
+        return out, h, c, Cache(data, data[1])
+    with _threads.step_threads(work):                       # small per-step GEMMs on one BLAS thread
         return _run_direction(layer, X, h, c, s, reverse, mask)
 
 
