@@ -203,6 +203,31 @@ def test_compiled_path_is_taken_for_float32(cell, monkeypatch):
     assert called
 
 
+@needs_numba
+@pytest.mark.parametrize("cell,opts", [("lstm", {}), ("gru", {}), ("rnn", {}), ("rnn", {"nonlinearity": "relu"}),
+                                       ("lstm", {"num_layers": 2, "bidirectional": True, "bias": False}),
+                                       ("gru", {"bidirectional": True}), ("rnn", {"bidirectional": True})])
+@pytest.mark.parametrize("N", [1, 2])
+def test_tiny_batches_run_the_whole_loop_compiled(cell, opts, N, monkeypatch):
+    """N <= 2: the loop over t runs inside one compiled call (fast/_compiled.py, *_loop); it
+    gives the readable path's results, forward and backward, state and dstate included."""
+    from rnnlab.fast import _compiled
+    taken = []
+    name = f"{cell}_loop"
+    real = getattr(_compiled, name)
+    monkeypatch.setattr(_compiled, name, lambda *a: taken.append(1) or real(*a))
+    layer = _layer(cell, np.float32, seed=6, **opts)
+    rng = np.random.default_rng(7)
+    T = 9
+    x = rng.standard_normal((N, T, 5))
+    dout = rng.standard_normal((N, T, layer.num_directions * layer.hidden_out))
+    state, dstate = _state(layer, N, rng), _state(layer, N, rng)
+    fast = _run(layer, True, x, state, None, dout, dstate)
+    assert taken, "the compiled loop was not taken"
+    readable = _run(layer, False, x, state, None, dout, dstate)
+    _assert_close(fast, readable, 1e-5)
+
+
 STREAM_CASES = [("lstm", {}), ("gru", {}), ("rnn", {}), ("rnn", {"nonlinearity": "relu"}),
                 ("lstm", {"bias": False}), ("gru", {"bias": False}),
                 ("lstm", {"num_layers": 2}), ("gru", {"num_layers": 2, "bidirectional": True})]

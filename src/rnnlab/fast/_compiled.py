@@ -16,6 +16,13 @@ the approximations oneDNN and Eigen use: libm's scalar tanhf would cost more
 than the whole step. Float64 keeps NumPy's tanh (exact to the last bit, which
 the 1e-12 tests need).
 
+For one or two sequences (``LOOP_MAX_BATCH``) with a small step, the whole
+loop over t is compiled too (``lstm_loop`` etc.): the recurrent product is then
+a matrix-vector product done in the kernel (``matvec``, dot products with
+reassociated sums), cheaper than a BLAS call per step (measured N = 1,
+H = 128, T = 100 LSTM inference: 0.68 -> 0.43 ms). The forward with T = 1
+(streaming) uses the same ``matvec`` (``fast/_stream.py``).
+
 Kernels are compiled on first use and cached on disk (``cache=True``).
 Set ``RNNLAB_NUMBA=0`` to do without them.
 """
@@ -96,6 +103,45 @@ if AVAILABLE:
     # Each kernel is a few simple loops over one row, each touching few arrays: LLVM then
     # vectorises them (it must check at run time that the arrays do not overlap, and gives up
     # on a loop that would need too many such checks).
+
+    # ---- matrix-vector products for tiny steps (fast/_stream.py and the loops below) ------
+    # reassoc lets LLVM keep 16 partial sums of a dot product in one vector register
+    _jit_dot = numba.njit(cache=True, error_model="numpy",
+                                    fastmath={"reassoc", "contract", "arcp", "nsz", "afn"})
+
+    @_jit_dot
+    def matvec(W, x, b, out):
+        """out (N, G) = x (N, K) W^T + b, W (G, K): dot products along the rows of W, four
+        rows at a time (one pass over x for four outputs: 2.7 against 3.7 us a call at
+        G = 512, K = 128, measured)."""
+        N, K = x.shape
+        G = W.shape[0]
+        for n in range(N):
+            xn, on = x[n], out[n]
+            g = 0
+            while g + 4 <= G:
+                W0, W1, W2, W3 = W[g], W[g + 1], W[g + 2], W[g + 3]
+                a0 = F(0.0)
+                a1 = F(0.0)
+                a2 = F(0.0)
+                a3 = F(0.0)
+                for k in range(K):
+                    xk = xn[k]
+                    a0 += W0[k] * xk
+                    a1 += W1[k] * xk
+                    a2 += W2[k] * xk
+                    a3 += W3[k] * xk
+                on[g] = a0 + b[g]
+                on[g + 1] = a1 + b[g + 1]
+                on[g + 2] = a2 + b[g + 2]
+                on[g + 3] = a3 + b[g + 3]
+                g += 4
+            for r in range(g, G):                       # the last G mod 4 rows
+                Wr = W[r]
+                acc = F(0.0)
+                for k in range(K):
+                    acc += Wr[k] * xn[k]
+                on[r] = acc + b[r]
 
     # ---- LSTM ------------------------------------------------------------------------------
     @_jit()
@@ -222,6 +268,46 @@ if AVAILABLE:
                     da[n, j] = d * (F(1.0) - v * v)
 
 
+    # ---- whole loops for tiny steps (one or two sequences) ----------------------------------
+    # At N <= LOOP_MAX_BATCH a step's h_prev W_hh^T is a matrix-vector product that costs less
+    # than calling BLAS for it, so the loop over t runs here and Python is left once a sequence.
+    @_jit()
+    def lstm_loop(A, h, c, W_hh, zero, reverse, hw, Hp, Cp, TC, out):
+        T = A.shape[0]
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            Hp[t] = h
+            matvec(W_hh, h, zero, hw)
+            lstm_forward_step(A[t], hw, c, Cp[t], TC[t], out[t])
+            h = out[t]
+
+    @_jit()
+    def gru_loop(A, h, W_hh, zero, b_hn, reverse, hw, Hp, HWn, out):
+        T = A.shape[0]
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            matvec(W_hh, h, zero, hw)
+            gru_forward_step(A[t], hw, b_hn, h, Hp[t], HWn[t], out[t])
+            h = out[t]
+
+    @_jit()
+    def rnn_loop(A, h, W_hh, zero, reverse, hw, Hp, out, relu):
+        T = A.shape[0]
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            matvec(W_hh, h, zero, hw)
+            rnn_forward_step(A[t], hw, h, Hp[t], out[t], relu)
+            h = out[t]
+
+
+LOOP_MAX_BATCH = 2
+LOOP_MAX_WORK = 2 ** 20          # multiply-adds of a step's h_prev W_hh^T (above: BLAS on all threads)
+
+
+def _tiny(N, W_hh):
+    return N <= LOOP_MAX_BATCH and N * W_hh.size < LOOP_MAX_WORK
+
+
 # ---- whole-direction loops (same caches as the NumPy fused path) ----------------------------
 def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     T, N, D = X.shape
@@ -236,6 +322,9 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     TC = np.empty((T, N, H), F)
     hw = np.empty((N, 4 * H), F)
     c = c.copy()
+    if _tiny(N, W_hh):
+        lstm_loop(A, h, c, W_hh, np.zeros(4 * H, F), reverse, hw, Hp, Cp, TC, out)
+        return out, out[0 if reverse else T - 1], c, (A, Hp, Cp, TC, None)
     W_hhT = recurrent_weight(W_hh, T)
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         Hp[t] = h
@@ -273,6 +362,9 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     Hp = np.empty((T, N, H), F)
     HWn = np.empty((T, N, H), F)
     hw = np.empty((N, 3 * H), F)
+    if _tiny(N, W_hh):
+        gru_loop(A, h, W_hh, np.zeros(3 * H, F), b_hn, reverse, hw, Hp, HWn, out)
+        return out, out[0 if reverse else T - 1], (A, Hp, HWn)
     W_hhT = recurrent_weight(W_hh, T)
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         np.matmul(h, W_hhT, out=hw)
@@ -309,6 +401,9 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
     Hp = np.empty((T, N, H), F)
     hw = np.empty((N, H), F)
     relu = nonlinearity == "relu"
+    if _tiny(N, W_hh):
+        rnn_loop(A, h, W_hh, np.zeros(H, F), reverse, hw, Hp, out, relu)
+        return out, out[0 if reverse else T - 1], (out, Hp, nonlinearity)
     W_hhT = recurrent_weight(W_hh, T)
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         np.matmul(h, W_hhT, out=hw)

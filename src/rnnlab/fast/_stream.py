@@ -27,62 +27,24 @@ from ._threads import STEP_ALL_THREADS_MIN_WORK
 F = np.float32
 
 if _compiled.AVAILABLE:
-    # reassoc lets LLVM keep 16 partial sums of a dot product in one vector register
-    _jit_dot = _compiled.numba.njit(cache=True, error_model="numpy",
-                                    fastmath={"reassoc", "contract", "arcp", "nsz", "afn"})
-
-    @_jit_dot
-    def matvec(W, x, b, out):
-        """out (N, G) = x (N, K) W^T + b, W (G, K): dot products along the rows of W, four
-        rows at a time (one pass over x for four outputs: 2.7 against 3.7 us a call at
-        G = 512, K = 128, measured)."""
-        N, K = x.shape
-        G = W.shape[0]
-        for n in range(N):
-            xn, on = x[n], out[n]
-            g = 0
-            while g + 4 <= G:
-                W0, W1, W2, W3 = W[g], W[g + 1], W[g + 2], W[g + 3]
-                a0 = F(0.0)
-                a1 = F(0.0)
-                a2 = F(0.0)
-                a3 = F(0.0)
-                for k in range(K):
-                    xk = xn[k]
-                    a0 += W0[k] * xk
-                    a1 += W1[k] * xk
-                    a2 += W2[k] * xk
-                    a3 += W3[k] * xk
-                on[g] = a0 + b[g]
-                on[g + 1] = a1 + b[g + 1]
-                on[g + 2] = a2 + b[g + 2]
-                on[g + 3] = a3 + b[g + 3]
-                g += 4
-            for r in range(g, G):                       # the last G mod 4 rows
-                Wr = W[r]
-                acc = F(0.0)
-                for k in range(K):
-                    acc += Wr[k] * xn[k]
-                on[r] = acc + b[r]
-
     @_compiled._jit()
     def lstm_step(x, h, c, W_ih, W_hh, b, zero, a, hw, hp, cp, tc, out):
         """a <- gates of x W_ih^T + b + h W_hh^T; c: c_prev in, c_t out; hp <- h; out <- h_t."""
-        matvec(W_ih, x, b, a)
-        matvec(W_hh, h, zero, hw)
+        _compiled.matvec(W_ih, x, b, a)
+        _compiled.matvec(W_hh, h, zero, hw)
         hp[:, :] = h
         _compiled.lstm_forward_step(a, hw, c, cp, tc, out)
 
     @_compiled._jit()
     def gru_step(x, h, W_ih, W_hh, b, zero, b_hn, a, hw, hp, hwn, out):
-        matvec(W_ih, x, b, a)
-        matvec(W_hh, h, zero, hw)
+        _compiled.matvec(W_ih, x, b, a)
+        _compiled.matvec(W_hh, h, zero, hw)
         _compiled.gru_forward_step(a, hw, b_hn, h, hp, hwn, out)
 
     @_compiled._jit()
     def rnn_step(x, h, W_ih, W_hh, b, zero, a, hw, hp, out, relu):
-        matvec(W_ih, x, b, a)
-        matvec(W_hh, h, zero, hw)
+        _compiled.matvec(W_ih, x, b, a)
+        _compiled.matvec(W_hh, h, zero, hw)
         _compiled.rnn_forward_step(a, hw, h, hp, out, relu)
 
 
