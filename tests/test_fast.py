@@ -288,3 +288,81 @@ def test_the_blas_thread_count_is_restored():
             out, _ = layer.forward(np.ones((64, 80, 5), np.float32))   # large enough to switch to all threads
             layer.backward(np.ones_like(out))
             assert counts() == before
+
+
+STACK_CASES = [("lstm", {}), ("gru", {}), ("rnn", {}), ("rnn", {"nonlinearity": "relu"}),
+               ("lstm", {"num_layers": 3}), ("gru", {"num_layers": 2, "bias": False}),
+               ("rnn", {"num_layers": 2}), ("lstm", {"num_layers": 2, "batch_first": False}),
+               ("lstm", {"num_layers": 2, "dropout": 0.5})]       # dropout: used in eval mode only
+
+
+@needs_numba
+@pytest.mark.parametrize("cell,opts", STACK_CASES)
+@pytest.mark.parametrize("N", [1, 3])
+def test_streaming_stack_in_one_call_equals_the_readable_path(cell, opts, N, monkeypatch):
+    """A unidirectional stack's forward with T = 1 is one compiled call (_stream.forward_stack):
+    step by step with float32 state carried it gives the readable path's outputs and states, and
+    backward after a step (its caches are built then) gives the readable path's gradients."""
+    from rnnlab.fast import _stream
+    taken = []
+    real = _stream.forward_stack
+    monkeypatch.setattr(_stream, "forward_stack", lambda *a: (lambda r: taken.append(r is not None) or r)(real(*a)))
+    layer = _layer(cell, np.float32, seed=7, **opts)
+    layer.eval()
+    rng = np.random.default_rng(8)
+    T = 5
+    x = rng.standard_normal((N, T, 5)).astype(np.float32)
+    state = _state(layer, N, rng)
+    state = tuple(s.astype(np.float32) for s in state) if isinstance(state, tuple) else state.astype(np.float32)
+    step = (lambda t: np.ascontiguousarray(x[:, t:t + 1])) if layer.batch_first else \
+        (lambda t: np.ascontiguousarray(x.transpose(1, 0, 2)[t:t + 1]))
+    layer.fast = False
+    out_ref, st_ref = layer.forward(x if layer.batch_first else x.transpose(1, 0, 2), state)
+    layer.fast = True
+    st, outs = state, []
+    for t in range(T):
+        out, st = layer.forward(step(t), st)
+        outs.append(out)
+    assert taken and all(taken), "the one-call stack was not taken"
+    flat = lambda s: list(s) if isinstance(s, tuple) else [s]
+    _assert_close([np.concatenate(outs, axis=1 if layer.batch_first else 0), *flat(st)],
+                  [out_ref, *flat(st_ref)], 1e-5)
+    # backward of the last step: the caches are built from the workspace on demand
+    dout = rng.standard_normal(outs[-1].shape)
+    dstate = _state(layer, N, rng)
+    st_prev = _prev_state(layer, x if layer.batch_first else x.transpose(1, 0, 2), state, T - 1)
+    st_prev = tuple(np.ascontiguousarray(s) for s in st_prev) if isinstance(st_prev, tuple) else st_prev
+    taken.clear()
+    fast = _run(layer, True, step(T - 1), st_prev, None, dout, dstate)
+    assert taken == [True]
+    readable = _run(layer, False, step(T - 1), st_prev, None, dout, dstate)
+    _assert_close(fast, readable, 1e-5)
+
+
+@needs_numba
+def test_streaming_stack_reports_non_finite_input_and_falls_back_where_it_must():
+    """The one-call stack leaves bad input to the general checks (same messages), and options it
+    does not cover (dropout in training, bidirectional, a float64 layer) take the general path."""
+    from rnnlab.fast import _stream
+    layer = rnnlab.LSTM(4, 6, num_layers=2, seed=0)
+    x = np.ones((1, 1, 4), np.float32)
+    x[0, 0, 2] = np.nan
+    with pytest.raises(ValueError, match=r"x: contains non-finite values .* at index \(0, 0, 2\)"):
+        layer.forward(x)
+    h = np.zeros((2, 1, 6), np.float32)
+    c = h.copy()
+    c[1, 0, 3] = np.inf
+    with pytest.raises(ValueError, match="state c: contains non-finite"):
+        layer.forward(np.ones((1, 1, 4), np.float32), (h, c))
+    with pytest.raises(ValueError, match="state h: expected shape"):
+        layer.forward(np.ones((1, 1, 4), np.float32), (np.zeros((2, 2, 6), np.float32), h))
+    assert _stream.forward_stack(layer, np.ones((1, 1, 4), np.float32), None) is not None
+    assert not _stream.stack_usable(rnnlab.LSTM(4, 6, num_layers=2, dropout=0.3, seed=0))       # training
+    assert _stream.stack_usable(rnnlab.LSTM(4, 6, num_layers=2, dropout=0.3, seed=0).eval())
+    assert not _stream.stack_usable(rnnlab.GRU(4, 6, bidirectional=True, seed=0))
+    assert not _stream.stack_usable(rnnlab.RNN(4, 6, dtype=np.float64, seed=0))
+    # a replaced parameter of another layout is not a crash: the general path runs
+    layer.params["weight_hh_l1"] = np.asfortranarray(layer.params["weight_hh_l1"])
+    assert _stream.forward_stack(layer, np.ones((1, 1, 4), np.float32), None) is None
+    out, _ = layer.forward(np.ones((1, 1, 4), np.float32))
+    assert out.shape == (1, 1, 6) and np.isfinite(out).all()

@@ -66,6 +66,8 @@ class _Recurrent:
         self.training = True
         self.recorder = None     # optional callable(layer, direction, t, dh, dc) used by diagnostics
         self._cache = None
+        self._stream_ws = None   # workspace of the one-call streaming step (fast/_stream.py)
+        self.weight_rows = GATES[self.mode] * self.hidden_size     # G: rows of each W_ih, W_hh
         # True: the fused kernels of rnnlab.fast (tested equal); False: the readable cells below
         self.fast = _fast.ENABLED
         self.params = self._init_params()
@@ -104,6 +106,16 @@ class _Recurrent:
                 elif name.startswith("bias_hh"):
                     params[name][H:2 * H] = 0.0
         return params
+
+    def _stream_weights(self):
+        """(W_ih_l0, W_hh_l0, W_ih_l1, ...) and the biases likewise (zeros when bias=False)."""
+        p = self.params
+        names = [(f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}", f"bias_hh_l{k}")
+                 for k in range(self.num_layers)]
+        Ws = tuple(p[n] for w in names for n in w[:2])
+        if self.bias:
+            return Ws, tuple(p[n] for w in names for n in w[2:])
+        return Ws, (_fast._stream._zeros(self.weight_rows),) * (2 * self.num_layers)
 
     def state_dict(self):
         """A copy of every parameter, keyed by PyTorch's names."""
@@ -191,6 +203,10 @@ class _Recurrent:
         the LSTM), each (num_layers * num_directions, N, H). lengths: (N,) ints in 1..T.
         Returns out (N, T, num_directions * H_out) and the final state.
         """
+        if lengths is None and _fast.COMPILED and _fast._stream.stack_usable(self):
+            done = _fast._stream.forward_stack(self, x, state)      # T = 1: one compiled call
+            if done is not None:
+                return done
         x = V.as_float_array(x, "x", self.dtype, ndim=3)
         X = x if not self.batch_first else x.transpose(1, 0, 2)       # time-major (T, N, D)
         T, N, D = X.shape
@@ -281,6 +297,8 @@ class _Recurrent:
         """
         if self._cache is None:
             raise ValueError("backward: called before forward; run forward(x) first")
+        if isinstance(self._cache, _fast._stream.Pending):
+            self._cache = self._cache.materialize()
         layers, mask, out_shape_tm, x_shape = self._cache
         T, N, _ = out_shape_tm
         out_shape = (N, T, out_shape_tm[2]) if self.batch_first else out_shape_tm

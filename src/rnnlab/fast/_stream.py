@@ -98,3 +98,158 @@ def run(mode, X, h, c, W_ih, W_hh, b_ih, b_hh, nonlinearity):
     b = zero if b_ih is None else b_ih + b_hh
     rnn_step(X[0], h, W_ih, W_hh, b, zero, A[0], hw, Hp[0], out[0], nonlinearity == "relu")
     return out, out[0], c, (out, Hp, nonlinearity)
+
+
+# ---- the whole stack in one call ---------------------------------------------------------------
+# Streaming a 2-layer LSTM one step at a time through the general ``forward`` cost ~40 us a step at
+# H = 128, of which the four matrix-vector products and the gates are ~11 us: the rest was Python
+# (checks, ~10 small arrays, two kernel calls of 13 arguments, caches). Here a unidirectional stack
+# without projection does its whole step in ONE compiled call that also checks the inputs are
+# finite. The arrays the backward needs live in a workspace kept by the layer and reused from call
+# to call (only the most recent forward is ever backpropagated), and the backward's caches are
+# built from it only when ``backward`` asks (``Pending``).
+
+if _compiled.AVAILABLE:
+    @_compiled._jit()
+    def _finite(a):
+        for v in a.ravel():
+            if not np.isfinite(v):
+                return False
+        return True
+
+    @_compiled._jit()
+    def lstm_stack(x, h0, c0, Ws, Bs, A, Hp, Cp, TC, O, hw, hT, cT, out):
+        """x (N, D); h0, c0 (L, N, H); Ws = (W_ih_l0, W_hh_l0, W_ih_l1, ...), Bs the biases (zeros
+        when bias=False); A (L, N, 4H), Hp, Cp, TC, O (L, N, H): what the backward needs; hw (N, 4H)
+        scratch; writes hT, cT (L, N, H) and out (N, H). False (nothing done) if x, h0 or c0 is not finite."""
+        if not (_finite(x) and _finite(h0) and _finite(c0)):
+            return False
+        inp = x
+        for k in range(h0.shape[0]):
+            _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])            # x W_ih^T + b_ih
+            _compiled.matvec(Ws[2 * k + 1], h0[k], Bs[2 * k + 1], hw)    # h_prev W_hh^T + b_hh
+            Hp[k, :, :] = h0[k]
+            cT[k, :, :] = c0[k]                                         # c_prev in, c_t out
+            _compiled.lstm_forward_step(A[k], hw, cT[k], Cp[k], TC[k], O[k])
+            hT[k, :, :] = O[k]
+            inp = O[k]
+        out[:, :] = inp
+        return True
+
+    @_compiled._jit()
+    def gru_stack(x, h0, Ws, Bs, A, Hp, HWn, O, hw, zero_h, hT, out):
+        """As ``lstm_stack``; hw includes b_hh, so the step's separate b_hn is zero (``zero_h``)."""
+        if not (_finite(x) and _finite(h0)):
+            return False
+        inp = x
+        for k in range(h0.shape[0]):
+            _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])
+            _compiled.matvec(Ws[2 * k + 1], h0[k], Bs[2 * k + 1], hw)
+            _compiled.gru_forward_step(A[k], hw, zero_h, h0[k], Hp[k], HWn[k], O[k])
+            hT[k, :, :] = O[k]
+            inp = O[k]
+        out[:, :] = inp
+        return True
+
+    @_compiled._jit()
+    def rnn_stack(x, h0, Ws, Bs, A, Hp, O, hw, hT, out, relu):
+        if not (_finite(x) and _finite(h0)):
+            return False
+        inp = x
+        for k in range(h0.shape[0]):
+            _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])
+            _compiled.matvec(Ws[2 * k + 1], h0[k], Bs[2 * k + 1], hw)
+            _compiled.rnn_forward_step(A[k], hw, h0[k], Hp[k], O[k], relu)
+            hT[k, :, :] = O[k]
+            inp = O[k]
+        out[:, :] = inp
+        return True
+
+
+class Pending:
+    """The caches of a stacked step, built only if ``backward`` is called (``materialize``)."""
+    __slots__ = ("x", "ws", "mode", "nonlinearity", "x_shape")
+
+    def __init__(self, x, ws, mode, nonlinearity, x_shape):
+        self.x, self.ws, self.mode, self.nonlinearity, self.x_shape = x, ws, mode, nonlinearity, x_shape
+
+    def materialize(self):
+        """The ``(layers, mask, out_shape, x_shape)`` cache of ``forward`` (time-major, T = 1)."""
+        from . import Cache
+        A, Hp, X2, X3, O = self.ws[1:6]
+        layers, inp = [], self.x
+        for k in range(A.shape[0]):
+            if self.mode == "lstm":
+                data = (A[k][None], Hp[k][None], X2[k][None], X3[k][None], None)
+            elif self.mode == "gru":
+                data = (A[k][None], Hp[k][None], X2[k][None])
+            else:
+                data = (O[k][None], Hp[k][None], self.nonlinearity)
+            layers.append((inp, [Cache(data, data[1])], None))
+            inp = O[k][None]
+        return layers, None, inp.shape, self.x_shape
+
+
+def stack_usable(layer):
+    """Whether this layer's options allow the one-call stack (checked per call: options can change)."""
+    return (_compiled.AVAILABLE and layer.fast and layer.dtype == F and not layer.bidirectional
+            and not layer.proj_size and not (layer.training and layer.dropout > 0 and layer.num_layers > 1))
+
+
+def _ready(a, shape):
+    return type(a) is np.ndarray and a.dtype == F and a.shape == shape and a.flags.c_contiguous
+
+
+def forward_stack(layer, x, state):
+    """``layer.forward(x, state)`` for x with T = 1 in one compiled call, or None where it does not
+    apply (then the general path runs, and it also gives the error messages for bad input)."""
+    if not (type(x) is np.ndarray and x.ndim == 3 and x.dtype == F and x.flags.c_contiguous
+            and x.flags.writeable):
+        return None
+    if layer.batch_first:
+        N, T, D = x.shape
+    else:
+        T, N, D = x.shape
+    H, L = layer.hidden_size, layer.num_layers
+    G = layer.weight_rows
+    if T != 1 or D != layer.input_size or N == 0 or N * G * max(D, H) >= STEP_ALL_THREADS_MIN_WORK:
+        return None
+    s_shape = (L, N, H)
+    lstm = layer.mode == "lstm"
+    if state is None:
+        h0 = np.zeros(s_shape, F)
+        c0 = np.zeros(s_shape, F) if lstm else None
+    elif lstm:
+        if not (type(state) is tuple and len(state) == 2 and _ready(state[0], s_shape) and _ready(state[1], s_shape)):
+            return None
+        h0, c0 = state
+    else:
+        if not _ready(state, s_shape):
+            return None
+        h0, c0 = state, None
+    ws = layer._stream_ws
+    if ws is None or ws[0] != N:
+        ws = layer._stream_ws = (N, np.empty((L, N, G), F), np.empty((L, N, H), F), np.empty((L, N, H), F),
+                                 np.empty((L, N, H), F), np.empty((L, N, H), F), np.empty((N, G), F))
+    Ws, Bs = layer._stream_weights()
+    hT = np.empty(s_shape, F)
+    out = np.empty(x.shape[:2] + (H,), F)
+    x2 = x.reshape(N, D)
+    try:
+        ok, new_state = _call(layer, lstm, x2, h0, c0, Ws, Bs, ws, hT, out.reshape(N, H), s_shape, H)
+    except _compiled.numba.core.errors.TypingError:
+        return None                      # a parameter replaced by an array of another layout or dtype
+    if not ok:
+        return None                      # non-finite input: the general path reports where
+    layer._cache = Pending(x.reshape(1, N, D), ws, layer.mode, layer.nonlinearity, x.shape)
+    return out, new_state
+
+
+def _call(layer, lstm, x2, h0, c0, Ws, Bs, ws, hT, out2, s_shape, H):
+    N, A, Hp, X2, X3, O, hw = ws
+    if lstm:
+        cT = np.empty(s_shape, F)
+        return lstm_stack(x2, h0, c0, Ws, Bs, A, Hp, X2, X3, O, hw, hT, cT, out2), (hT, cT)
+    if layer.mode == "gru":
+        return gru_stack(x2, h0, Ws, Bs, A, Hp, X2, O, hw, _zeros(H), hT, out2), hT
+    return rnn_stack(x2, h0, Ws, Bs, A, Hp, O, hw, hT, out2, layer.nonlinearity == "relu"), hT
