@@ -388,11 +388,24 @@ def _blas_info():
 
 
 # ---- the table ----------------------------------------------------------------------------
+def _blas_lines(result):
+    """Which BLAS NumPy ran, and a warning when OPENBLAS_CORETYPE forced its kernels."""
+    blas = result.get("blas") or []
+    lines = [f"NumPy BLAS: {b.get('internal_api')} {b.get('version')}, {b.get('architecture')} kernels"
+             for b in blas]
+    forced = (result.get("machine") or {}).get("OPENBLAS_CORETYPE")
+    if forced:
+        lines.append(f"warning: OPENBLAS_CORETYPE={forced} is set, so OpenBLAS runs {forced} kernels instead of "
+                     f"this CPU's own (rerun with it unset to measure NumPy at full speed)")
+    return lines
+
+
 def format_table(result):
     """The result as a plain-text table (one line per point)."""
     lines = [f"threads {result['threads']}, best of {result['repeats']}, float32; "
              f"GEMM roofline {result['gemm_peak_gflops']:.0f} GFLOP/s; "
              f"ratio = torch time / rnnlab time (> 1: rnnlab faster)",
+             *_blas_lines(result),
              f"{'point':<34}{'torch ms':>10}{'rnnlab ms':>11}{'ratio':>8}{'rnnlab GF/s':>13}{'roofline':>10}"]
     for r in result["points"] + result["streaming"]:
         if r["kind"] == "stream":
