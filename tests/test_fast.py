@@ -366,3 +366,40 @@ def test_streaming_stack_reports_non_finite_input_and_falls_back_where_it_must()
     assert _stream.forward_stack(layer, np.ones((1, 1, 4), np.float32), None) is None
     out, _ = layer.forward(np.ones((1, 1, 4), np.float32))
     assert out.shape == (1, 1, 6) and np.isfinite(out).all()
+
+
+FM_CASES = [("lstm", {}), ("gru", {}), ("lstm", {"num_layers": 2, "bidirectional": True}),
+            ("gru", {"num_layers": 2, "bidirectional": True}), ("lstm", {"bias": False}),
+            ("gru", {"bias": False}), ("lstm", {"batch_first": False})]
+
+
+@needs_numba
+@pytest.mark.parametrize("cell,opts", FM_CASES)
+@pytest.mark.parametrize("N", [3, 8])
+def test_eval_mode_feature_major_loop_equals_the_readable_path(cell, opts, N, monkeypatch):
+    """In eval mode float32 LSTM/GRU forwards run feature-major (fast/_feature_major.py): outputs
+    and final states equal the readable path's, and a backward after it (which first transposes
+    the cache into the batch-major layout) gives the readable path's gradients."""
+    from rnnlab.fast import _feature_major
+    taken = []
+    real = _feature_major.Transposed.batch_major
+    monkeypatch.setattr(_feature_major.Transposed, "batch_major", lambda self: taken.append(1) or real(self))
+    layer = _layer(cell, np.float32, seed=11, **opts).eval()
+    rng = np.random.default_rng(12)
+    T = 6
+    x = rng.standard_normal((N, T, 5) if layer.batch_first else (T, N, 5)).astype(np.float32)
+    out_shape = x.shape[:2] + (layer.num_directions * layer.hidden_out,)
+    dout = rng.standard_normal(out_shape)
+    state, dstate = _state(layer, N, rng), _state(layer, N, rng)
+    layer.fast = True
+    layer.forward(x, state)
+    assert isinstance(layer._cache[0][0][1][0]._later, _feature_major.Transposed), "the feature-major loop was not taken"
+    fast = _run(layer, True, x, state, None, dout, dstate)
+    assert len(taken) == layer.num_layers * layer.num_directions      # the cache, transposed at backward
+    readable = _run(layer, False, x, state, None, dout, dstate)
+    _assert_close(fast, readable, 1e-5)
+    # training mode keeps the batch-major loop
+    layer.train()
+    layer.fast = True
+    layer.forward(x, state)
+    assert layer._cache[0][0][1][0]._later is None

@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from .._conventions import GATES
-from . import _compiled, _stream, _threads, gru, lstm, rnn
+from . import _compiled, _feature_major, _stream, _threads, gru, lstm, rnn
 
 __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
 
@@ -34,12 +34,36 @@ COMPILED = _compiled.AVAILABLE
 
 
 class Cache:
-    """What the fast forward of one layer and direction keeps for its backward."""
-    __slots__ = ("data", "H_prev")
+    """What the fast forward of one layer and direction keeps for its backward.
+
+    ``data`` is the loop's tuple (gates or pre-activations, h_prev, ...) and ``H_prev``
+    its h_prev (T, N, H_out). ``Cache.later(t)`` holds a feature-major forward's cache
+    (``fast/_feature_major.py``) and makes ``data`` from it at first use."""
+    __slots__ = ("_data", "_H_prev", "_later")
 
     def __init__(self, data, H_prev):
-        self.data = data
-        self.H_prev = H_prev
+        self._data, self._H_prev, self._later = data, H_prev, None
+
+    @classmethod
+    def later(cls, transposed):
+        cache = cls(None, None)
+        cache._later = transposed
+        return cache
+
+    def _materialize(self):
+        if self._later is not None:
+            self._data = self._later.batch_major()
+            self._H_prev, self._later = self._data[1], None
+
+    @property
+    def data(self):
+        self._materialize()
+        return self._data
+
+    @property
+    def H_prev(self):
+        self._materialize()
+        return self._H_prev
 
 
 def run_direction(layer, X, h, c, s, reverse, mask):
@@ -64,6 +88,12 @@ def _run_direction(layer, X, h, c, s, reverse, mask):
     W_ih, W_hh = p["weight_ih" + s], p["weight_hh" + s]
     b_ih, b_hh = p.get("bias_ih" + s), p.get("bias_hh" + s)
     if _use_compiled(layer, X, mask):
+        if _feature_major.usable(layer, X):                  # eval mode: W_hh h^T (fast/_feature_major.py)
+            if layer.mode == "lstm":
+                out, h, c, t = _feature_major.lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse)
+            else:
+                out, h, t = _feature_major.gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse)
+            return out, h, c, Cache.later(t)
         if layer.mode == "lstm":
             out, h, c, data = _compiled.lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse)
         elif layer.mode == "gru":

@@ -1,0 +1,167 @@
+"""Inference in feature-major layout: the recurrent product as W_hh h^T (Numba kernels).
+
+The loops of ``fast/_compiled.py`` keep each step's state batch-major, h (N, H),
+and compute the recurrent product as h W_hh^T: a GEMM with a short, wide
+result (N, G). OpenBLAS computes the same numbers much faster the other way
+round, as W_hh h^T with a tall, narrow result (G, N). Measured on the 2-core
+machine with its AVX-512 kernels, two threads, best of 7:
+
+    N = 32, H = 256, G = 1024 (LSTM)    h W^T 74.5 us    W h^T 44.2 us
+    N = 32, H = 256, G = 768  (GRU)     h W^T 53.3 us    W h^T 33.0 us
+    N = 64, H = 512, G = 2048 (LSTM)    h W^T 407 us     W h^T 320 us
+
+So here the loop runs with everything transposed: the input projections of all
+steps are one GEMM W_ih X^T (G, T N), step t's block being columns t N ..
+(t + 1) N - 1; the state is h^T (H, N); and the gate kernels below loop over the
+units j (rows) and, innermost and vectorised, over the sequences n.
+
+The equations are those of ``rnnlab.cells.lstm`` and ``rnnlab.cells.gru``; only
+the layout differs. The backward (``fast/_compiled.py``) expects the batch-major
+cache, so a forward here leaves a cache that is transposed into that layout
+only if ``backward`` is called: inference pays nothing for it. Used for
+float32 in eval mode (``layer.eval()``), where a forward is usually not followed
+by a backward; in training mode the batch-major loop runs, as the transposes
+would cost about what the faster GEMMs save. ``tests/test_fast.py`` checks both
+against the readable path.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _compiled
+from ._threads import all_threads
+
+F = np.float32
+
+if _compiled.AVAILABLE:
+    _jit = _compiled._jit
+    sigmoid32, tanh32 = _compiled.sigmoid32, _compiled.tanh32
+
+    @_jit()
+    def lstm_step_fm(a, s, hw, b, c, cp, tc, h):
+        """One LSTM step, feature-major. a (4H, T N): columns s .. s + N - 1 are this step's
+        x W_ih^T in, gates i, f, g, o out (the whole array is passed, not a strided slice of it:
+        Numba vectorises contiguous rows, measured 20 against 475 us a step at N = 32, H = 256);
+        hw (4H, N) = W_hh h_prev^T; b (4H,) = b_ih + b_hh; c (H, N): c_prev in, c_t out;
+        cp <- c_prev; tc <- tanh(c_t); h <- o * tanh(c_t)."""
+        G, N = hw.shape
+        H = G // 4
+        for g in range(G):                                    # i, f, o = sigmoid(.), g = tanh(.)
+            ag, hg, bg = a[g, s:s + N], hw[g], b[g]
+            if 2 * H <= g < 3 * H:
+                for n in range(N):
+                    ag[n] = tanh32(ag[n] + hg[n] + bg)
+            else:
+                for n in range(N):
+                    ag[n] = sigmoid32(ag[n] + hg[n] + bg)
+        for j in range(H):
+            i, f, gg, o = a[j, s:s + N], a[H + j, s:s + N], a[2 * H + j, s:s + N], a[3 * H + j, s:s + N]
+            cj, cpj, tcj, hj = c[j], cp[j], tc[j], h[j]
+            for n in range(N):                                # c = f * c_prev + i * g
+                cpj[n] = cj[n]
+                cj[n] = f[n] * cj[n] + i[n] * gg[n]
+            for n in range(N):                                # h = o * tanh(c)
+                t = tanh32(cj[n])
+                tcj[n] = t
+                hj[n] = o[n] * t
+
+    @_jit()
+    def gru_step_fm(a, s, hw, b, b_hn, h_prev, hp, hwn, h):
+        """One GRU step, feature-major. a (3H, T N): columns s .. s + N - 1 are this step's
+        x W_ih^T in, gates r, z, n out;
+        hw (3H, N) = W_hh h_prev^T; b (3H,) = b_ih, plus b_hh for r and z; b_hn (H,);
+        hp <- h_prev; hwn <- W_hn h_prev + b_hn; h <- (1 - z) * n + z * h_prev."""
+        G, N = hw.shape
+        H = G // 3
+        for g in range(2 * H):                                # r, z = sigmoid(.)
+            ag, hg, bg = a[g, s:s + N], hw[g], b[g]
+            for n in range(N):
+                ag[n] = sigmoid32(ag[n] + hg[n] + bg)
+        for j in range(H):
+            r, z, nn = a[j, s:s + N], a[H + j, s:s + N], a[2 * H + j, s:s + N]
+            hwnj, hwj, bj, bhn = hwn[j], hw[2 * H + j], b[2 * H + j], b_hn[j]
+            for n in range(N):                                # n = tanh(x W_in^T + b_in + r * (W_hn h + b_hn))
+                hwnj[n] = hwj[n] + bhn
+                nn[n] = tanh32(nn[n] + bj + r[n] * hwnj[n])
+            hpj, hj, h_pj = hp[j], h[j], h_prev[j]
+            for n in range(N):                                # h = n + z * (h_prev - n)
+                p = h_pj[n]
+                hpj[n] = p
+                hj[n] = nn[n] + z[n] * (p - nn[n])
+
+
+def usable(layer, X):
+    """Eval mode, float32, compiled kernels and more than the tiny loop's batch (LSTM and GRU)."""
+    return (_compiled.AVAILABLE and not layer.training and layer.mode in ("lstm", "gru")
+            and X.dtype == F and X.shape[1] > _compiled.LOOP_MAX_BATCH)
+
+
+def _input_projection(X, W_ih):
+    """W_ih X^T for all steps: (G, T N), step t in columns t N .. (t + 1) N - 1."""
+    T, N, D = X.shape
+    with all_threads(X.size * W_ih.shape[0]):
+        return W_ih @ X.reshape(T * N, D).T
+
+
+def _steps(T, reverse):
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
+    """As ``_compiled.lstm_forward`` (same results and cache), computed feature-major."""
+    T, N, _ = X.shape
+    G = W_hh.shape[0]
+    H = G // 4
+    AT = _input_projection(X, W_ih)
+    b = np.zeros(G, F) if b_ih is None else b_ih + b_hh
+    HpT, CpT, TCT, OutT = (np.empty((T, H, N), F) for _ in range(4))
+    hwT = np.empty((G, N), F)
+    hT = np.ascontiguousarray(h.T)
+    cT = np.ascontiguousarray(c.T)
+    for t in _steps(T, reverse):
+        HpT[t] = hT
+        np.matmul(W_hh, hT, out=hwT)
+        lstm_step_fm(AT, t * N, hwT, b, cT, CpT[t], TCT[t], OutT[t])
+        hT = OutT[t]
+    out = np.ascontiguousarray(OutT.transpose(0, 2, 1))
+    cache = Transposed("lstm", AT, (HpT, CpT, TCT), T, N)
+    return out, out[0 if reverse else T - 1], np.ascontiguousarray(cT.T), cache
+
+
+def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
+    """As ``_compiled.gru_forward`` (same results and cache), computed feature-major."""
+    T, N, _ = X.shape
+    G = W_hh.shape[0]
+    H = G // 3
+    AT = _input_projection(X, W_ih)
+    b = np.zeros(G, F)
+    b_hn = np.zeros(H, F)
+    if b_ih is not None:
+        b = b_ih.copy()
+        b[:2 * H] += b_hh[:2 * H]                 # only b_hn sits inside r * (.)
+        b_hn = np.ascontiguousarray(b_hh[2 * H:])
+    HpT, HWnT, OutT = (np.empty((T, H, N), F) for _ in range(3))
+    hwT = np.empty((G, N), F)
+    hT = np.ascontiguousarray(h.T)
+    for t in _steps(T, reverse):
+        np.matmul(W_hh, hT, out=hwT)
+        gru_step_fm(AT, t * N, hwT, b, b_hn, hT, HpT[t], HWnT[t], OutT[t])
+        hT = OutT[t]
+    out = np.ascontiguousarray(OutT.transpose(0, 2, 1))
+    cache = Transposed("gru", AT, (HpT, HWnT), T, N)
+    return out, out[0 if reverse else T - 1], cache
+
+
+class Transposed:
+    """A feature-major forward's cache, turned into the batch-major one only when asked."""
+    __slots__ = ("mode", "AT", "rest", "T", "N")
+
+    def __init__(self, mode, AT, rest, T, N):
+        self.mode, self.AT, self.rest, self.T, self.N = mode, AT, rest, T, N
+
+    def batch_major(self):
+        """The cache ``_compiled.lstm_forward`` / ``gru_forward`` would have made: (A, Hp, ...)."""
+        G = self.AT.shape[0]
+        A = np.ascontiguousarray(self.AT.reshape(G, self.T, self.N).transpose(1, 2, 0))   # (T, N, G)
+        rest = [np.ascontiguousarray(a.transpose(0, 2, 1)) for a in self.rest]            # (T, N, H)
+        return (A, *rest, None) if self.mode == "lstm" else (A, *rest)
