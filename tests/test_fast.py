@@ -377,7 +377,7 @@ FM_CASES = [("lstm", {}), ("gru", {}), ("lstm", {"num_layers": 2, "bidirectional
 @pytest.mark.parametrize("cell,opts", FM_CASES)
 @pytest.mark.parametrize("N", [3, 8])
 def test_eval_mode_feature_major_loop_equals_the_readable_path(cell, opts, N, monkeypatch):
-    """In eval mode float32 LSTM/GRU forwards run feature-major (fast/_feature_major.py): outputs
+    """Float32 GRU forwards, and LSTM ones in eval mode, run feature-major (fast/_feature_major.py): outputs
     and final states equal the readable path's, and a backward after it (which first transposes
     the cache into the batch-major layout) gives the readable path's gradients."""
     from rnnlab.fast import _feature_major
@@ -398,8 +398,35 @@ def test_eval_mode_feature_major_loop_equals_the_readable_path(cell, opts, N, mo
     assert len(taken) == layer.num_layers * layer.num_directions      # the cache, transposed at backward
     readable = _run(layer, False, x, state, None, dout, dstate)
     _assert_close(fast, readable, 1e-5)
-    # training mode keeps the batch-major loop
+    # in training mode the LSTM keeps the batch-major loop, the GRU stays feature-major
     layer.train()
     layer.fast = True
     layer.forward(x, state)
-    assert layer._cache[0][0][1][0]._later is None
+    assert (layer._cache[0][0][1][0]._later is None) == (cell == "lstm")
+
+
+@pytest.mark.parametrize("cell,opts", [("lstm", {}), ("gru", {}), ("rnn", {}), ("lstm", {"proj_size": 3}),
+                                       ("gru", {"num_layers": 2, "bidirectional": True})])
+@pytest.mark.parametrize("dtype,rtol,compiled,lengths", [
+    (np.float64, 1e-12, False, False), (np.float64, 1e-12, False, True),
+    pytest.param(np.float32, 1e-5, True, False, marks=needs_numba)])
+def test_backward_with_the_transposed_recurrent_product_equals_the_readable_path(
+        cell, opts, dtype, rtol, compiled, lengths, monkeypatch):
+    """From TRANSPOSED_MIN_ROWS sequences the backward computes dh = dA W_hh as (W_hh^T dA^T)^T
+    (fast/_steps.py): with that many sequences it is taken, and gives the readable path's gradients."""
+    from rnnlab.fast import _steps
+    monkeypatch.setattr(rnnlab.fast, "COMPILED", compiled)
+    used = []
+    real = _steps.RecurrentGrad.__call__
+    monkeypatch.setattr(_steps.RecurrentGrad, "__call__", lambda self, a, o: used.append(self.transposed) or real(self, a, o))
+    N, T = _steps.TRANSPOSED_MIN_ROWS + 1, 5
+    layer = _layer(cell, dtype, seed=21, **opts)
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((N, T, 5))
+    dout = rng.standard_normal((N, T, layer.num_directions * layer.hidden_out))
+    state, dstate = _state(layer, N, rng), _state(layer, N, rng)
+    lens = rng.integers(1, T + 1, N) if lengths else None
+    fast = _run(layer, True, x, state, lens, dout, dstate)
+    assert used and all(used), "the transposed product was not used"
+    readable = _run(layer, False, x, state, lens, dout, dstate)
+    _assert_close(fast, readable, rtol)

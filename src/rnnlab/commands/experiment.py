@@ -58,7 +58,7 @@ def register(sub, train_sub):
                    help="initial LSTM forget-gate bias with --lstm-init forget_bias")
     m.add_argument("--workers", type=int, default=d.workers, help="worker processes (runs are independent)")
     m.add_argument("--quick", action="store_true",
-                   help="a small version (lengths 10,50, 800 steps, hidden 32) that finishes in under a minute")
+                   help="a small version (lengths 10,50, 1500 steps, hidden 32) that finishes in under two minutes")
     m.add_argument("--out", default="runs/memory", help="output folder DIR")
     m.set_defaults(func=run_memory)
     p.set_defaults(func=lambda a: (p.print_help(sys.stderr), 2)[1])

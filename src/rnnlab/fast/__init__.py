@@ -88,7 +88,7 @@ def _run_direction(layer, X, h, c, s, reverse, mask):
     W_ih, W_hh = p["weight_ih" + s], p["weight_hh" + s]
     b_ih, b_hh = p.get("bias_ih" + s), p.get("bias_hh" + s)
     if _use_compiled(layer, X, mask):
-        if _feature_major.usable(layer, X):                  # eval mode: W_hh h^T (fast/_feature_major.py)
+        if _feature_major.usable(layer, X):                  # W_hh h^T (fast/_feature_major.py)
             if layer.mode == "lstm":
                 out, h, c, t = _feature_major.lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse)
             else:

@@ -33,7 +33,7 @@ import os
 
 import numpy as np
 
-from ._steps import backward_steps, recurrent_weight
+from ._steps import RecurrentGrad, backward_steps, recurrent_weight
 from ._threads import all_threads
 
 try:
@@ -340,9 +340,10 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush):
     dA = np.empty((min(chunk, T), N, G), F)
     dh = dh.copy()
     dc = dc.copy()
+    grad = RecurrentGrad(W_hh, N, T)
     for t, k, done in backward_steps(T, reverse, chunk):
         lstm_backward_step(dY[t], dh, dc, A[t], TC[t], Cp[t], dA[k])
-        np.matmul(dA[k], W_hh, out=dh)
+        grad(dA[k], dh)                                         # dh = dA W_hh
         if done:
             flush(done[0], done[1], dA[:done[1] - done[0]], None)
     return dh, dc
@@ -382,9 +383,10 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     dhw = np.empty((N, G), F)
     tmp = np.empty((N, H), F)
     dh = dh.copy()
+    grad = RecurrentGrad(W_hh, N, T)
     for t, k, done in backward_steps(T, reverse, chunk):
         gru_backward_step(dY[t], dh, A[t], HWn[t], Hp[t], dA[k], dhw, dA_hn[k])
-        dh += np.matmul(dhw, W_hh, out=tmp)
+        dh += grad(dhw, tmp)                                    # + dhw W_hh
         if done:
             flush(done[0], done[1], dA[:done[1] - done[0]], dA_hn[:done[1] - done[0]])
     return dh
@@ -418,9 +420,10 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     dA = np.empty((min(chunk, T), N, H), F)
     dh = dh.copy()
     relu = nonlinearity == "relu"
+    grad = RecurrentGrad(W_hh, N, T)
     for t, k, done in backward_steps(T, reverse, chunk):
         rnn_backward_step(dY[t], dh, Hn[t], dA[k], relu)
-        np.matmul(dA[k], W_hh, out=dh)
+        grad(dA[k], dh)                                         # dh = dA W_hh
         if done:
             flush(done[0], done[1], dA[:done[1] - done[0]], None)
     return dh

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._steps import backward_steps, recurrent_weight
+from ._steps import RecurrentGrad, backward_steps, recurrent_weight
 from ._threads import all_threads
 
 
@@ -84,6 +84,7 @@ def backward(dY, dh, cache, W_hh, reverse, mask, recorder, chunk, flush):
     s_rz = np.empty((N, 2 * H), dt)
     dh = dh.copy()
     dh_keep = None
+    grad = RecurrentGrad(W_hh, N, T)
     for t, k, done in backward_steps(T, reverse, chunk):
         np.add(dY[t], dh, out=dh_new)
         if recorder is not None:
@@ -110,7 +111,7 @@ def backward(dY, dh, cache, W_hh, reverse, mask, recorder, chunk, flush):
         np.multiply(da_n, r, out=dhw[:, 2 * H:])                 # hidden side of n: r * (W_hn h + b_hn)
         da[:, :2 * H] = dhw[:, :2 * H]
         dA_hn[k] = dhw[:, 2 * H:]
-        np.matmul(dhw, W_hh, out=t1)
+        grad(dhw, t1)                                            # dhw W_hh
         np.multiply(dh_new, z, out=dh)
         dh += t1                                                 # dh_prev = dh z + dhw W_hh
         if mask is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._steps import backward_steps, recurrent_weight
+from ._steps import RecurrentGrad, backward_steps, recurrent_weight
 from ._threads import all_threads
 
 
@@ -108,6 +108,7 @@ def backward(dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, chunk, flus
     tmp = np.empty((N, H), dt)
     local = np.empty((N, G), dt)
     dh_keep = dc_keep = None
+    grad = RecurrentGrad(W_hh, N, T)
     for t, k, done in backward_steps(T, reverse, chunk):
         np.add(dY[t], dh, out=dh_new)                            # out_t and the state h_t are both h_new
         if recorder is not None:
@@ -141,7 +142,7 @@ def backward(dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, chunk, flus
         np.multiply(g, g, out=lg)                                # tanh' = 1 - g^2 on g
         np.subtract(1, lg, out=lg)
         da *= local
-        np.matmul(da, W_hh, out=dh)                              # a = ... + h_prev W_hh^T
+        grad(da, dh)                                             # a = ... + h_prev W_hh^T: dh = da W_hh
         if mask is not None:
             dh += dh_keep
             dc += dc_keep

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._steps import backward_steps, recurrent_weight
+from ._steps import RecurrentGrad, backward_steps, recurrent_weight
 from ._threads import all_threads
 
 
@@ -54,6 +54,7 @@ def backward(dY, dh, cache, W_hh, reverse, mask, recorder, chunk, flush):
     tmp = np.empty((N, H), Hn.dtype)
     dh = dh.copy()
     dh_keep = None
+    grad = RecurrentGrad(W_hh, N, T)
     for t, k, done in backward_steps(T, reverse, chunk):
         da = np.add(dY[t], dh, out=dA[k])
         if recorder is not None:
@@ -69,7 +70,7 @@ def backward(dY, dh, cache, W_hh, reverse, mask, recorder, chunk, flush):
             da *= tmp                                            # h = tanh(a)
         else:
             da *= h > 0                                          # h = relu(a)
-        np.matmul(da, W_hh, out=dh)                              # a = ... + h_prev W_hh^T
+        grad(da, dh)                                             # a = ... + h_prev W_hh^T: dh = da W_hh
         if mask is not None:
             dh += dh_keep
         if done:
