@@ -381,6 +381,8 @@ def test_eval_mode_feature_major_loop_equals_the_readable_path(cell, opts, N, mo
     and final states equal the readable path's, and a backward after it (which first transposes
     the cache into the batch-major layout) gives the readable path's gradients."""
     from rnnlab.fast import _feature_major
+    monkeypatch.setattr(_feature_major, "MIN_STEP_WORK", {"lstm": 0, "gru": 0})   # these small layers too
+    monkeypatch.setattr(_feature_major, "MIN_BATCH", 3)
     taken = []
     real = _feature_major.Transposed.batch_major
     monkeypatch.setattr(_feature_major.Transposed, "batch_major", lambda self: taken.append(1) or real(self))
@@ -430,3 +432,15 @@ def test_backward_with_the_transposed_recurrent_product_equals_the_readable_path
     assert used and all(used), "the transposed product was not used"
     readable = _run(layer, False, x, state, lens, dout, dstate)
     _assert_close(fast, readable, rtol)
+
+
+@needs_numba
+def test_feature_major_is_chosen_by_the_size_of_a_step():
+    from rnnlab.fast import _feature_major
+    small = np.zeros((5, 3, 4), np.float32)           # (T, N, D) as the loops see it
+    large = np.zeros((5, 32, 4), np.float32)
+    lstm, gru = rnnlab.LSTM(4, 256, seed=0).eval(), rnnlab.GRU(4, 256, seed=0)
+    assert not _feature_major.usable(lstm, small) and _feature_major.usable(lstm, large)
+    assert not _feature_major.usable(gru, small) and _feature_major.usable(gru, large)
+    assert not _feature_major.usable(lstm.train(), large)               # the LSTM trains batch-major
+    assert not _feature_major.usable(rnnlab.GRU(4, 256, dtype=np.float64, seed=0), large.astype(np.float64))

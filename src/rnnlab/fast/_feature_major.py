@@ -19,8 +19,7 @@ The equations are those of ``rnnlab.cells.lstm`` and ``rnnlab.cells.gru``; only
 the layout differs. The backward (``fast/_compiled.py``) expects the batch-major
 cache, so a forward here leaves a cache that is transposed into that layout
 only if ``backward`` is called: inference pays nothing for it. Used for
-float32 batches of more than two sequences (fewer take the compiled whole loop)
-for the GRU always, and for the LSTM in eval mode only (``layer.eval()``): a
+float32 batches whose steps are large enough (``MIN_STEP_WORK``), for the GRU always, and for the LSTM in eval mode only (``layer.eval()``): a
 training step (forward, transposes, backward) measured, best of 7, against the
 batch-major loop
 
@@ -96,10 +95,21 @@ if _compiled.AVAILABLE:
                 hj[n] = nn[n] + z[n] * (p - nn[n])
 
 
+# Below these multiply-adds per step (N H G) the batch-major loop is faster: the gate kernels
+# here pay per unit for short rows of N. Measured inference, T = 50, best of 7 (batch-major ->
+# feature-major ms): LSTM N=3 H=128 0.59 -> 1.33, N=16 H=64 0.57 -> 0.62, N=4 H=256 2.70 -> 2.00,
+# N=8 H=256 4.54 -> 2.69; GRU N=3 H=128 0.66 -> 0.87, N=16 H=64 1.05 -> 0.48, N=8 H=256 3.59 -> 1.93.
+MIN_STEP_WORK = {"lstm": 2 ** 19, "gru": 2 ** 17}
+MIN_BATCH = 4
+
+
 def usable(layer, X):
-    """float32, compiled kernels, more than the tiny loop's batch; the GRU, or the LSTM in eval mode."""
+    """float32 with the compiled kernels, a batch and step large enough (``MIN_STEP_WORK``);
+    the GRU always, the LSTM in eval mode."""
+    N = X.shape[1]
     return (_compiled.AVAILABLE and (layer.mode == "gru" or (layer.mode == "lstm" and not layer.training))
-            and X.dtype == F and X.shape[1] > _compiled.LOOP_MAX_BATCH)
+            and X.dtype == F and N >= MIN_BATCH
+            and N * layer.hidden_size * layer.weight_rows >= MIN_STEP_WORK[layer.mode])
 
 
 def _input_projection(X, W_ih):
