@@ -444,3 +444,30 @@ def test_feature_major_is_chosen_by_the_size_of_a_step():
     assert not _feature_major.usable(gru, small) and _feature_major.usable(gru, large)
     assert not _feature_major.usable(lstm.train(), large)               # the LSTM trains batch-major
     assert not _feature_major.usable(rnnlab.GRU(4, 256, dtype=np.float64, seed=0), large.astype(np.float64))
+
+
+@needs_numba
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recorder_after_a_feature_major_forward_sees_the_readable_paths_gradients(cell, monkeypatch):
+    """The diagnostics' recorder runs the NumPy backward, which reads the feature-major
+    forward's cache in the batch-major layout (transposed on first use)."""
+    from rnnlab.fast import _feature_major
+    monkeypatch.setattr(_feature_major, "MIN_STEP_WORK", {"lstm": 0, "gru": 0})
+    layer = _layer(cell, np.float32, seed=31).eval()
+    rng = np.random.default_rng(32)
+    x = rng.standard_normal((6, 5, 5)).astype(np.float32)
+    dout = rng.standard_normal((6, 5, 6)).astype(np.float32)
+    seen = {}
+    for fast in (True, False):
+        calls = seen[fast] = []
+        layer.recorder = lambda k, d, t, dh, dc, calls=calls: calls.append((t, dh.copy()))
+        layer.fast = fast
+        layer.zero_grad()
+        layer.forward(x)
+        if fast:
+            assert layer._cache[0][0][1][0]._later is not None, "the feature-major loop was not taken"
+        layer.backward(dout)
+        seen[fast].append(layer.grads["weight_hh_l0"].copy())
+    assert [c[0] for c in seen[True][:-1]] == [c[0] for c in seen[False][:-1]]
+    _assert_close([c[1] for c in seen[True][:-1]] + [seen[True][-1]],
+                  [c[1] for c in seen[False][:-1]] + [seen[False][-1]], 1e-5)
