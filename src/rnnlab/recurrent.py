@@ -22,6 +22,7 @@ contiguous; ``batch_first`` only decides the layout users see.
 from __future__ import annotations
 
 import numbers
+import operator
 
 import numpy as np
 
@@ -67,6 +68,7 @@ class _Recurrent:
         self.recorder = None     # optional callable(layer, direction, t, dh, dc) used by diagnostics
         self._cache = None
         self._stream_ws = None   # workspace of the one-call streaming step (fast/_stream.py)
+        self._stream_get = None  # and how it picks the weights from params
         self.weight_rows = GATES[self.mode] * self.hidden_size     # G: rows of each W_ih, W_hh
         # True: the fused kernels of rnnlab.fast (tested equal); False: the readable cells below
         self.fast = _fast.ENABLED
@@ -109,13 +111,15 @@ class _Recurrent:
 
     def _stream_weights(self):
         """(W_ih_l0, W_hh_l0, W_ih_l1, ...) and the biases likewise (zeros when bias=False)."""
+        if self._stream_get is None:
+            L = self.num_layers
+            self._stream_get = (operator.itemgetter(*[f"weight_{s}_l{k}" for k in range(L) for s in ("ih", "hh")]),
+                                operator.itemgetter(*[f"bias_{s}_l{k}" for k in range(L) for s in ("ih", "hh")]))
+        w, b = self._stream_get
         p = self.params
-        names = [(f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}", f"bias_hh_l{k}")
-                 for k in range(self.num_layers)]
-        Ws = tuple(p[n] for w in names for n in w[:2])
         if self.bias:
-            return Ws, tuple(p[n] for w in names for n in w[2:])
-        return Ws, (_fast._stream._zeros(self.weight_rows),) * (2 * self.num_layers)
+            return w(p), b(p)
+        return w(p), (_fast._stream._zeros(self.weight_rows),) * (2 * self.num_layers)
 
     def state_dict(self):
         """A copy of every parameter, keyed by PyTorch's names."""

@@ -117,11 +117,17 @@ if _compiled.AVAILABLE:
                 return False
         return True
 
+    @_compiled._jit(inline="always")
+    def _flat(a):
+        """(N, 1, D) or (1, N, D), C-contiguous, as (N, D): a view."""
+        return a.reshape(a.shape[0] * a.shape[1], a.shape[2])
+
     @_compiled._jit()
-    def lstm_stack(x, h0, c0, Ws, Bs, A, Hp, Cp, TC, O, hw, hT, cT, out):
-        """x (N, D); h0, c0 (L, N, H); Ws = (W_ih_l0, W_hh_l0, W_ih_l1, ...), Bs the biases (zeros
+    def lstm_stack(x3, h0, c0, Ws, Bs, A, Hp, Cp, TC, O, hw, hT, cT, out3):
+        """x3 (N, 1, D) or (1, N, D), seen as x (N, D); out3 likewise (N, H); h0, c0 (L, N, H); Ws = (W_ih_l0, W_hh_l0, W_ih_l1, ...), Bs the biases (zeros
         when bias=False); A (L, N, 4H), Hp, Cp, TC, O (L, N, H): what the backward needs; hw (N, 4H)
         scratch; writes hT, cT (L, N, H) and out (N, H). False (nothing done) if x, h0 or c0 is not finite."""
+        x, out = _flat(x3), _flat(out3)
         if not (_finite(x) and _finite(h0) and _finite(c0)):
             return False
         inp = x
@@ -137,8 +143,9 @@ if _compiled.AVAILABLE:
         return True
 
     @_compiled._jit()
-    def gru_stack(x, h0, Ws, Bs, A, Hp, HWn, O, hw, zero_h, hT, out):
+    def gru_stack(x3, h0, Ws, Bs, A, Hp, HWn, O, hw, zero_h, hT, out3):
         """As ``lstm_stack``; hw includes b_hh, so the step's separate b_hn is zero (``zero_h``)."""
+        x, out = _flat(x3), _flat(out3)
         if not (_finite(x) and _finite(h0)):
             return False
         inp = x
@@ -152,7 +159,8 @@ if _compiled.AVAILABLE:
         return True
 
     @_compiled._jit()
-    def rnn_stack(x, h0, Ws, Bs, A, Hp, O, hw, hT, out, relu):
+    def rnn_stack(x3, h0, Ws, Bs, A, Hp, O, hw, hT, out3, relu):
+        x, out = _flat(x3), _flat(out3)
         if not (_finite(x) and _finite(h0)):
             return False
         inp = x
@@ -234,9 +242,8 @@ def forward_stack(layer, x, state):
     Ws, Bs = layer._stream_weights()
     hT = np.empty(s_shape, F)
     out = np.empty(x.shape[:2] + (H,), F)
-    x2 = x.reshape(N, D)
     try:
-        ok, new_state = _call(layer, lstm, x2, h0, c0, Ws, Bs, ws, hT, out.reshape(N, H), s_shape, H)
+        ok, new_state = _call(layer, lstm, x, h0, c0, Ws, Bs, ws, hT, out, s_shape, H)
     except _compiled.numba.core.errors.TypingError:
         return None                      # a parameter replaced by an array of another layout or dtype
     if not ok:
@@ -245,11 +252,11 @@ def forward_stack(layer, x, state):
     return out, new_state
 
 
-def _call(layer, lstm, x2, h0, c0, Ws, Bs, ws, hT, out2, s_shape, H):
+def _call(layer, lstm, x, h0, c0, Ws, Bs, ws, hT, out, s_shape, H):
     N, A, Hp, X2, X3, O, hw = ws
     if lstm:
         cT = np.empty(s_shape, F)
-        return lstm_stack(x2, h0, c0, Ws, Bs, A, Hp, X2, X3, O, hw, hT, cT, out2), (hT, cT)
+        return lstm_stack(x, h0, c0, Ws, Bs, A, Hp, X2, X3, O, hw, hT, cT, out), (hT, cT)
     if layer.mode == "gru":
-        return gru_stack(x2, h0, Ws, Bs, A, Hp, X2, O, hw, _zeros(H), hT, out2), hT
-    return rnn_stack(x2, h0, Ws, Bs, A, Hp, O, hw, hT, out2, layer.nonlinearity == "relu"), hT
+        return gru_stack(x, h0, Ws, Bs, A, Hp, X2, O, hw, _zeros(H), hT, out), hT
+    return rnn_stack(x, h0, Ws, Bs, A, Hp, O, hw, hT, out, layer.nonlinearity == "relu"), hT
