@@ -10,21 +10,20 @@ machine with its AVX-512 kernels, two threads, best of 7:
     N = 32, H = 256, G = 768  (GRU)     h W^T 53.3 us    W h^T 33.0 us
     N = 64, H = 512, G = 2048 (LSTM)    h W^T 407 us     W h^T 320 us
 
-So here the loop runs with everything transposed: the input projections of all
-steps are one GEMM W_ih X^T (G, T N), step t's block being columns t N ..
-(t + 1) N - 1; the state is h^T (H, N); and the gate kernels below loop over the
-units j (rows) and, innermost and vectorised, over the sequences n.
+So here the loop runs with everything transposed: the input projections are
+W_ih x_t^T (T, G, N); the state is h^T (H, N); and the gate kernels below loop over
+the units j (rows) and, innermost and vectorised, over the sequences n.
 
 The equations are those of ``rnnlab.cells.lstm`` and ``rnnlab.cells.gru``; only
 the layout differs. The backward (``fast/_compiled.py``) expects the batch-major
 cache, so a forward here leaves a cache that is transposed into that layout
-only if ``backward`` is called: inference pays nothing for it. Used for
-float32 batches whose steps are large enough (``MIN_STEP_WORK``), for the GRU always, and for the LSTM in eval mode only (``layer.eval()``): a
-training step (forward, transposes, backward) measured, best of 7, against the
-batch-major loop
+only if ``backward`` is called: inference pays nothing for it. Used for float32
+batches whose steps are large enough (``MIN_STEP_WORK``): for the GRU always, for
+the LSTM in eval mode only (``layer.eval()``). A training step (forward, transposes,
+backward) measured, best of 7, against the batch-major loop:
 
-    GRU  N = 32, T = 100, H = 256    40.4 -> 31.0 ms     N = 64, T = 50, H = 512   113 -> 97 ms
-    LSTM N = 32, T = 100, H = 256    32.1 -> 35.8 ms     N = 64, T = 50, H = 512   126 -> 137 ms
+    GRU  N = 32, T = 100, H = 256   40.4 -> 31.0 ms    N = 64, T = 50, H = 512   113 -> 97 ms
+    LSTM N = 32, T = 100, H = 256   30.5 -> 29.6 ms    N = 64, T = 50, H = 512   119 -> 128 ms
 
 (the LSTM has one more (T, N, H) array to transpose, and its batch-major forward is
 closer to this one). ``tests/test_fast.py`` checks both against the readable path.
@@ -43,16 +42,14 @@ if _compiled.AVAILABLE:
     sigmoid32, tanh32 = _compiled.sigmoid32, _compiled.tanh32
 
     @_jit()
-    def lstm_step_fm(a, s, hw, b, c, cp, tc, h):
-        """One LSTM step, feature-major. a (4H, T N): columns s .. s + N - 1 are this step's
-        x W_ih^T in, gates i, f, g, o out (the whole array is passed, not a strided slice of it:
-        Numba vectorises contiguous rows, measured 20 against 475 us a step at N = 32, H = 256);
+    def lstm_step_fm(a, hw, b, c, cp, tc, h):
+        """One LSTM step, feature-major. a (4H, N): W_ih x^T in, gates i, f, g, o out;
         hw (4H, N) = W_hh h_prev^T; b (4H,) = b_ih + b_hh; c (H, N): c_prev in, c_t out;
         cp <- c_prev; tc <- tanh(c_t); h <- o * tanh(c_t)."""
         G, N = hw.shape
         H = G // 4
         for g in range(G):                                    # i, f, o = sigmoid(.), g = tanh(.)
-            ag, hg, bg = a[g, s:s + N], hw[g], b[g]
+            ag, hg, bg = a[g], hw[g], b[g]
             if 2 * H <= g < 3 * H:
                 for n in range(N):
                     ag[n] = tanh32(ag[n] + hg[n] + bg)
@@ -60,7 +57,7 @@ if _compiled.AVAILABLE:
                 for n in range(N):
                     ag[n] = sigmoid32(ag[n] + hg[n] + bg)
         for j in range(H):
-            i, f, gg, o = a[j, s:s + N], a[H + j, s:s + N], a[2 * H + j, s:s + N], a[3 * H + j, s:s + N]
+            i, f, gg, o = a[j], a[H + j], a[2 * H + j], a[3 * H + j]
             cj, cpj, tcj, hj = c[j], cp[j], tc[j], h[j]
             for n in range(N):                                # c = f * c_prev + i * g
                 cpj[n] = cj[n]
@@ -71,19 +68,18 @@ if _compiled.AVAILABLE:
                 hj[n] = o[n] * t
 
     @_jit()
-    def gru_step_fm(a, s, hw, b, b_hn, h_prev, hp, hwn, h):
-        """One GRU step, feature-major. a (3H, T N): columns s .. s + N - 1 are this step's
-        x W_ih^T in, gates r, z, n out;
+    def gru_step_fm(a, hw, b, b_hn, h_prev, hp, hwn, h):
+        """One GRU step, feature-major. a (3H, N): W_ih x^T in, gates r, z, n out;
         hw (3H, N) = W_hh h_prev^T; b (3H,) = b_ih, plus b_hh for r and z; b_hn (H,);
         hp <- h_prev; hwn <- W_hn h_prev + b_hn; h <- (1 - z) * n + z * h_prev."""
         G, N = hw.shape
         H = G // 3
         for g in range(2 * H):                                # r, z = sigmoid(.)
-            ag, hg, bg = a[g, s:s + N], hw[g], b[g]
+            ag, hg, bg = a[g], hw[g], b[g]
             for n in range(N):
                 ag[n] = sigmoid32(ag[n] + hg[n] + bg)
         for j in range(H):
-            r, z, nn = a[j, s:s + N], a[H + j, s:s + N], a[2 * H + j, s:s + N]
+            r, z, nn = a[j], a[H + j], a[2 * H + j]
             hwnj, hwj, bj, bhn = hwn[j], hw[2 * H + j], b[2 * H + j], b_hn[j]
             for n in range(N):                                # n = tanh(x W_in^T + b_in + r * (W_hn h + b_hn))
                 hwnj[n] = hwj[n] + bhn
@@ -113,10 +109,13 @@ def usable(layer, X):
 
 
 def _input_projection(X, W_ih):
-    """W_ih X^T for all steps: (G, T N), step t in columns t N .. (t + 1) N - 1."""
-    T, N, D = X.shape
+    """W_ih x_t^T for every step: (T, G, N), each step's block contiguous.
+
+    One GEMM per step (NumPy's batched matmul) rather than one (G, T N) GEMM: that was 0.24 ms
+    faster (N = 32, T = 100, D = 64, H = 256), but its step blocks are strided, and the gate
+    kernel reading them took 27-40 us a step in the loop against 23 us for a contiguous block."""
     with all_threads(X.size * W_ih.shape[0]):
-        return W_ih @ X.reshape(T * N, D).T
+        return np.matmul(W_ih, np.ascontiguousarray(X.transpose(0, 2, 1)))
 
 
 def _steps(T, reverse):
@@ -137,7 +136,7 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     for t in _steps(T, reverse):
         HpT[t] = hT
         np.matmul(W_hh, hT, out=hwT)
-        lstm_step_fm(AT, t * N, hwT, b, cT, CpT[t], TCT[t], OutT[t])
+        lstm_step_fm(AT[t], hwT, b, cT, CpT[t], TCT[t], OutT[t])
         hT = OutT[t]
     out = np.ascontiguousarray(OutT.transpose(0, 2, 1))
     cache = Transposed("lstm", AT, (HpT, CpT, TCT), T, N)
@@ -161,7 +160,7 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     hT = np.ascontiguousarray(h.T)
     for t in _steps(T, reverse):
         np.matmul(W_hh, hT, out=hwT)
-        gru_step_fm(AT, t * N, hwT, b, b_hn, hT, HpT[t], HWnT[t], OutT[t])
+        gru_step_fm(AT[t], hwT, b, b_hn, hT, HpT[t], HWnT[t], OutT[t])
         hT = OutT[t]
     out = np.ascontiguousarray(OutT.transpose(0, 2, 1))
     cache = Transposed("gru", AT, (HpT, HWnT), T, N)
@@ -177,7 +176,6 @@ class Transposed:
 
     def batch_major(self):
         """The cache ``_compiled.lstm_forward`` / ``gru_forward`` would have made: (A, Hp, ...)."""
-        G = self.AT.shape[0]
-        A = np.ascontiguousarray(self.AT.reshape(G, self.T, self.N).transpose(1, 2, 0))   # (T, N, G)
+        A = np.ascontiguousarray(self.AT.transpose(0, 2, 1))                            # (T, N, G)
         rest = [np.ascontiguousarray(a.transpose(0, 2, 1)) for a in self.rest]            # (T, N, H)
         return (A, *rest, None) if self.mode == "lstm" else (A, *rest)
