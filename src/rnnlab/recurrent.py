@@ -322,12 +322,14 @@ class _Recurrent:
             X, dirs, drop = layers[k]
             if drop is not None:
                 dY = dY * drop                                         # backprop through dropout
-            dX = np.zeros_like(X)
+            # the fast path's first direction writes every step of dX (no zero fill, no add pass)
+            fresh = isinstance(dirs[0], _fast.Cache)
+            dX = np.empty_like(X) if fresh else np.zeros_like(X)
             for d in range(self.num_directions):
                 idx = k * self.num_directions + d
                 dh, dc = self._backprop_direction(
                     X, dY[:, :, d * Ho:(d + 1) * Ho], dh0[idx], None if dc0 is None else dc0[idx],
-                    dirs[d], suffix(k, bool(d)), bool(d), mask, dX, k)
+                    dirs[d], suffix(k, bool(d)), bool(d), mask, dX, k, fresh and d == 0)
                 dh0[idx] = dh
                 if dc0 is not None:
                     dc0[idx] = dc
@@ -336,11 +338,12 @@ class _Recurrent:
         dx = np.ascontiguousarray(dx)
         return dx, ((dh0, dc0) if self.mode == "lstm" else dh0)
 
-    def _backprop_direction(self, X, dY, dh, dc, cache, s, reverse, mask, dX, layer):
+    def _backprop_direction(self, X, dY, dh, dc, cache, s, reverse, mask, dX, layer, write_dX=False):
         """Backward of ``_run_direction``. dY (T, N, H_out) is the gradient of its outputs;
-        dh, dc the gradient of its final state. Adds dX and parameter gradients; returns dh_0, dc_0."""
+        dh, dc the gradient of its final state. Adds dX (writes it, on the fast path, if
+        ``write_dX``) and the parameter gradients; returns dh_0, dc_0."""
         if isinstance(cache, _fast.Cache):
-            return _fast.backprop_direction(self, X, dY, dh, dc, cache, s, reverse, mask, dX, layer)
+            return _fast.backprop_direction(self, X, dY, dh, dc, cache, s, reverse, mask, dX, layer, write_dX)
         p, g = self.params, self.grads
         caches, H_prev = cache
         T, N, _ = X.shape

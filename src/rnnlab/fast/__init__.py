@@ -118,8 +118,9 @@ def _run_direction(layer, X, h, c, s, reverse, mask):
 CHUNK_ROWS = 4096
 
 
-def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k):
-    """Fast ``_Recurrent._backprop_direction``: adds dX and the parameter gradients, returns dh_0, dc_0."""
+def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, write_dX=False):
+    """Fast ``_Recurrent._backprop_direction``: adds dX (or writes it: ``write_dX``, every step is
+    written once) and the parameter gradients, returns dh_0, dc_0."""
     p, g = layer.params, layer.grads
     W_ih, W_hh, W_hr = p["weight_ih" + s], p["weight_hh" + s], p.get("weight_hr" + s)
     T, N, D = X.shape
@@ -143,7 +144,10 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k):
         Xc = X[lo:hi].reshape(-1, D)
         Hp = cache.H_prev[lo:hi].reshape(A.shape[0], -1)
         g_ih[...] += A.T @ Xc                                    # XW = X W_ih^T
-        dX[lo:hi] += (A @ W_ih).reshape(hi - lo, N, D)
+        if write_dX:
+            np.matmul(A, W_ih, out=dX[lo:hi].reshape(-1, D))
+        else:
+            dX[lo:hi] += (A @ W_ih).reshape(hi - lo, N, D)
         if layer.mode == "gru":                                  # extra: the n block of the hidden side
             A_hn = extra.reshape(-1, H)
             g_hh[:2 * H] += A[:, :2 * H].T @ Hp                  # r, z: the same gradient on both sides
