@@ -143,7 +143,7 @@ def main(args):
 
 def register(subparsers, train_subparsers):
     p = subparsers.add_parser(
-        "check", help="verify the layers: gradient checks and PyTorch parity (~10 s)",
+        "check", help="verify the layers: gradient checks and PyTorch parity (seconds)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=("Check that the RNN, LSTM and GRU layers of this install are exact: float64 "
                      "central-difference gradient checks over every layer option (tolerance 1e-7), and, "
