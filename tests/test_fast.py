@@ -471,3 +471,12 @@ def test_recorder_after_a_feature_major_forward_sees_the_readable_paths_gradient
     assert [c[0] for c in seen[True][:-1]] == [c[0] for c in seen[False][:-1]]
     _assert_close([c[1] for c in seen[True][:-1]] + [seen[True][-1]],
                   [c[1] for c in seen[False][:-1]] + [seen[False][-1]], 1e-5)
+
+
+@pytest.mark.parametrize("shape", [(70, 45), (32, 64), (1, 5)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transposed_is_an_exact_contiguous_transpose(shape, dtype):
+    from rnnlab.fast._steps import transposed
+    W = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    WT = transposed(W)
+    assert WT.flags.c_contiguous and WT.dtype == dtype and np.array_equal(WT, W.T)
