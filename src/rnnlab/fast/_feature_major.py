@@ -42,10 +42,10 @@ if _compiled.AVAILABLE:
     sigmoid32, tanh32 = _compiled.sigmoid32, _compiled.tanh32
 
     @_jit()
-    def lstm_step_fm(a, hw, b, c, cp, tc, h):
+    def lstm_step_fm(a, hw, b, h_prev, hp, c, cp, tc, h):
         """One LSTM step, feature-major. a (4H, N): W_ih x^T in, gates i, f, g, o out;
-        hw (4H, N) = W_hh h_prev^T; b (4H,) = b_ih + b_hh; c (H, N): c_prev in, c_t out;
-        cp <- c_prev; tc <- tanh(c_t); h <- o * tanh(c_t)."""
+        hw (4H, N) = W_hh h_prev^T; b (4H,) = b_ih + b_hh; hp <- h_prev; c (H, N): c_prev in,
+        c_t out; cp <- c_prev; tc <- tanh(c_t); h <- o * tanh(c_t)."""
         G, N = hw.shape
         H = G // 4
         for g in range(G):                                    # i, f, o = sigmoid(.), g = tanh(.)
@@ -58,8 +58,9 @@ if _compiled.AVAILABLE:
                     ag[n] = sigmoid32(ag[n] + hg[n] + bg)
         for j in range(H):
             i, f, gg, o = a[j], a[H + j], a[2 * H + j], a[3 * H + j]
-            cj, cpj, tcj, hj = c[j], cp[j], tc[j], h[j]
+            cj, cpj, tcj, hj, hpj, h_pj = c[j], cp[j], tc[j], h[j], hp[j], h_prev[j]
             for n in range(N):                                # c = f * c_prev + i * g
+                hpj[n] = h_pj[n]
                 cpj[n] = cj[n]
                 cj[n] = f[n] * cj[n] + i[n] * gg[n]
             for n in range(N):                                # h = o * tanh(c)
@@ -134,9 +135,8 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     hT = np.ascontiguousarray(h.T)
     cT = np.ascontiguousarray(c.T)
     for t in _steps(T, reverse):
-        HpT[t] = hT
         np.matmul(W_hh, hT, out=hwT)
-        lstm_step_fm(AT[t], hwT, b, cT, CpT[t], TCT[t], OutT[t])
+        lstm_step_fm(AT[t], hwT, b, hT, HpT[t], cT, CpT[t], TCT[t], OutT[t])
         hT = OutT[t]
     out = np.ascontiguousarray(OutT.transpose(0, 2, 1))
     cache = Transposed("lstm", AT, (HpT, CpT, TCT), T, N)
