@@ -68,7 +68,9 @@ class _Recurrent:
         self.recorder = None     # optional callable(layer, direction, t, dh, dc) used by diagnostics
         self._cache = None
         self._stream_ws = None   # workspace of the one-call streaming step (fast/_stream.py)
-        self._stream_get = None  # and how it picks the weights from params
+        L = self.num_layers      # and how it picks the weights from params: one C call each
+        self._stream_get = (operator.itemgetter(*[f"weight_{s}_l{k}" for k in range(L) for s in ("ih", "hh")]),
+                            operator.itemgetter(*[f"bias_{s}_l{k}" for k in range(L) for s in ("ih", "hh")]))
         self.weight_rows = GATES[self.mode] * self.hidden_size     # G: rows of each W_ih, W_hh
         # True: the fused kernels of rnnlab.fast (tested equal); False: the readable cells below
         self.fast = _fast.ENABLED
@@ -111,10 +113,6 @@ class _Recurrent:
 
     def _stream_weights(self):
         """(W_ih_l0, W_hh_l0, W_ih_l1, ...) and the biases likewise (zeros when bias=False)."""
-        if self._stream_get is None:
-            L = self.num_layers
-            self._stream_get = (operator.itemgetter(*[f"weight_{s}_l{k}" for k in range(L) for s in ("ih", "hh")]),
-                                operator.itemgetter(*[f"bias_{s}_l{k}" for k in range(L) for s in ("ih", "hh")]))
         w, b = self._stream_get
         p = self.params
         if self.bias:
