@@ -299,11 +299,19 @@ STACK_CASES = [("lstm", {}), ("gru", {}), ("rnn", {}), ("rnn", {"nonlinearity": 
 @needs_numba
 @pytest.mark.parametrize("cell,opts", STACK_CASES)
 @pytest.mark.parametrize("N", [1, 3])
-def test_streaming_stack_in_one_call_equals_the_readable_path(cell, opts, N, monkeypatch):
-    """A unidirectional stack's forward with T = 1 is one compiled call (_stream.forward_stack):
-    step by step with float32 state carried it gives the readable path's outputs and states, and
-    backward after a step (its caches are built then) gives the readable path's gradients."""
+@pytest.mark.parametrize("products", ["compiled", "blas"])
+def test_streaming_stack_in_one_call_equals_the_readable_path(cell, opts, N, products, monkeypatch):
+    """A unidirectional stack's forward with T = 1 is one compiled call (_stream.forward_stack), or
+    for large steps BLAS products and one compiled call a layer (_stream.blas_stack, forced here
+    by a zero threshold): step by step with float32 state carried it gives the readable path's
+    outputs and states, and backward after a step (its caches are built then) gives the readable
+    path's gradients."""
     from rnnlab.fast import _stream
+    calls = []
+    if products == "blas":
+        monkeypatch.setattr(_stream, "STACK_BLAS_MIN_WORK", 0)
+        real_blas = _stream.blas_stack
+        monkeypatch.setattr(_stream, "blas_stack", lambda *a: calls.append(1) or real_blas(*a))
     taken = []
     real = _stream.forward_stack
     monkeypatch.setattr(_stream, "forward_stack", lambda *a: (lambda r: taken.append(r is not None) or r)(real(*a)))
@@ -324,6 +332,7 @@ def test_streaming_stack_in_one_call_equals_the_readable_path(cell, opts, N, mon
         out, st = layer.forward(step(t), st)
         outs.append(out)
     assert taken and all(taken), "the one-call stack was not taken"
+    assert len(calls) == (T if products == "blas" else 0)
     flat = lambda s: list(s) if isinstance(s, tuple) else [s]
     _assert_close([np.concatenate(outs, axis=1 if layer.batch_first else 0), *flat(st)],
                   [out_ref, *flat(st_ref)], 1e-5)
@@ -340,10 +349,13 @@ def test_streaming_stack_in_one_call_equals_the_readable_path(cell, opts, N, mon
 
 
 @needs_numba
-def test_streaming_stack_reports_non_finite_input_and_falls_back_where_it_must():
+@pytest.mark.parametrize("products", ["compiled", "blas"])
+def test_streaming_stack_reports_non_finite_input_and_falls_back_where_it_must(products, monkeypatch):
     """The one-call stack leaves bad input to the general checks (same messages), and options it
     does not cover (dropout in training, bidirectional, a float64 layer) take the general path."""
     from rnnlab.fast import _stream
+    if products == "blas":
+        monkeypatch.setattr(_stream, "STACK_BLAS_MIN_WORK", 0)
     layer = rnnlab.LSTM(4, 6, num_layers=2, seed=0)
     x = np.ones((1, 1, 4), np.float32)
     x[0, 0, 2] = np.nan
@@ -361,11 +373,15 @@ def test_streaming_stack_reports_non_finite_input_and_falls_back_where_it_must()
     assert _stream.stack_usable(rnnlab.LSTM(4, 6, num_layers=2, dropout=0.3, seed=0).eval())
     assert not _stream.stack_usable(rnnlab.GRU(4, 6, bidirectional=True, seed=0))
     assert not _stream.stack_usable(rnnlab.RNN(4, 6, dtype=np.float64, seed=0))
-    # a replaced parameter of another layout is not a crash: the general path runs
+    # a replaced parameter of another layout is not a crash: the general path runs (the compiled
+    # products want C order), or the BLAS products take it as it is
     layer.params["weight_hh_l1"] = np.asfortranarray(layer.params["weight_hh_l1"])
-    assert _stream.forward_stack(layer, np.ones((1, 1, 4), np.float32), None) is None
+    done = _stream.forward_stack(layer, np.ones((1, 1, 4), np.float32), None)
+    assert (done is None) == (products == "compiled")
     out, _ = layer.forward(np.ones((1, 1, 4), np.float32))
-    assert out.shape == (1, 1, 6) and np.isfinite(out).all()
+    layer.fast = False
+    ref, _ = layer.forward(np.ones((1, 1, 4), np.float32))
+    assert out.shape == (1, 1, 6) and np.allclose(out, ref, rtol=1e-5, atol=1e-6)
 
 
 FM_CASES = [("lstm", {}), ("gru", {}), ("lstm", {"num_layers": 2, "bidirectional": True}),
