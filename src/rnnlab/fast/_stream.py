@@ -243,26 +243,27 @@ def blas_stack(mode, x, h0, c0, Ws, Bs, ws, hT, cT, out, relu):
 
 class Pending:
     """The caches of a stacked step, built only if ``backward`` is called (``materialize``)."""
-    __slots__ = ("x", "ws", "mode", "nonlinearity", "x_shape")
+    __slots__ = ("x", "ws", "mode", "nonlinearity")
 
-    def __init__(self, x, ws, mode, nonlinearity, x_shape):
-        self.x, self.ws, self.mode, self.nonlinearity, self.x_shape = x, ws, mode, nonlinearity, x_shape
+    def __init__(self, x, ws, mode, nonlinearity):
+        self.x, self.ws, self.mode, self.nonlinearity = x, ws, mode, nonlinearity
 
     def materialize(self):
         """The ``(layers, mask, out_shape, x_shape)`` cache of ``forward`` (time-major, T = 1)."""
         from . import Cache
         A, Hp, X2, X3, O = self.ws[1:6]
-        layers, inp = [], self.x
+        mode, nonlinearity, x_shape = self.mode, self.nonlinearity, self.x.shape
+        layers, inp = [], self.x.reshape(1, -1, x_shape[2])
         for k in range(A.shape[0]):
-            if self.mode == "lstm":
+            if mode == "lstm":
                 data = (A[k][None], Hp[k][None], X2[k][None], X3[k][None], None)
-            elif self.mode == "gru":
+            elif mode == "gru":
                 data = (A[k][None], Hp[k][None], X2[k][None])
             else:
-                data = (O[k][None], Hp[k][None], self.nonlinearity)
+                data = (O[k][None], Hp[k][None], nonlinearity)
             layers.append((inp, [Cache(data, data[1])], None))
             inp = O[k][None]
-        return layers, None, inp.shape, self.x_shape
+        return layers, None, inp.shape, x_shape
 
 
 def stack_usable(layer):
@@ -271,8 +272,13 @@ def stack_usable(layer):
             and not layer.proj_size and not (layer.training and layer.dropout > 0 and layer.num_layers > 1))
 
 
-def _ready(a, shape):
-    return type(a) is np.ndarray and a.dtype == F and a.shape == shape and a.flags.c_contiguous
+_F32 = np.dtype(F)
+
+
+def _ready(a, shape, strides):
+    """a is a float32 array of this shape and these (C-contiguous) strides: attribute checks only,
+    no flags object (0.3 against 0.57 us a call, measured)."""
+    return type(a) is np.ndarray and a.dtype is _F32 and a.shape == shape and a.strides == strides
 
 
 def forward_stack(layer, x, state):
@@ -290,16 +296,18 @@ def forward_stack(layer, x, state):
     if T != 1 or D != layer.input_size or N == 0:
         return None
     s_shape = (L, N, H)
+    s_strides = (4 * N * H, 4 * H, 4)
     lstm = layer.mode == "lstm"
     if state is None:
         h0 = np.zeros(s_shape, F)
         c0 = np.zeros(s_shape, F) if lstm else None
     elif lstm:
-        if not (type(state) is tuple and len(state) == 2 and _ready(state[0], s_shape) and _ready(state[1], s_shape)):
+        if not (type(state) is tuple and len(state) == 2 and _ready(state[0], s_shape, s_strides)
+                and _ready(state[1], s_shape, s_strides)):
             return None
         h0, c0 = state
     else:
-        if not _ready(state, s_shape):
+        if not _ready(state, s_shape, s_strides):
             return None
         h0, c0 = state, None
     ws = layer._stream_ws
@@ -320,7 +328,7 @@ def forward_stack(layer, x, state):
         return None                      # a parameter replaced by an array of another layout or dtype
     if not ok:
         return None                      # non-finite input: the general path reports where
-    layer._cache = Pending(x.reshape(1, N, D), ws, layer.mode, layer.nonlinearity, x.shape)
+    layer._cache = Pending(x, ws, layer.mode, layer.nonlinearity)
     return out, new_state
 
 
