@@ -157,6 +157,9 @@ def test_bench_runs_on_a_tiny_grid_and_writes_json(tmp_path, capsys):
         for key in ("torch_ms", "rnnlab_ms", "ratio", "rnnlab_gflops", "rnnlab_roofline"):
             assert np.isfinite(p[key]) and p[key] > 0, (p, key)
         assert p["ratio"] == pytest.approx(p["torch_ms"] / p["rnnlab_ms"])
+    for p in loaded["points"]:         # the GEMM timed in the same turns, and rnnlab's fraction of it
+        assert p["gemm_gflops_same_turns"] > 0
+        assert p["rnnlab_roofline_same_turns"] == pytest.approx(p["rnnlab_gflops"] / p["gemm_gflops_same_turns"])
     assert loaded["memory"]["rnnlab_rss_mb"] >= 0 and loaded["memory"]["rnnlab_tracemalloc_mb"] > 0
     table = bench.format_table(result)
     assert "train LSTM N=2 T=3 D=4 H=5" in table and "stream LSTM x2" in table

@@ -21,7 +21,10 @@ spinning; on a shared machine the best of several turns is the least disturbed.
 
 For each point: both times, the ratio torch_time / rnnlab_time (> 1: rnnlab is
 faster) and rnnlab's GFLOP/s as a fraction of the measured GFLOP/s of one large
-float32 GEMM (the roofline). FLOPs count the GEMMs only (elementwise work is
+float32 GEMM (the roofline: the better of a measurement at the start and one at
+the end). On a shared machine the GEMM's own speed drifts during the run, so each
+grid point also times the GEMM in turn with the two libraries and reports
+rnnlab's fraction of that (``rnnlab_roofline_same_turns``). FLOPs count the GEMMs only (elementwise work is
 small beside them): forward 2 T N G (D + H_out), training 3x that (the
 backward has dX, dh, dW_ih and dW_hh), G = gates * H.
 """
@@ -59,18 +62,38 @@ def _calls_for(fn, min_time):
     return max(1, int(min_time / once))
 
 
-def time_pair(fn_torch, fn_rnnlab, repeats=5, min_time=0.05, pause=0.05):
-    """Best seconds per call of each function, taking turns; returns (torch_s, rnnlab_s)."""
-    n_t, n_r = _calls_for(fn_torch, min_time), _calls_for(fn_rnnlab, min_time)
-    best = [float("inf"), float("inf")]
+def time_turns(fns, repeats=5, min_time=0.05, pause=0.05):
+    """Best seconds per call of each function, taking turns (fns[0], fns[1], ..., fns[0], ...)."""
+    counts = [_calls_for(fn, min_time) for fn in fns]
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        for j, (fn, n) in enumerate(((fn_torch, n_t), (fn_rnnlab, n_r))):
+        for j, (fn, n) in enumerate(zip(fns, counts)):
             time.sleep(pause)
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()
             best[j] = min(best[j], (time.perf_counter() - t0) / n)
-    return best[0], best[1]
+    return best
+
+
+def time_pair(fn_torch, fn_rnnlab, repeats=5, min_time=0.05, pause=0.05):
+    """Best seconds per call of each function, taking turns; returns (torch_s, rnnlab_s)."""
+    ts, rs = time_turns((fn_torch, fn_rnnlab), repeats, min_time, pause)
+    return ts, rs
+
+
+class Gemm:
+    """The roofline's GEMM (n x n times n x n, float32) as a function to time with the others."""
+
+    def __init__(self, n=2048):
+        rng = np.random.default_rng(0)
+        self.a = rng.standard_normal((n, n), dtype=np.float32)
+        self.b = rng.standard_normal((n, n), dtype=np.float32)
+        self.c = np.empty((n, n), np.float32)
+        self.flops = 2 * n ** 3
+
+    def __call__(self):
+        np.matmul(self.a, self.b, out=self.c)
 
 
 def gemm_peak(threads, n=2048, repeats=10):
@@ -114,8 +137,10 @@ def _pair_layers(torch, cell, D, H, num_layers=1, seed=0):
     return layer, mod
 
 
-def grid_point(torch, cell, N, T, D, H, repeats, min_time, pause):
-    """Training and inference timings of one cell and size: two result dicts."""
+def grid_point(torch, cell, N, T, D, H, repeats, min_time, pause, gemm=None):
+    """Training and inference timings of one cell and size: two result dicts. With ``gemm`` (a
+    ``Gemm``) it takes turns with the two libraries, and each row also holds the GEMM's GFLOP/s
+    in those same turns (``gemm_gflops_same_turns``) and rnnlab's fraction of it."""
     rng = np.random.default_rng(1)
     layer, mod = _pair_layers(torch, cell, D, H)
     x = rng.standard_normal((N, T, D), dtype=np.float32)
@@ -141,8 +166,12 @@ def grid_point(torch, cell, N, T, D, H, repeats, min_time, pause):
     rows = []
     for kind, ft, fr in (("train", t_train, r_train), ("infer", t_infer, r_infer)):
         layer.train(kind == "train")
-        ts, rs = time_pair(ft, fr, repeats, min_time, pause)
-        rows.append(_row(kind, cell, (N, T, D, H), ts, rs, flops(cell, N, T, D, H, kind == "train")))
+        times = time_turns((ft, fr) + ((gemm,) if gemm else ()), repeats, min_time, pause)
+        n_flops = flops(cell, N, T, D, H, kind == "train")
+        rows.append(_row(kind, cell, (N, T, D, H), times[0], times[1], n_flops))
+        if gemm:
+            rows[-1]["gemm_gflops_same_turns"] = gemm.flops / times[2] / 1e9
+            rows[-1]["rnnlab_roofline_same_turns"] = (n_flops / times[1]) / (gemm.flops / times[2])
     return rows
 
 
@@ -328,13 +357,14 @@ def run(threads=None, quick=False, repeats=None, sizes=None, cells=CELLS, stream
     with _blas_threads(threads):
         result["blas"] = _blas_info()
     result["gemm_peak_gflops"] = gemm_peak(threads, gemm_n)
+    gemm = Gemm(gemm_n)      # also timed in each grid point's turns: a roofline under the same load
     bar.update(1)
     points, stream, sample, mem = [], [], None, None
     with _blas_threads(threads):
         for what, a, b in jobs:
             bar.set_description(f"{what} {a or ''} {b or ''}".strip())
             if what == "grid":
-                points += grid_point(torch, a, *b, repeats, min_time, pause)
+                points += grid_point(torch, a, *b, repeats, min_time, pause, gemm)
             elif what == "stream":
                 stream.append(streaming_point(torch, a, repeats, min_time, pause))
             elif what == "sample":
@@ -405,15 +435,20 @@ def format_table(result):
     lines = [f"threads {result['threads']}, best of {result['repeats']}, float32; "
              f"GEMM roofline {result['gemm_peak_gflops']:.0f} GFLOP/s; "
              f"ratio = torch time / rnnlab time (> 1: rnnlab faster)",
+             "roofline: rnnlab GF/s over that GEMM's; same turns: over the GEMM timed in turn with "
+             "this point's runs",
              *_blas_lines(result),
-             f"{'point':<34}{'torch ms':>10}{'rnnlab ms':>11}{'ratio':>8}{'rnnlab GF/s':>13}{'roofline':>10}"]
+             f"{'point':<34}{'torch ms':>10}{'rnnlab ms':>11}{'ratio':>8}{'rnnlab GF/s':>13}{'roofline':>10}"
+             f"{'same turns':>12}"]
     for r in result["points"] + result["streaming"]:
         if r["kind"] == "stream":
             name = f"stream LSTM x2 N=1 H={r['H']} (per step)"
         else:
             name = f"{r['kind']} {r['cell'].upper()} N={r['N']} T={r['T']} D={r['D']} H={r['H']}"
+        same = r.get("rnnlab_roofline_same_turns")
         lines.append(f"{name:<34}{r['torch_ms']:>10.3f}{r['rnnlab_ms']:>11.3f}{r['ratio']:>8.2f}"
-                     f"{r['rnnlab_gflops']:>13.1f}{r['rnnlab_roofline']:>9.0%}")
+                     f"{r['rnnlab_gflops']:>13.1f}{r['rnnlab_roofline']:>9.0%}"
+                     + (f"{same:>11.0%}" if same is not None else ""))
     s = result.get("sampling")
     if s:
         lines.append(f"sample charlm {s['cell'].upper()} H={s['H']}: torch {s['torch_chars_per_s']:.0f} chars/s, "
