@@ -170,6 +170,31 @@ def test_bench_runs_on_a_tiny_grid_and_writes_json(tmp_path, capsys):
     assert json.loads(path.read_text()) == loaded
 
 
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the benchmark compares against PyTorch")
+def test_bench_times_the_users_own_sizes_and_cells_and_skips_parts(tmp_path, capsys):
+    from rnnlab.cli import main
+
+    path = tmp_path / "own.json"
+    assert main(["bench", "--size", "2,3,4,5", "--size", "1,2,3,4", "--cell", "gru", "--repeats", "1",
+                 "--skip", "stream", "--skip", "sample", "--skip", "memory", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "train GRU N=2 T=3 D=4 H=5" in out and "infer GRU N=1 T=2 D=3 H=4" in out
+    assert "LSTM" not in out and "stream" not in out and "sample" not in out
+    loaded = json.loads(path.read_text())
+    assert [(p["kind"], p["cell"], p["N"], p["H"]) for p in loaded["points"]] == [
+        ("train", "gru", 2, 5), ("infer", "gru", 2, 5), ("train", "gru", 1, 4), ("infer", "gru", 1, 4)]
+    assert loaded["streaming"] == [] and loaded["sampling"] is None and loaded["memory"] is None
+
+    for argv, message in ((["--size", "2,3,4"], "--size: expected four positive integers"),
+                          (["--size", "2,0,4,5"], "--size: expected four positive integers"),
+                          (["--size", "a,b,c,d"], "--size: expected four positive integers"),
+                          (["--skip", "grid", "--skip", "stream", "--skip", "sample", "--skip", "memory"],
+                           "--skip: every part is skipped")):
+        assert main(["bench", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
 @needs_numba
 def test_compiled_tanh_is_accurate_to_a_few_ulp():
     from rnnlab.fast import _compiled

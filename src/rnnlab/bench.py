@@ -339,8 +339,8 @@ def run(threads=None, quick=False, repeats=None, sizes=None, cells=CELLS, stream
                          "pip install 'rnnlab[test]'") from None
     threads = threads or os.cpu_count() or 1
     repeats = repeats or (3 if quick else 5)
-    sizes = sizes or (QUICK_SIZES if quick else SIZES)
-    stream_sizes = stream_sizes or (STREAM_SIZES[:1] if quick else STREAM_SIZES)
+    sizes = (QUICK_SIZES if quick else SIZES) if sizes is None else sizes
+    stream_sizes = (STREAM_SIZES[:1] if quick else STREAM_SIZES) if stream_sizes is None else stream_sizes
     min_time = min_time if min_time is not None else (0.02 if quick else 0.05)
     pause = pause if pause is not None else (0.01 if quick else 0.05)
     torch.set_num_threads(threads)
