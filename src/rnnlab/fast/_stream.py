@@ -111,7 +111,8 @@ def run(mode, X, h, c, W_ih, W_hh, b_ih, b_hh, nonlinearity):
 # Streaming a 2-layer LSTM one step at a time through the general ``forward`` cost about 30 us a
 # step at H = 128 (measured with another job running), of which the four matrix-vector products
 # took about 11 us: the rest was Python (checks, ~10 small arrays, two kernel calls of 13
-# arguments, caches). Now it is about 17 us (idle machine). Here a unidirectional stack
+# arguments, caches). Now it is about 17 us (idle machine; 34-58 us on the later AVX2 machine,
+# whose 512 KB L2 holds only half of the four weight matrices). Here a unidirectional stack
 # without projection does its whole step in ONE compiled call that also checks the inputs are
 # finite. The arrays the backward needs live in a workspace kept by the layer and reused from call
 # to call (only the most recent forward is ever backpropagated), and the backward's caches are
@@ -131,6 +132,26 @@ if _compiled.AVAILABLE:
         """(N, 1, D) or (1, N, D), C-contiguous, as (N, D): a view."""
         return a.reshape(a.shape[0] * a.shape[1], a.shape[2])
 
+    # One layer's step once its two products are in: a = x W_ih^T + b_ih, hw = h_prev W_hh^T + b_hh
+    # (for the GRU hw includes b_hh, so the step's separate b_hn is zero: ``zero_h``). Called by the
+    # one-call stacks below and, from Python, by ``blas_stack``.
+    @_compiled._jit()
+    def lstm_layer(a, hw, h0, c0, Hp, Cp, TC, O, hT, cT):
+        Hp[:, :] = h0
+        cT[:, :] = c0                                                    # c_prev in, c_t out
+        _compiled.lstm_forward_step(a, hw, cT, Cp, TC, O)
+        hT[:, :] = O
+
+    @_compiled._jit()
+    def gru_layer(a, hw, zero_h, h0, Hp, HWn, O, hT):
+        _compiled.gru_forward_step(a, hw, zero_h, h0, Hp, HWn, O)
+        hT[:, :] = O
+
+    @_compiled._jit()
+    def rnn_layer(a, hw, h0, Hp, O, hT, relu):
+        _compiled.rnn_forward_step(a, hw, h0, Hp, O, relu)
+        hT[:, :] = O
+
     @_compiled._jit()
     def lstm_stack(x3, h0, c0, Ws, Bs, A, Hp, Cp, TC, O, hw, hT, cT, out3):
         """x3 (N, 1, D) or (1, N, D), seen as x (N, D); out3 likewise (N, H); h0, c0 (L, N, H); Ws = (W_ih_l0, W_hh_l0, W_ih_l1, ...), Bs the biases (zeros
@@ -143,17 +164,14 @@ if _compiled.AVAILABLE:
         for k in range(h0.shape[0]):
             _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])            # x W_ih^T + b_ih
             _compiled.matvec(Ws[2 * k + 1], h0[k], Bs[2 * k + 1], hw)    # h_prev W_hh^T + b_hh
-            Hp[k, :, :] = h0[k]
-            cT[k, :, :] = c0[k]                                         # c_prev in, c_t out
-            _compiled.lstm_forward_step(A[k], hw, cT[k], Cp[k], TC[k], O[k])
-            hT[k, :, :] = O[k]
+            lstm_layer(A[k], hw, h0[k], c0[k], Hp[k], Cp[k], TC[k], O[k], hT[k], cT[k])
             inp = O[k]
         out[:, :] = inp
         return True
 
     @_compiled._jit()
     def gru_stack(x3, h0, Ws, Bs, A, Hp, HWn, O, hw, zero_h, hT, out3):
-        """As ``lstm_stack``; hw includes b_hh, so the step's separate b_hn is zero (``zero_h``)."""
+        """As ``lstm_stack``."""
         x, out = _flat(x3), _flat(out3)
         if not (_finite(x) and _finite(h0)):
             return False
@@ -161,8 +179,7 @@ if _compiled.AVAILABLE:
         for k in range(h0.shape[0]):
             _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])
             _compiled.matvec(Ws[2 * k + 1], h0[k], Bs[2 * k + 1], hw)
-            _compiled.gru_forward_step(A[k], hw, zero_h, h0[k], Hp[k], HWn[k], O[k])
-            hT[k, :, :] = O[k]
+            gru_layer(A[k], hw, zero_h, h0[k], Hp[k], HWn[k], O[k], hT[k])
             inp = O[k]
         out[:, :] = inp
         return True
@@ -176,66 +193,32 @@ if _compiled.AVAILABLE:
         for k in range(h0.shape[0]):
             _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])
             _compiled.matvec(Ws[2 * k + 1], h0[k], Bs[2 * k + 1], hw)
-            _compiled.rnn_forward_step(A[k], hw, h0[k], Hp[k], O[k], relu)
-            hT[k, :, :] = O[k]
+            rnn_layer(A[k], hw, h0[k], Hp[k], O[k], hT[k], relu)
             inp = O[k]
         out[:, :] = inp
         return True
 
 
-    # The same steps for a stack whose matrix-vector products are large (N G max(D, H) at least
-    # STACK_BLAS_MIN_WORK multiply-adds): those go to the BLAS on every thread (two threads read W
-    # from memory about three times as fast as one: four (2048, 512) float32 W x, one after the
-    # other, took 1.1-1.4 ms on one thread and 0.40-0.48 ms on two, measured), and one compiled
-    # call per layer does the rest of its step. a = x W_ih^T and hw = h_prev W_hh^T come in
-    # without the biases.
-    @_compiled._jit()
-    def lstm_layer_rest(a, hw, b_ih, b_hh, h0, c0, Hp, Cp, TC, O, hT, cT):
-        for n in range(a.shape[0]):
-            for j in range(a.shape[1]):
-                a[n, j] += b_ih[j]
-                hw[n, j] += b_hh[j]
-        Hp[:, :] = h0
-        cT[:, :] = c0
-        _compiled.lstm_forward_step(a, hw, cT, Cp, TC, O)
-        hT[:, :] = O
-
-    @_compiled._jit()
-    def gru_layer_rest(a, hw, b_ih, b_hh, h0, Hp, HWn, O, hT, zero_h):
-        for n in range(a.shape[0]):
-            for j in range(a.shape[1]):
-                a[n, j] += b_ih[j]
-                hw[n, j] += b_hh[j]
-        _compiled.gru_forward_step(a, hw, zero_h, h0, Hp, HWn, O)
-        hT[:, :] = O
-
-    @_compiled._jit()
-    def rnn_layer_rest(a, hw, b_ih, b_hh, h0, Hp, O, hT, relu):
-        for n in range(a.shape[0]):
-            for j in range(a.shape[1]):
-                a[n, j] += b_ih[j]
-                hw[n, j] += b_hh[j]
-        _compiled.rnn_forward_step(a, hw, h0, Hp, O, relu)
-        hT[:, :] = O
-
-
 def blas_stack(mode, x, h0, c0, Ws, Bs, ws, hT, cT, out, relu):
-    """The stack's step with the products by the BLAS (see above); False if an input is not finite."""
+    """The stack's step for large products (N G max(D, H) at least ``STACK_BLAS_MIN_WORK``
+    multiply-adds): the products by the BLAS on every thread, the rest of each layer by the same
+    compiled layer step as the one-call stacks. Two threads read W from memory about three times
+    as fast as one (four (2048, 512) float32 W x, one after the other, took 1.1-1.4 ms on one
+    thread and 0.40-0.48 ms on two, measured). False if an input is not finite."""
     N, A, Hp, X2, X3, O, hw = ws
     if not (_finite(x) and _finite(h0) and (c0 is None or _finite(c0))):
         return False
     inp = x.reshape(N, x.shape[2])
     for k in range(h0.shape[0]):
-        np.matmul(inp, Ws[2 * k].T, out=A[k])
-        np.matmul(h0[k], Ws[2 * k + 1].T, out=hw)
+        a = A[k]
+        np.add(np.matmul(inp, Ws[2 * k].T, out=a), Bs[2 * k], out=a)
+        np.add(np.matmul(h0[k], Ws[2 * k + 1].T, out=hw), Bs[2 * k + 1], out=hw)
         if mode == "lstm":
-            lstm_layer_rest(A[k], hw, Bs[2 * k], Bs[2 * k + 1], h0[k], c0[k], Hp[k], X2[k], X3[k], O[k],
-                            hT[k], cT[k])
+            lstm_layer(a, hw, h0[k], c0[k], Hp[k], X2[k], X3[k], O[k], hT[k], cT[k])
         elif mode == "gru":
-            gru_layer_rest(A[k], hw, Bs[2 * k], Bs[2 * k + 1], h0[k], Hp[k], X2[k], O[k], hT[k],
-                           _zeros(h0.shape[2]))
+            gru_layer(a, hw, _zeros(h0.shape[2]), h0[k], Hp[k], X2[k], O[k], hT[k])
         else:
-            rnn_layer_rest(A[k], hw, Bs[2 * k], Bs[2 * k + 1], h0[k], Hp[k], O[k], hT[k], relu)
+            rnn_layer(a, hw, h0[k], Hp[k], O[k], hT[k], relu)
         inp = O[k]
     out.reshape(N, -1)[:, :] = inp
     return True
