@@ -76,12 +76,6 @@ def time_turns(fns, repeats=5, min_time=0.05, pause=0.05):
     return best
 
 
-def time_pair(fn_torch, fn_rnnlab, repeats=5, min_time=0.05, pause=0.05):
-    """Best seconds per call of each function, taking turns; returns (torch_s, rnnlab_s)."""
-    ts, rs = time_turns((fn_torch, fn_rnnlab), repeats, min_time, pause)
-    return ts, rs
-
-
 class Gemm:
     """The roofline's GEMM (n x n times n x n, float32) as a function to time with the others."""
 
@@ -98,18 +92,15 @@ class Gemm:
 
 def gemm_peak(threads, n=2048, repeats=10):
     """GFLOP/s of one large float32 GEMM (n x n times n x n), best of ``repeats``, on ``threads`` threads."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    c = np.empty((n, n), np.float32)
+    gemm = Gemm(n)
     with _blas_threads(threads):
-        np.matmul(a, b, out=c)
+        gemm()
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
-            np.matmul(a, b, out=c)
+            gemm()
             best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    return gemm.flops / best / 1e9
 
 
 @contextlib.contextmanager
@@ -167,11 +158,11 @@ def grid_point(torch, cell, N, T, D, H, repeats, min_time, pause, gemm=None):
     for kind, ft, fr in (("train", t_train, r_train), ("infer", t_infer, r_infer)):
         layer.train(kind == "train")
         times = time_turns((ft, fr) + ((gemm,) if gemm else ()), repeats, min_time, pause)
-        n_flops = flops(cell, N, T, D, H, kind == "train")
-        rows.append(_row(kind, cell, (N, T, D, H), times[0], times[1], n_flops))
+        row = _row(kind, cell, (N, T, D, H), times[0], times[1], flops(cell, N, T, D, H, kind == "train"))
         if gemm:
-            rows[-1]["gemm_gflops_same_turns"] = gemm.flops / times[2] / 1e9
-            rows[-1]["rnnlab_roofline_same_turns"] = (n_flops / times[1]) / (gemm.flops / times[2])
+            row["gemm_gflops_same_turns"] = gemm.flops / times[2] / 1e9
+            row["rnnlab_roofline_same_turns"] = row["rnnlab_gflops"] / row["gemm_gflops_same_turns"]
+        rows.append(row)
     return rows
 
 
@@ -201,7 +192,7 @@ def streaming_point(torch, H, repeats, min_time, pause):
         with torch.no_grad():
             _, state["t"] = mod(xt, state["t"])
 
-    ts, rs = time_pair(t_step, r_step, repeats, min_time, pause)
+    ts, rs = time_turns((t_step, r_step), repeats, min_time, pause)
     row = _row("stream", "lstm", (1, 1, H, H), ts, rs, 2 * flops("lstm", 1, 1, H, H, False))
     row["layers"] = 2
     return row
@@ -243,7 +234,7 @@ def sampling_point(torch, repeats, min_time, pause, n_chars=100, vocab=65):
                 prob = torch.softmax(head(out[:, -1]), dim=-1)
                 ids = torch.multinomial(prob, 1, generator=gen)
 
-    ts, rs = time_pair(t_sample, r_sample, repeats, min_time, pause)
+    ts, rs = time_turns((t_sample, r_sample), repeats, min_time, pause)
     return {"kind": "sample", "cell": c.cell, "H": c.hidden_size, "E": c.embed_dim, "vocab": vocab,
             "torch_chars_per_s": n_chars / ts, "rnnlab_chars_per_s": n_chars / rs, "ratio": ts / rs}
 

@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 
+from ..bench import CELLS
 from ..errors import UsageError
 
 
@@ -41,7 +42,6 @@ def register(subparsers, train_subparsers):
     p.set_defaults(func=main)
 
 
-CELLS = ("lstm", "gru", "rnn")
 PARTS = ("grid", "stream", "sample", "memory")
 
 
