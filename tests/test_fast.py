@@ -34,6 +34,9 @@ CASES = [
     ("rnn", {"bias": False}),
     ("lstm", {"bias": False}),
     ("gru", {"bias": False}),
+    ("rnn", {"batch_first": False}),            # time-major memory (the others keep batch-major)
+    ("lstm", {"batch_first": False, "num_layers": 2}),
+    ("gru", {"batch_first": False}),
 ]
 
 
@@ -84,6 +87,8 @@ def test_fast_equals_readable(cell, opts, variant, dtype, rtol, compiled, monkey
     x = rng.standard_normal((N, T, 5))
     H_out = layer.num_directions * layer.hidden_out
     dout = rng.standard_normal((N, T, H_out))
+    if not layer.batch_first:                   # (T, N, .) arrays, time-major in memory
+        x, dout = np.ascontiguousarray(x.transpose(1, 0, 2)), np.ascontiguousarray(dout.transpose(1, 0, 2))
     state = dstate = lengths = None
     if variant != "plain":
         state, dstate = _state(layer, N, rng), _state(layer, N, rng)
@@ -421,7 +426,7 @@ FM_CASES = [("lstm", {}), ("gru", {}), ("lstm", {"num_layers": 2, "bidirectional
 @pytest.mark.parametrize("cell,opts", FM_CASES)
 @pytest.mark.parametrize("N", [3, 8])
 def test_eval_mode_feature_major_loop_equals_the_readable_path(cell, opts, N, monkeypatch):
-    """Float32 GRU forwards, and LSTM ones in eval mode, run feature-major (fast/_feature_major.py): outputs
+    """Float32 GRU and LSTM forwards in eval mode run feature-major (fast/_feature_major.py): outputs
     and final states equal the readable path's, and a backward after it (which first transposes
     the cache into the batch-major layout) gives the readable path's gradients."""
     from rnnlab.fast import _feature_major
@@ -444,11 +449,11 @@ def test_eval_mode_feature_major_loop_equals_the_readable_path(cell, opts, N, mo
     assert len(taken) == layer.num_layers * layer.num_directions      # the cache, transposed at backward
     readable = _run(layer, False, x, state, None, dout, dstate)
     _assert_close(fast, readable, 1e-5)
-    # in training mode the LSTM keeps the batch-major loop, the GRU stays feature-major
+    # in training mode both train on the batch-major loop (the cache's transposes cost more)
     layer.train()
     layer.fast = True
     layer.forward(x, state)
-    assert (layer._cache[0][0][1][0]._later is None) == (cell == "lstm")
+    assert layer._cache[0][0][1][0]._later is None
 
 
 @pytest.mark.parametrize("cell,opts", [("lstm", {}), ("gru", {}), ("rnn", {}), ("lstm", {"proj_size": 3}),
@@ -483,11 +488,13 @@ def test_feature_major_is_chosen_by_the_size_of_a_step():
     from rnnlab.fast import _feature_major
     small = np.zeros((5, 3, 4), np.float32)           # (T, N, D) as the loops see it
     large = np.zeros((5, 32, 4), np.float32)
-    lstm, gru = rnnlab.LSTM(4, 256, seed=0).eval(), rnnlab.GRU(4, 256, seed=0)
+    lstm, gru = rnnlab.LSTM(4, 256, seed=0).eval(), rnnlab.GRU(4, 256, seed=0).eval()
     assert not _feature_major.usable(lstm, small) and _feature_major.usable(lstm, large)
     assert not _feature_major.usable(gru, small) and _feature_major.usable(gru, large)
-    assert not _feature_major.usable(lstm.train(), large)               # the LSTM trains batch-major
-    assert not _feature_major.usable(rnnlab.GRU(4, 256, dtype=np.float64, seed=0), large.astype(np.float64))
+    assert not _feature_major.usable(lstm.train(), large)               # both train batch-major
+    assert not _feature_major.usable(gru.train(), large)
+    assert not _feature_major.usable(rnnlab.RNN(4, 256, seed=0).eval(), large)
+    assert not _feature_major.usable(rnnlab.GRU(4, 256, dtype=np.float64, seed=0).eval(), large.astype(np.float64))
 
 
 @needs_numba
@@ -524,3 +531,41 @@ def test_transposed_is_an_exact_contiguous_transpose(shape, dtype):
     W = np.random.default_rng(0).standard_normal(shape).astype(dtype)
     WT = transposed(W)
     assert WT.flags.c_contiguous and WT.dtype == dtype and np.array_equal(WT, W.T)
+
+
+@needs_numba
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_batch_first_data_are_not_transposed(cell):
+    """With batch_first the compiled loops index (T, N, .) views of batch-major memory: the layer
+    keeps a view of x, its per-step arrays are batch-major, out and dx come back without a copy."""
+    from rnnlab.fast import _steps
+    layer = _layer(cell, np.float32, seed=41, num_layers=2)
+    rng = np.random.default_rng(42)
+    x = rng.standard_normal((4, 7, 5)).astype(np.float32)
+    out, _ = layer.forward(x)
+    (X0, dirs0, _), (X1, dirs1, _) = layer._cache[0]
+    assert np.shares_memory(X0, x) and _steps.batch_major(X0)
+    assert _steps.batch_major(dirs0[0].data[0]) and _steps.batch_major(dirs1[0].data[1])
+    assert np.shares_memory(X1, dirs0[0].data[0] if cell == "rnn" else X1)    # layer 0's output feeds layer 1
+    assert out.flags.c_contiguous and out.shape == (4, 7, 6)
+    dx, _ = layer.backward(np.ones_like(out))
+    assert dx.flags.c_contiguous and dx.shape == x.shape
+
+
+@pytest.mark.parametrize("bm", [False, True])
+def test_rows_and_unrows_are_inverse_in_either_memory_order(bm):
+    from rnnlab.fast import _steps
+    rng = np.random.default_rng(43)
+    T, N, K = 5, 3, 4
+    a = rng.standard_normal((T, N, K))
+    laid = _steps.as_order(a, bm)
+    assert _steps.batch_major(laid) == bm and np.array_equal(laid, a)
+    for lo, hi in [(0, T), (1, 4)]:                      # the whole sequence, and a chunk of it
+        M = _steps.rows(laid[lo:hi], bm)
+        assert M.shape == ((hi - lo) * N, K)
+        assert np.array_equal(M[0], a[lo, 0]) and np.array_equal(M[1], a[lo + 1, 0] if bm else a[lo, 1])
+        assert np.array_equal(_steps.unrows(M, hi - lo, bm), a[lo:hi])
+    assert np.shares_memory(_steps.rows(laid, bm), laid)  # the whole sequence: a view, no copy
+    W = rng.standard_normal((2, K))
+    P = _steps.project(laid, W)
+    assert _steps.batch_major(P) == bm and np.allclose(P, a @ W.T, rtol=1e-12, atol=0)

@@ -16,8 +16,12 @@ step a sequence's state is carried unchanged and its output is zero, and the
 reverse direction of each sequence starts at its own last valid step. Both are
 done with a 0/1 mask m_t: h_t = m_t * h_new + (1 - m_t) * h_{t-1}.
 
-Internally the loops are time-major (T, N, .) so that each step's slice is
-contiguous; ``batch_first`` only decides the layout users see.
+Internally the loops index time first, (T, N, .), and take step t as a[t]. With
+``batch_first`` the data stay batch-major in memory and the (T, N, .) arrays are
+transposed views (``fast/_steps.py``): no transposing copies of x, out, dout or
+dx. As in PyTorch, backward reads what forward kept, which can include ``out``
+itself (the simple RNN's derivative is computed from its outputs): modify a
+copy of ``out``, not ``out``, between forward and backward.
 """
 from __future__ import annotations
 
@@ -210,14 +214,15 @@ class _Recurrent:
             if done is not None:
                 return done
         x = V.as_float_array(x, "x", self.dtype, ndim=3)
-        X = x if not self.batch_first else x.transpose(1, 0, 2)       # time-major (T, N, D)
+        # time-major (T, N, D); batch_first data stays batch-major in memory: X is a view
+        # (fast/_steps.py says why), and so are out and, in backward, dout and dx
+        X = np.ascontiguousarray(x).transpose(1, 0, 2) if self.batch_first else np.ascontiguousarray(x)
         T, N, D = X.shape
         if D != self.input_size:
             raise ValueError(f"x: expected {self.input_size} features in the last dimension, got {D} "
                              f"(shape {x.shape}, batch_first={self.batch_first})")
         if T == 0 or N == 0:
             raise ValueError(f"x: expected at least one sequence and one time step, got shape {x.shape}")
-        X = np.ascontiguousarray(X)
         lengths = self._check_lengths(lengths, N, T)
         state = self._check_state(state, N)
         h0, c0 = (state if self.mode == "lstm" else (state, None))
@@ -306,7 +311,7 @@ class _Recurrent:
         out_shape = (N, T, out_shape_tm[2]) if self.batch_first else out_shape_tm
         dout = V.as_float_array(dout, "dout", self.dtype, ndim=3)
         V.expect_shape(dout, out_shape, "dout")
-        dY = np.ascontiguousarray(dout.transpose(1, 0, 2) if self.batch_first else dout)
+        dY = np.ascontiguousarray(dout).transpose(1, 0, 2) if self.batch_first else np.ascontiguousarray(dout)
         L = self.num_layers * self.num_directions
         if dstate is None:
             dh0 = np.zeros((L, N, self.hidden_out), self.dtype)

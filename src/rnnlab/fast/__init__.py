@@ -26,6 +26,7 @@ import numpy as np
 
 from .._conventions import GATES
 from . import _compiled, _feature_major, _stream, _threads, gru, lstm, rnn
+from ._steps import rows, unrows
 
 __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
 
@@ -134,22 +135,29 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
     g_bih, g_bhh = g.get("bias_ih" + s), g.get("bias_hh" + s)
     H = layer.hidden_size
 
-    def flush(lo, hi, dA, extra):
-        """Weight gradients and dX of steps lo..hi-1 from their pre-activation gradients dA."""
+    def flush(lo, hi, dA, extra, bm=False):
+        """Weight gradients and dX of steps lo..hi-1 from their pre-activation gradients dA
+        (hi - lo, N, G), laid out batch-major if ``bm`` (``_steps.rows``), else time-major."""
         with _threads.all_threads(dA.size * (D + W_hh.shape[1])):     # large GEMMs: every BLAS thread
-            _flush(lo, hi, dA, extra)
+            _flush(lo, hi, dA, extra, bm)
 
-    def _flush(lo, hi, dA, extra):
-        A = dA.reshape(-1, dA.shape[-1])                        # ((hi - lo) N, G)
-        Xc = X[lo:hi].reshape(-1, D)
-        Hp = cache.H_prev[lo:hi].reshape(A.shape[0], -1)
+    def _flush(lo, hi, dA, extra, bm):
+        A = rows(dA, bm)                                         # ((hi - lo) N, G)
+        Xc = rows(X[lo:hi], bm)
+        Hp = rows(cache.H_prev[lo:hi], bm)
         g_ih[...] += A.T @ Xc                                    # XW = X W_ih^T
-        if write_dX:
-            np.matmul(A, W_ih, out=dX[lo:hi].reshape(-1, D))
+        dXc = dX[lo:hi]
+        target = rows(dXc, bm)
+        if not np.may_share_memory(target, dX):                     # dX's chunk is not a block of rows
+            target = None
+        if write_dX and target is not None:
+            np.matmul(A, W_ih, out=target)
+        elif target is not None:
+            target += A @ W_ih
         else:
-            dX[lo:hi] += (A @ W_ih).reshape(hi - lo, N, D)
+            dXc[...] = unrows(A @ W_ih, hi - lo, bm) if write_dX else dXc + unrows(A @ W_ih, hi - lo, bm)
         if layer.mode == "gru":                                  # extra: the n block of the hidden side
-            A_hn = extra.reshape(-1, H)
+            A_hn = rows(extra, bm)
             g_hh[:2 * H] += A[:, :2 * H].T @ Hp                  # r, z: the same gradient on both sides
             g_hh[2 * H:] += A_hn.T @ Hp                          # n: the hidden side carries the factor r
             if g_bih is not None:
@@ -163,8 +171,8 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
             g_bih[...] += db
             g_bhh[...] += db
         if extra is not None:                                    # LSTM projection: h = m W_hr^T
-            M = cache.data[4][lo:hi].reshape(A.shape[0], -1)
-            g["weight_hr" + s] += extra.reshape(A.shape[0], -1).T @ M
+            M = rows(cache.data[4][lo:hi], bm)
+            g["weight_hr" + s] += rows(extra, bm).T @ M
 
     with _threads.step_threads(_step_work(layer, X)):
         return _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, compiled, chunk, flush)

@@ -33,7 +33,8 @@ import os
 
 import numpy as np
 
-from ._steps import RecurrentGrad, backward_steps, recurrent_weight
+from ._steps import (RecurrentGrad, as_order, backward_steps, batch_major, empty_steps, memory, memory_as,
+                     project, recurrent_weight)
 from ._threads import all_threads
 
 try:
@@ -143,15 +144,23 @@ if AVAILABLE:
                     acc += Wr[k] * xn[k]
                 on[r] = acc + b[r]
 
+    # ---- per-step kernels ------------------------------------------------------------------
+    # Each per-step array comes as its memory m (``_steps.memory``): (T, N, K) time-major or
+    # (N, T, K) batch-major (``bm``), and a kernel takes row (t, n) as ``_at(m, t, n, bm)``,
+    # a contiguous row either way. The state (h W_hh^T, c, dh, dc) is a plain (N, K) array.
+    @_jit(inline="always")
+    def _at(m, t, n, bm):
+        return m[n, t] if bm else m[t, n]
+
     # ---- LSTM ------------------------------------------------------------------------------
     @_jit()
-    def lstm_forward_step(a, hw, c, cp, tc, h):
-        """a (N, 4H): xw + b in, gates i, f, g, o out; hw = h_prev W_hh^T; c: c_prev in, c_t out;
-        cp <- c_prev; tc <- tanh(c_t); h <- o * tanh(c_t)."""
-        N, G = a.shape
+    def lstm_forward_step(A, Cp, TC, O, t, bm, hw, c):
+        """Step t. A: xw + b in, gates i, f, g, o out; hw (N, 4H) = h_prev W_hh^T; c (N, H):
+        c_prev in, c_t out; Cp <- c_prev; TC <- tanh(c_t); O <- h_t = o * tanh(c_t)."""
+        N, G = hw.shape
         H = G // 4
         for n in range(N):
-            an, hwn = a[n], hw[n]
+            an, hwn = _at(A, t, n, bm), hw[n]
             for j in range(2 * H):                             # i, f
                 an[j] = sigmoid32(an[j] + hwn[j])
             # Loops over range(H) with offsets: written as range(3 * H, G) the o loop ran 14x
@@ -160,31 +169,32 @@ if AVAILABLE:
                 an[2 * H + j] = tanh32(an[2 * H + j] + hwn[2 * H + j])
             for j in range(H):                                 # o
                 an[3 * H + j] = sigmoid32(an[3 * H + j] + hwn[3 * H + j])
-            cn, cpn = c[n], cp[n]
+            cn, cpn = c[n], _at(Cp, t, n, bm)
             for j in range(H):                                 # c = f * c_prev + i * g
                 cpn[j] = cn[j]
                 cn[j] = an[H + j] * cn[j] + an[j] * an[2 * H + j]
-            tcn, hn = tc[n], h[n]
+            tcn, hn = _at(TC, t, n, bm), _at(O, t, n, bm)
             for j in range(H):                                 # h = o * tanh(c)
-                t = tanh32(cn[j])
-                tcn[j] = t
-                hn[j] = an[3 * H + j] * t
+                v = tanh32(cn[j])
+                tcn[j] = v
+                hn[j] = an[3 * H + j] * v
 
     @_jit()
-    def lstm_backward_step(dy, dh, dc, gates, tc, cp, da):
-        """dh: the recurrent gradient in, the total gradient reaching h_t out (the caller then
-        overwrites it with da W_hh); dc: dc_t in, dc_{t-1} out; da (N, 4H) out."""
-        N, G = gates.shape
-        H = G // 4
+    def lstm_backward_step(dY, A, TC, Cp, dA, t, k, bm, dh, dc):
+        """Step t, its gradients into slot k of dA. dh: the recurrent gradient in, the total
+        gradient reaching h_t out (the caller then overwrites it with da W_hh); dc: dc_t in,
+        dc_{t-1} out."""
+        N, H = dh.shape
         for n in range(N):
-            dyn, dhn, dcn, an, tcn, cpn, dan = dy[n], dh[n], dc[n], gates[n], tc[n], cp[n], da[n]
+            dyn, dhn, dcn = _at(dY, t, n, bm), dh[n], dc[n]
+            an, tcn, cpn, dan = _at(A, t, n, bm), _at(TC, t, n, bm), _at(Cp, t, n, bm), _at(dA, k, n, bm)
             for j in range(H):
                 dhn[j] += dyn[j]                               # out_t and h_t are both h_new
             for j in range(H):                                 # m = o * tanh(c)
-                t = tcn[j]
+                v = tcn[j]
                 o = an[3 * H + j]
-                dan[3 * H + j] = dhn[j] * t * o * (F(1.0) - o)
-                dcn[j] += dhn[j] * o * (F(1.0) - t * t)
+                dan[3 * H + j] = dhn[j] * v * o * (F(1.0) - o)
+                dcn[j] += dhn[j] * o * (F(1.0) - v * v)
             for j in range(H):                                 # c = f * c_prev + i * g
                 i = an[j]
                 f = an[H + j]
@@ -197,32 +207,33 @@ if AVAILABLE:
 
     # ---- GRU -------------------------------------------------------------------------------
     @_jit()
-    def gru_forward_step(a, hw, b_hn, h_prev, hp, hwn, h):
-        """a (N, 3H): xw + b (b_hh only for r, z) in, gates r, z, n out; hw = h_prev W_hh^T."""
-        N, G = a.shape
+    def gru_forward_step(A, Hp, HWn, O, t, bm, hw, b_hn):
+        """Step t. A: xw + b (b_hh only for r, z) in, gates r, z, n out; Hp: h_prev (filled by
+        the caller); hw (N, 3H) = h_prev W_hh^T; HWn <- W_hn h_prev + b_hn; O <- h_t."""
+        N, G = hw.shape
         H = G // 3
         for n in range(N):
-            an, hwr = a[n], hw[n]
+            an, hwr = _at(A, t, n, bm), hw[n]
             for j in range(2 * H):                             # r, z
                 an[j] = sigmoid32(an[j] + hwr[j])
-            hwnn = hwn[n]
+            hwnn = _at(HWn, t, n, bm)
             for j in range(H):                                 # W_hn h + b_hn
                 hwnn[j] = hwr[2 * H + j] + b_hn[j]
             for j in range(H):                                 # n = tanh(xw_n + r * hw_n)
                 an[2 * H + j] = tanh32(an[2 * H + j] + an[j] * hwnn[j])
-            hpn, hn, h_pn = hp[n], h[n], h_prev[n]
+            hpn, hn = _at(Hp, t, n, bm), _at(O, t, n, bm)
             for j in range(H):                                 # h = n + z (h_prev - n)
-                p = h_pn[j]
-                hpn[j] = p
-                hn[j] = an[2 * H + j] + an[H + j] * (p - an[2 * H + j])
+                hn[j] = an[2 * H + j] + an[H + j] * (hpn[j] - an[2 * H + j])
 
     @_jit()
-    def gru_backward_step(dy, dh, gates, hwn, hp, da, dhw, da_hn):
-        """dh: recurrent gradient in, dh_total * z out (the caller adds dhw W_hh)."""
-        N, G = gates.shape
-        H = G // 3
+    def gru_backward_step(dY, A, HWn, Hp, dA, dA_hn, t, k, bm, dh, dhw):
+        """Step t, its gradients into slot k of dA and dA_hn. dh: recurrent gradient in,
+        dh_total * z out (the caller adds dhw W_hh)."""
+        N, H = dh.shape
         for n in range(N):
-            dyn, dhn, an, hwnn, hpn, dan, dhwn, dahn = dy[n], dh[n], gates[n], hwn[n], hp[n], da[n], dhw[n], da_hn[n]
+            dyn, dhn, dhwn = _at(dY, t, n, bm), dh[n], dhw[n]
+            an, hwnn, hpn = _at(A, t, n, bm), _at(HWn, t, n, bm), _at(Hp, t, n, bm)
+            dan, dahn = _at(dA, k, n, bm), _at(dA_hn, k, n, bm)
             for j in range(H):
                 dhn[j] += dyn[j]
             for j in range(H):                                 # h = (1 - z) n + z h_prev; n = tanh(.)
@@ -244,33 +255,36 @@ if AVAILABLE:
 
     # ---- RNN -------------------------------------------------------------------------------
     @_jit()
-    def rnn_forward_step(a, hw, h_prev, hp, h, relu):
-        N, H = a.shape
+    def rnn_forward_step(A, Hp, O, t, bm, hw, relu):
+        """Step t: O <- f(A + hw), hw (N, H) = h_prev W_hh^T (Hp, h_prev, is filled by the caller)."""
+        N, H = hw.shape
         for n in range(N):
+            an, hwn, hn = _at(A, t, n, bm), hw[n], _at(O, t, n, bm)
             for j in range(H):
-                hp[n, j] = h_prev[n, j]
-                v = a[n, j] + hw[n, j]
+                v = an[j] + hwn[j]
                 if relu:
-                    h[n, j] = v if v > F(0.0) else F(0.0)
+                    hn[j] = v if v > F(0.0) else F(0.0)
                 else:
-                    h[n, j] = tanh32(v)
+                    hn[j] = tanh32(v)
 
     @_jit()
-    def rnn_backward_step(dy, dh, h, da, relu):
-        N, H = h.shape
+    def rnn_backward_step(dY, Hn, dA, t, k, bm, dh, relu):
+        N, H = dh.shape
         for n in range(N):
+            dyn, dhn, hn, dan = _at(dY, t, n, bm), dh[n], _at(Hn, t, n, bm), _at(dA, k, n, bm)
             for j in range(H):
-                d = dy[n, j] + dh[n, j]
-                v = h[n, j]
+                d = dyn[j] + dhn[j]
+                v = hn[j]
                 if relu:
-                    da[n, j] = d if v > F(0.0) else F(0.0)
+                    dan[j] = d if v > F(0.0) else F(0.0)
                 else:
-                    da[n, j] = d * (F(1.0) - v * v)
+                    dan[j] = d * (F(1.0) - v * v)
 
 
     # ---- whole loops for tiny steps (one or two sequences) ----------------------------------
     # At N <= LOOP_MAX_BATCH a step's h_prev W_hh^T is a matrix-vector product that costs less
     # than calling BLAS for it, so the loop over t runs here and Python is left once a sequence.
+    # These take time-major arrays (the caller makes them so: at N <= 2 a copy costs nothing).
     @_jit()
     def lstm_loop(A, h, c, W_hh, zero, reverse, hw, Hp, Cp, TC, out):
         T = A.shape[0]
@@ -278,7 +292,7 @@ if AVAILABLE:
             t = T - 1 - s if reverse else s
             Hp[t] = h
             matvec(W_hh, h, zero, hw)
-            lstm_forward_step(A[t], hw, c, Cp[t], TC[t], out[t])
+            lstm_forward_step(A, Cp, TC, out, t, False, hw, c)
             h = out[t]
 
     @_jit()
@@ -286,8 +300,9 @@ if AVAILABLE:
         T = A.shape[0]
         for s in range(T):
             t = T - 1 - s if reverse else s
+            Hp[t] = h
             matvec(W_hh, h, zero, hw)
-            gru_forward_step(A[t], hw, b_hn, h, Hp[t], HWn[t], out[t])
+            gru_forward_step(A, Hp, HWn, out, t, False, hw, b_hn)
             h = out[t]
 
     @_jit()
@@ -295,8 +310,9 @@ if AVAILABLE:
         T = A.shape[0]
         for s in range(T):
             t = T - 1 - s if reverse else s
+            Hp[t] = h
             matvec(W_hh, h, zero, hw)
-            rnn_forward_step(A[t], hw, h, Hp[t], out[t], relu)
+            rnn_forward_step(A, Hp, out, t, False, hw, relu)
             h = out[t]
 
 
@@ -323,67 +339,94 @@ def _tiny(N, W_hh):
 
 
 # ---- whole-direction loops (same caches as the NumPy fused path) ----------------------------
+# The per-step arrays follow X's memory order (``_steps.memory``): batch-major for batch_first
+# input, so that neither x, nor out, nor dout, nor dx is transposed; the kernels get the memory
+# and the order. The tiny loops run time-major (at N <= 2 the copies are a few hundred numbers).
+def _start(X, W_ih, b, tiny):
+    """The input projections of all steps, x W_ih^T + b (T, N, G), in X's memory order (time-major if tiny)."""
+    if tiny:
+        X = np.ascontiguousarray(X)
+    with all_threads(X.size * W_ih.shape[0]):
+        A = project(X, W_ih)
+    if b is not None:
+        A += b
+    return A
+
+
 def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     T, N, D = X.shape
     H = W_hh.shape[0] // 4
-    with all_threads(X.size * W_ih.shape[0]):
-        A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, 4 * H)
-    if b_ih is not None:
-        A += b_ih + b_hh
-    out = np.empty((T, N, H), F)
-    Hp = np.empty((T, N, H), F)
-    Cp = np.empty((T, N, H), F)
-    TC = np.empty((T, N, H), F)
+    tiny = _tiny(N, W_hh)
+    A = _start(X, W_ih, None if b_ih is None else b_ih + b_hh, tiny)
+    out, Hp, Cp, TC = (empty_steps(A, H) for _ in range(4))
     hw = np.empty((N, 4 * H), F)
     c = c.copy()
-    if _tiny(N, W_hh):
+    if tiny:
         lstm_loop(A, h, c, W_hh, np.zeros(4 * H, F), reverse, hw, Hp, Cp, TC, out)
         return out, out[0 if reverse else T - 1], c, (A, Hp, Cp, TC, None)
+    mA, bm = memory(A)
+    mCp, mTC, mO = (memory_as(a, bm) for a in (Cp, TC, out))
     W_hhT = recurrent_weight(W_hh, T)
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         Hp[t] = h
         np.matmul(h, W_hhT, out=hw)
-        lstm_forward_step(A[t], hw, c, Cp[t], TC[t], out[t])
+        lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, c)
         h = out[t]
     return out, h, c, (A, Hp, Cp, TC, None)
+
+
+def _grads_in_order(dY, cache, chunk):
+    """The memory order of the cache (bm), dY in that order, and the backward's chunk buffers'
+    factory: (chunk, N, K) slots in the same order, so that a full chunk's rows line up with X's."""
+    bm = batch_major(cache[0])
+    dY = as_order(dY, bm)
+    T, N = cache[0].shape[:2]
+    chunk = min(chunk, T)
+
+    def buffer(K):
+        return np.empty((N, chunk, K), F).transpose(1, 0, 2) if bm else np.empty((chunk, N, K), F)
+    return bm, dY, buffer
 
 
 def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush):
     A, Hp, Cp, TC, _ = cache
     T, N, G = A.shape
-    dA = np.empty((min(chunk, T), N, G), F)
+    bm, dY, buffer = _grads_in_order(dY, cache, chunk)
+    dA = buffer(G)
+    mdY, mA, mTC, mCp, mdA = (memory_as(a, bm) for a in (dY, A, TC, Cp, dA))
     dh = dh.copy()
     dc = dc.copy()
     grad = RecurrentGrad(W_hh, N, T)
     for t, k, done in backward_steps(T, reverse, chunk):
-        lstm_backward_step(dY[t], dh, dc, A[t], TC[t], Cp[t], dA[k])
+        lstm_backward_step(mdY, mA, mTC, mCp, mdA, t, k, bm, dh, dc)
         grad(dA[k], dh)                                         # dh = dA W_hh
         if done:
-            flush(done[0], done[1], dA[:done[1] - done[0]], None)
+            flush(done[0], done[1], dA[:done[1] - done[0]], None, bm)
     return dh, dc
 
 
 def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     T, N, D = X.shape
     H = W_hh.shape[1]
-    with all_threads(X.size * W_ih.shape[0]):
-        A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, 3 * H)
-    b_hn = np.zeros(H, F)
+    tiny = _tiny(N, W_hh)
+    b, b_hn = None, np.zeros(H, F)
     if b_ih is not None:
-        A += b_ih
-        A[:, :, :2 * H] += b_hh[:2 * H]
+        b = b_ih.copy()
+        b[:2 * H] += b_hh[:2 * H]                 # only b_hn sits inside r * (.)
         b_hn = np.ascontiguousarray(b_hh[2 * H:])
-    out = np.empty((T, N, H), F)
-    Hp = np.empty((T, N, H), F)
-    HWn = np.empty((T, N, H), F)
+    A = _start(X, W_ih, b, tiny)
+    out, Hp, HWn = (empty_steps(A, H) for _ in range(3))
     hw = np.empty((N, 3 * H), F)
-    if _tiny(N, W_hh):
+    if tiny:
         gru_loop(A, h, W_hh, np.zeros(3 * H, F), b_hn, reverse, hw, Hp, HWn, out)
         return out, out[0 if reverse else T - 1], (A, Hp, HWn)
+    mA, bm = memory(A)
+    mHp, mHWn, mO = (memory_as(a, bm) for a in (Hp, HWn, out))
     W_hhT = recurrent_weight(W_hh, T)
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        Hp[t] = h
         np.matmul(h, W_hhT, out=hw)
-        gru_forward_step(A[t], hw, b_hn, h, Hp[t], HWn[t], out[t])
+        gru_forward_step(mA, mHp, mHWn, mO, t, bm, hw, b_hn)
         h = out[t]
     return out, h, (A, Hp, HWn)
 
@@ -392,38 +435,40 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     A, Hp, HWn = cache
     T, N, G = A.shape
     H = G // 3
-    dA = np.empty((min(chunk, T), N, G), F)
-    dA_hn = np.empty((min(chunk, T), N, H), F)
+    bm, dY, buffer = _grads_in_order(dY, cache, chunk)
+    dA, dA_hn = buffer(G), buffer(H)
+    mdY, mA, mHWn, mHp, mdA, mdA_hn = (memory_as(a, bm) for a in (dY, A, HWn, Hp, dA, dA_hn))
     dhw = np.empty((N, G), F)
     tmp = np.empty((N, H), F)
     dh = dh.copy()
     grad = RecurrentGrad(W_hh, N, T)
     for t, k, done in backward_steps(T, reverse, chunk):
-        gru_backward_step(dY[t], dh, A[t], HWn[t], Hp[t], dA[k], dhw, dA_hn[k])
+        gru_backward_step(mdY, mA, mHWn, mHp, mdA, mdA_hn, t, k, bm, dh, dhw)
         dh += grad(dhw, tmp)                                    # + dhw W_hh
         if done:
-            flush(done[0], done[1], dA[:done[1] - done[0]], dA_hn[:done[1] - done[0]])
+            n = done[1] - done[0]
+            flush(done[0], done[1], dA[:n], dA_hn[:n], bm)
     return dh
 
 
 def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
     T, N, D = X.shape
     H = W_hh.shape[0]
-    with all_threads(X.size * W_ih.shape[0]):
-        A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, H)
-    if b_ih is not None:
-        A += b_ih + b_hh
-    out = np.empty((T, N, H), F)
-    Hp = np.empty((T, N, H), F)
+    tiny = _tiny(N, W_hh)
+    A = _start(X, W_ih, None if b_ih is None else b_ih + b_hh, tiny)
+    out, Hp = empty_steps(A, H), empty_steps(A, H)
     hw = np.empty((N, H), F)
     relu = nonlinearity == "relu"
-    if _tiny(N, W_hh):
+    if tiny:
         rnn_loop(A, h, W_hh, np.zeros(H, F), reverse, hw, Hp, out, relu)
         return out, out[0 if reverse else T - 1], (out, Hp, nonlinearity)
+    mA, bm = memory(A)
+    mHp, mO = memory_as(Hp, bm), memory_as(out, bm)
     W_hhT = recurrent_weight(W_hh, T)
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        Hp[t] = h
         np.matmul(h, W_hhT, out=hw)
-        rnn_forward_step(A[t], hw, h, Hp[t], out[t], relu)
+        rnn_forward_step(mA, mHp, mO, t, bm, hw, relu)
         h = out[t]
     return out, h, (out, Hp, nonlinearity)
 
@@ -431,13 +476,15 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
 def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     Hn, Hp, nonlinearity = cache
     T, N, H = Hn.shape
-    dA = np.empty((min(chunk, T), N, H), F)
+    bm, dY, buffer = _grads_in_order(dY, cache, chunk)
+    dA = buffer(H)
+    mdY, mHn, mdA = (memory_as(a, bm) for a in (dY, Hn, dA))
     dh = dh.copy()
     relu = nonlinearity == "relu"
     grad = RecurrentGrad(W_hh, N, T)
     for t, k, done in backward_steps(T, reverse, chunk):
-        rnn_backward_step(dY[t], dh, Hn[t], dA[k], relu)
+        rnn_backward_step(mdY, mHn, mdA, t, k, bm, dh, relu)
         grad(dA[k], dh)                                         # dh = dA W_hh
         if done:
-            flush(done[0], done[1], dA[:done[1] - done[0]], None)
+            flush(done[0], done[1], dA[:done[1] - done[0]], None, bm)
     return dh

@@ -18,21 +18,24 @@ The equations are those of ``rnnlab.cells.lstm`` and ``rnnlab.cells.gru``; only
 the layout differs. The backward (``fast/_compiled.py``) expects the batch-major
 cache, so a forward here leaves a cache that is transposed into that layout
 only if ``backward`` is called: inference pays nothing for it. Used for float32
-batches whose steps are large enough (``MIN_STEP_WORK``): for the GRU always, for
-the LSTM in eval mode only (``layer.eval()``). A training step (forward, transposes,
-backward) measured, best of 7, against the batch-major loop:
-
-    GRU  N = 32, T = 100, H = 256   40.4 -> 31.0 ms    N = 64, T = 50, H = 512   113 -> 97 ms
-    LSTM N = 32, T = 100, H = 256   30.5 -> 29.6 ms    N = 64, T = 50, H = 512   119 -> 128 ms
-
-(the LSTM has one more (T, N, H) array to transpose, and its batch-major forward is
-closer to this one). ``tests/test_fast.py`` checks both against the readable path.
+batches whose steps are large enough (``MIN_STEP_WORK``), in eval mode only
+(``layer.eval()``): in training the cache's transposes cost more than the faster
+product saves. A GRU training step (forward, transposes, backward), interleaved,
+best / median of 9, feature-major against the batch-major loop: N = 64, T = 50,
+H = 512 290 / 317 against 248 / 276 ms; N = 32, T = 100, H = 256 equal (70 / 82 ms)
+on the 2-core AVX2 machine, after batch_first data stopped being transposed
+(``fast/_steps.py``). Earlier, on the AVX-512 machine, with those transposes in
+both, the feature-major GRU had won: 113 -> 97 ms at N = 64, 40.4 -> 31.0 ms at N = 32; the
+LSTM had lost (119 -> 128 ms at N = 64: it has one more (T, N, H) array to transpose, and
+its batch-major forward is closer to this one). ``tests/test_fast.py`` checks both
+against the readable path.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import _compiled
+from ._steps import empty_steps
 from ._threads import all_threads
 
 F = np.float32
@@ -101,10 +104,9 @@ MIN_BATCH = 4
 
 
 def usable(layer, X):
-    """float32 with the compiled kernels, a batch and step large enough (``MIN_STEP_WORK``);
-    the GRU always, the LSTM in eval mode."""
+    """float32 with the compiled kernels, eval mode, a batch and step large enough (``MIN_STEP_WORK``)."""
     N = X.shape[1]
-    return (_compiled.AVAILABLE and (layer.mode == "gru" or (layer.mode == "lstm" and not layer.training))
+    return (_compiled.AVAILABLE and not layer.training and layer.mode in MIN_STEP_WORK
             and X.dtype == F and N >= MIN_BATCH
             and N * layer.hidden_size * layer.weight_rows >= MIN_STEP_WORK[layer.mode])
 
@@ -138,7 +140,8 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
         np.matmul(W_hh, hT, out=hwT)
         lstm_step_fm(AT[t], hwT, b, hT, HpT[t], cT, CpT[t], TCT[t], OutT[t])
         hT = OutT[t]
-    out = np.ascontiguousarray(OutT.transpose(0, 2, 1))
+    out = empty_steps(X, H)                       # in X's memory order (batch-major for batch_first)
+    out[...] = OutT.transpose(0, 2, 1)
     cache = Transposed("lstm", AT, (HpT, CpT, TCT), T, N)
     return out, out[0 if reverse else T - 1], np.ascontiguousarray(cT.T), cache
 
@@ -162,7 +165,8 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
         np.matmul(W_hh, hT, out=hwT)
         gru_step_fm(AT[t], hwT, b, b_hn, hT, HpT[t], HWnT[t], OutT[t])
         hT = OutT[t]
-    out = np.ascontiguousarray(OutT.transpose(0, 2, 1))
+    out = empty_steps(X, H)                       # in X's memory order (batch-major for batch_first)
+    out[...] = OutT.transpose(0, 2, 1)
     cache = Transposed("gru", AT, (HpT, HWnT), T, N)
     return out, out[0 if reverse else T - 1], cache
 

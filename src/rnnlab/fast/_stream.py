@@ -34,25 +34,28 @@ F = np.float32
 STACK_BLAS_MIN_WORK = 2 ** 19
 
 if _compiled.AVAILABLE:
+    # Each step's (1, N, .) arrays go to the kernels whole, as step 0 of a time-major sequence.
     @_compiled._jit()
-    def lstm_step(x, h, c, W_ih, W_hh, b, zero, a, hw, hp, cp, tc, out):
-        """a <- gates of x W_ih^T + b + h W_hh^T; c: c_prev in, c_t out; hp <- h; out <- h_t."""
-        _compiled.matvec(W_ih, x, b, a)
+    def lstm_step(x, h, c, W_ih, W_hh, b, zero, A, hw, Hp, Cp, TC, out):
+        """A[0] <- gates of x W_ih^T + b + h W_hh^T; c: c_prev in, c_t out; Hp[0] <- h; out[0] <- h_t."""
+        _compiled.matvec(W_ih, x, b, A[0])
         _compiled.matvec(W_hh, h, zero, hw)
-        hp[:, :] = h
-        _compiled.lstm_forward_step(a, hw, c, cp, tc, out)
+        Hp[0] = h
+        _compiled.lstm_forward_step(A, Cp, TC, out, 0, False, hw, c)
 
     @_compiled._jit()
-    def gru_step(x, h, W_ih, W_hh, b, zero, b_hn, a, hw, hp, hwn, out):
-        _compiled.matvec(W_ih, x, b, a)
+    def gru_step(x, h, W_ih, W_hh, b, zero, b_hn, A, hw, Hp, HWn, out):
+        _compiled.matvec(W_ih, x, b, A[0])
         _compiled.matvec(W_hh, h, zero, hw)
-        _compiled.gru_forward_step(a, hw, b_hn, h, hp, hwn, out)
+        Hp[0] = h
+        _compiled.gru_forward_step(A, Hp, HWn, out, 0, False, hw, b_hn)
 
     @_compiled._jit()
-    def rnn_step(x, h, W_ih, W_hh, b, zero, a, hw, hp, out, relu):
-        _compiled.matvec(W_ih, x, b, a)
+    def rnn_step(x, h, W_ih, W_hh, b, zero, A, hw, Hp, out, relu):
+        _compiled.matvec(W_ih, x, b, A[0])
         _compiled.matvec(W_hh, h, zero, hw)
-        _compiled.rnn_forward_step(a, hw, h, hp, out, relu)
+        Hp[0] = h
+        _compiled.rnn_forward_step(A, Hp, out, 0, False, hw, relu)
 
 
 _ZEROS = {}
@@ -90,7 +93,7 @@ def run(mode, X, h, c, W_ih, W_hh, b_ih, b_hh, nonlinearity):
         Cp = np.empty((1, N, H), F)
         TC = np.empty((1, N, H), F)
         c = c.copy()                                    # updated in place by the kernel
-        lstm_step(X[0], h, c, W_ih, W_hh, b, zero, A[0], hw, Hp[0], Cp[0], TC[0], out[0])
+        lstm_step(X[0], h, c, W_ih, W_hh, b, zero, A, hw, Hp, Cp, TC, out)
         return out, out[0], c, (A, Hp, Cp, TC, None)
     if mode == "gru":
         b_hn = _zeros(H)
@@ -100,10 +103,10 @@ def run(mode, X, h, c, W_ih, W_hh, b_ih, b_hh, nonlinearity):
             b[:2 * H] += b_hh[:2 * H]                   # only b_hn sits inside r * (.)
             b_hn = np.ascontiguousarray(b_hh[2 * H:])
         HWn = np.empty((1, N, H), F)
-        gru_step(X[0], h, W_ih, W_hh, b, zero, b_hn, A[0], hw, Hp[0], HWn[0], out[0])
+        gru_step(X[0], h, W_ih, W_hh, b, zero, b_hn, A, hw, Hp, HWn, out)
         return out, out[0], c, (A, Hp, HWn)
     b = zero if b_ih is None else b_ih + b_hh
-    rnn_step(X[0], h, W_ih, W_hh, b, zero, A[0], hw, Hp[0], out[0], nonlinearity == "relu")
+    rnn_step(X[0], h, W_ih, W_hh, b, zero, A, hw, Hp, out, nonlinearity == "relu")
     return out, out[0], c, (out, Hp, nonlinearity)
 
 
@@ -132,25 +135,28 @@ if _compiled.AVAILABLE:
         """(N, 1, D) or (1, N, D), C-contiguous, as (N, D): a view."""
         return a.reshape(a.shape[0] * a.shape[1], a.shape[2])
 
-    # One layer's step once its two products are in: a = x W_ih^T + b_ih, hw = h_prev W_hh^T + b_hh
-    # (for the GRU hw includes b_hh, so the step's separate b_hn is zero: ``zero_h``). Called by the
+    # Layer k's step once its two products are in: A[k] = x W_ih^T + b_ih, hw = h_prev W_hh^T + b_hh
+    # (for the GRU hw includes b_hh, so the step's separate b_hn is zero: ``zero_h``). The (L, N, .)
+    # arrays go to the kernels as a time-major sequence whose step k is layer k. Called by the
     # one-call stacks below and, from Python, by ``blas_stack``.
     @_compiled._jit()
-    def lstm_layer(a, hw, h0, c0, Hp, Cp, TC, O, hT, cT):
-        Hp[:, :] = h0
-        cT[:, :] = c0                                                    # c_prev in, c_t out
-        _compiled.lstm_forward_step(a, hw, cT, Cp, TC, O)
-        hT[:, :] = O
+    def lstm_layer(A, k, hw, h0, c0, Hp, Cp, TC, O, hT, cT):
+        Hp[k] = h0[k]
+        cT[k] = c0[k]                                                    # c_prev in, c_t out
+        _compiled.lstm_forward_step(A, Cp, TC, O, k, False, hw, cT[k])
+        hT[k] = O[k]
 
     @_compiled._jit()
-    def gru_layer(a, hw, zero_h, h0, Hp, HWn, O, hT):
-        _compiled.gru_forward_step(a, hw, zero_h, h0, Hp, HWn, O)
-        hT[:, :] = O
+    def gru_layer(A, k, hw, zero_h, h0, Hp, HWn, O, hT):
+        Hp[k] = h0[k]
+        _compiled.gru_forward_step(A, Hp, HWn, O, k, False, hw, zero_h)
+        hT[k] = O[k]
 
     @_compiled._jit()
-    def rnn_layer(a, hw, h0, Hp, O, hT, relu):
-        _compiled.rnn_forward_step(a, hw, h0, Hp, O, relu)
-        hT[:, :] = O
+    def rnn_layer(A, k, hw, h0, Hp, O, hT, relu):
+        Hp[k] = h0[k]
+        _compiled.rnn_forward_step(A, Hp, O, k, False, hw, relu)
+        hT[k] = O[k]
 
     @_compiled._jit()
     def lstm_stack(x3, h0, c0, Ws, Bs, A, Hp, Cp, TC, O, hw, hT, cT, out3):
@@ -164,7 +170,7 @@ if _compiled.AVAILABLE:
         for k in range(h0.shape[0]):
             _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])            # x W_ih^T + b_ih
             _compiled.matvec(Ws[2 * k + 1], h0[k], Bs[2 * k + 1], hw)    # h_prev W_hh^T + b_hh
-            lstm_layer(A[k], hw, h0[k], c0[k], Hp[k], Cp[k], TC[k], O[k], hT[k], cT[k])
+            lstm_layer(A, k, hw, h0, c0, Hp, Cp, TC, O, hT, cT)
             inp = O[k]
         out[:, :] = inp
         return True
@@ -179,7 +185,7 @@ if _compiled.AVAILABLE:
         for k in range(h0.shape[0]):
             _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])
             _compiled.matvec(Ws[2 * k + 1], h0[k], Bs[2 * k + 1], hw)
-            gru_layer(A[k], hw, zero_h, h0[k], Hp[k], HWn[k], O[k], hT[k])
+            gru_layer(A, k, hw, zero_h, h0, Hp, HWn, O, hT)
             inp = O[k]
         out[:, :] = inp
         return True
@@ -193,7 +199,7 @@ if _compiled.AVAILABLE:
         for k in range(h0.shape[0]):
             _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])
             _compiled.matvec(Ws[2 * k + 1], h0[k], Bs[2 * k + 1], hw)
-            rnn_layer(A[k], hw, h0[k], Hp[k], O[k], hT[k], relu)
+            rnn_layer(A, k, hw, h0, Hp, O, hT, relu)
             inp = O[k]
         out[:, :] = inp
         return True
@@ -214,11 +220,11 @@ def blas_stack(mode, x, h0, c0, Ws, Bs, ws, hT, cT, out, relu):
         np.add(np.matmul(inp, Ws[2 * k].T, out=a), Bs[2 * k], out=a)
         np.add(np.matmul(h0[k], Ws[2 * k + 1].T, out=hw), Bs[2 * k + 1], out=hw)
         if mode == "lstm":
-            lstm_layer(a, hw, h0[k], c0[k], Hp[k], X2[k], X3[k], O[k], hT[k], cT[k])
+            lstm_layer(A, k, hw, h0, c0, Hp, X2, X3, O, hT, cT)
         elif mode == "gru":
-            gru_layer(a, hw, _zeros(h0.shape[2]), h0[k], Hp[k], X2[k], O[k], hT[k])
+            gru_layer(A, k, hw, _zeros(h0.shape[2]), h0, Hp, X2, O, hT)
         else:
-            rnn_layer(a, hw, h0[k], Hp[k], O[k], hT[k], relu)
+            rnn_layer(A, k, hw, h0, Hp, O, hT, relu)
         inp = O[k]
     out.reshape(N, -1)[:, :] = inp
     return True
