@@ -161,9 +161,11 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
             g_hh[:2 * H] += A[:, :2 * H].T @ Hp                  # r, z: the same gradient on both sides
             g_hh[2 * H:] += A_hn.T @ Hp                          # n: the hidden side carries the factor r
             if g_bih is not None:
-                g_bih[...] += A.sum(axis=0)
-                g_bhh[:2 * H] += A[:, :2 * H].sum(axis=0)
-                g_bhh[2 * H:] += A_hn.sum(axis=0)
+                ones = np.ones(A.shape[0], A.dtype)
+                db = ones @ A                                    # GEMVs: 0.4 against 1.6 ms for
+                g_bih[...] += db                                 # A.sum(axis=0) at (3200, 1536)
+                g_bhh[:2 * H] += db[:2 * H]
+                g_bhh[2 * H:] += ones @ A_hn
             return
         g_hh[...] += A.T @ Hp                                    # a = ... + h_prev W_hh^T
         if g_bih is not None:
