@@ -148,7 +148,7 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
         g_ih[...] += A.T @ Xc                                    # XW = X W_ih^T
         dXc = dX[lo:hi]
         target = rows(dXc, bm)
-        if not np.may_share_memory(target, dX):                     # dX's chunk is not a block of rows
+        if not np.may_share_memory(target, dX):                  # dX's chunk is not a block of rows
             target = None
         if write_dX and target is not None:
             np.matmul(A, W_ih, out=target)
