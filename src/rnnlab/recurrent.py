@@ -217,6 +217,9 @@ class _Recurrent:
         # time-major (T, N, D); batch_first data stays batch-major in memory: X is a view
         # (fast/_steps.py says why), and so are out and, in backward, dout and dx
         X = np.ascontiguousarray(x).transpose(1, 0, 2) if self.batch_first else np.ascontiguousarray(x)
+        if self.batch_first and not (self.fast and _fast.COMPILED and lengths is None
+                                     and self.dtype == np.float32 and not self.proj_size):
+            X = np.ascontiguousarray(X)      # the NumPy loops (float64, lengths, proj_size) run time-major
         T, N, D = X.shape
         if D != self.input_size:
             raise ValueError(f"x: expected {self.input_size} features in the last dimension, got {D} "
