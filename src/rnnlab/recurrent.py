@@ -17,9 +17,9 @@ reverse direction of each sequence starts at its own last valid step. Both are
 done with a 0/1 mask m_t: h_t = m_t * h_new + (1 - m_t) * h_{t-1}.
 
 Internally the loops index time first, (T, N, .), and take step t as a[t]. With
-``batch_first`` the data stay batch-major in memory and the (T, N, .) arrays are
-transposed views (``fast/_steps.py``): no transposing copies of x, out, dout or
-dx. As in PyTorch, backward reads what forward kept, which can include ``out``
+``batch_first`` on the compiled float32 path the data stay batch-major in memory
+and the (T, N, .) arrays are transposed views (``fast/_steps.py``): no transposing
+copies of x, out, dout or dx (the NumPy loops get time-major copies, as before). As in PyTorch, backward reads what forward kept, which can include ``out``
 itself (the simple RNN's derivative is computed from its outputs): modify a
 copy of ``out``, not ``out``, between forward and backward.
 """
