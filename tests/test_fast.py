@@ -566,6 +566,8 @@ def test_rows_and_unrows_are_inverse_in_either_memory_order(bm):
         assert np.array_equal(M[0], a[lo, 0]) and np.array_equal(M[1], a[lo + 1, 0] if bm else a[lo, 1])
         assert np.array_equal(_steps.unrows(M, hi - lo, bm), a[lo:hi])
     assert np.shares_memory(_steps.rows(laid, bm), laid)  # the whole sequence: a view, no copy
+    assert _steps.rows_view(laid, bm) is not None
+    assert (_steps.rows_view(laid[1:4], bm) is None) == bm   # a chunk of batch-major memory is no block
     W = rng.standard_normal((2, K))
     P = _steps.project(laid, W)
     assert _steps.batch_major(P) == bm and np.allclose(P, a @ W.T, rtol=1e-12, atol=0)

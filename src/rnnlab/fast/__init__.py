@@ -26,7 +26,7 @@ import numpy as np
 
 from .._conventions import GATES
 from . import _compiled, _feature_major, _stream, _threads, gru, lstm, rnn
-from ._steps import rows, unrows
+from ._steps import rows, rows_view, unrows
 
 __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
 
@@ -147,15 +147,13 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
         Hp = rows(cache.H_prev[lo:hi], bm)
         g_ih[...] += A.T @ Xc                                    # XW = X W_ih^T
         dXc = dX[lo:hi]
-        target = rows(dXc, bm)
-        if not np.may_share_memory(target, dX):                  # dX's chunk is not a block of rows
-            target = None
-        if write_dX and target is not None:
-            np.matmul(A, W_ih, out=target)
-        elif target is not None:
-            target += A @ W_ih
+        target = rows_view(dXc, bm) if write_dX else None       # None: dX's chunk is no block of rows
+        if target is not None:
+            np.matmul(A, W_ih, out=target)                      # straight into dX
+        elif write_dX:
+            dXc[...] = unrows(A @ W_ih, hi - lo, bm)
         else:
-            dXc[...] = unrows(A @ W_ih, hi - lo, bm) if write_dX else dXc + unrows(A @ W_ih, hi - lo, bm)
+            dXc += unrows(A @ W_ih, hi - lo, bm)
         if layer.mode == "gru":                                  # extra: the n block of the hidden side
             A_hn = rows(extra, bm)
             g_hh[:2 * H] += A[:, :2 * H].T @ Hp                  # r, z: the same gradient on both sides

@@ -33,8 +33,8 @@ import os
 
 import numpy as np
 
-from ._steps import (RecurrentGrad, as_order, backward_steps, batch_major, empty_steps, memory, memory_as,
-                     project, recurrent_weight)
+from ._steps import (RecurrentGrad, as_order, backward_steps, batch_major, empty_steps, forward_steps,
+                     gru_biases, memory, project, recurrent_weight)
 from ._threads import all_threads
 
 try:
@@ -349,35 +349,35 @@ def _tiny(N, W_hh):
 
 
 # ---- whole-direction loops (same caches as the NumPy fused path) ----------------------------
-# The per-step arrays follow X's memory order (``_steps.memory``): batch-major for batch_first
+# The per-step arrays follow X's memory order (``_steps.batch_major``): batch-major for batch_first
 # input, so that neither x, nor out, nor dout, nor dx is transposed; the kernels get the memory
 # and the order. The tiny loops run time-major (at N <= 2 the copies are a few hundred numbers).
 def _start(X, W_ih, b, tiny):
-    """The input projections of all steps, x W_ih^T + b (T, N, G), in X's memory order (time-major if tiny)."""
+    """The input projections of all steps, x W_ih^T + b (T, N, G), in X's memory order (time-major
+    if tiny), and that order (bm)."""
     if tiny:
         X = np.ascontiguousarray(X)
     with all_threads(X.size * W_ih.shape[0]):
         A = project(X, W_ih)
     if b is not None:
         A += b
-    return A
+    return A, batch_major(A)
 
 
 def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     T, N, D = X.shape
     H = W_hh.shape[0] // 4
     tiny = _tiny(N, W_hh)
-    A = _start(X, W_ih, None if b_ih is None else b_ih + b_hh, tiny)
-    out, Hp, Cp, TC = (empty_steps(A, H) for _ in range(4))
+    A, bm = _start(X, W_ih, None if b_ih is None else b_ih + b_hh, tiny)
+    out, Hp, Cp, TC = (empty_steps(T, N, H, bm) for _ in range(4))
     hw = np.empty((N, 4 * H), F)
     c = c.copy()
     if tiny:
         lstm_loop(A, h, c, W_hh, np.zeros(4 * H, F), reverse, hw, Hp, Cp, TC, out)
         return out, out[0 if reverse else T - 1], c, (A, Hp, Cp, TC, None)
-    mA, bm = memory(A)
-    mCp, mTC, mO = (memory_as(a, bm) for a in (Cp, TC, out))
+    mA, mCp, mTC, mO = (memory(a, bm) for a in (A, Cp, TC, out))
     W_hhT = recurrent_weight(W_hh, T)
-    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+    for t in forward_steps(T, reverse):
         Hp[t] = h
         np.matmul(h, W_hhT, out=hw)
         lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, c)
@@ -386,24 +386,18 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
 
 
 def _grads_in_order(dY, cache, chunk):
-    """The memory order of the cache (bm), dY in that order, and the backward's chunk buffers'
-    factory: (chunk, N, K) slots in the same order, so that a full chunk's rows line up with X's."""
+    """The cache's memory order (bm), dY in that order, and the chunk length: the backward's chunk
+    buffers are (chunk, N, .) in the same order, so that a whole chunk's rows line up with X's."""
     bm = batch_major(cache[0])
-    dY = as_order(dY, bm)
-    T, N = cache[0].shape[:2]
-    chunk = min(chunk, T)
-
-    def buffer(K):
-        return np.empty((N, chunk, K), F).transpose(1, 0, 2) if bm else np.empty((chunk, N, K), F)
-    return bm, dY, buffer
+    return bm, as_order(dY, bm), min(chunk, cache[0].shape[0])
 
 
 def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush):
     A, Hp, Cp, TC, _ = cache
     T, N, G = A.shape
-    bm, dY, buffer = _grads_in_order(dY, cache, chunk)
-    dA = buffer(G)
-    mdY, mA, mTC, mCp, mdA = (memory_as(a, bm) for a in (dY, A, TC, Cp, dA))
+    bm, dY, chunk = _grads_in_order(dY, cache, chunk)
+    dA = empty_steps(chunk, N, G, bm)
+    mdY, mA, mTC, mCp, mdA = (memory(a, bm) for a in (dY, A, TC, Cp, dA))
     dh = dh.copy()
     dc = dc.copy()
     grad = RecurrentGrad(W_hh, N, T)
@@ -419,21 +413,16 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     T, N, D = X.shape
     H = W_hh.shape[1]
     tiny = _tiny(N, W_hh)
-    b, b_hn = None, np.zeros(H, F)
-    if b_ih is not None:
-        b = b_ih.copy()
-        b[:2 * H] += b_hh[:2 * H]                 # only b_hn sits inside r * (.)
-        b_hn = np.ascontiguousarray(b_hh[2 * H:])
-    A = _start(X, W_ih, b, tiny)
-    out, Hp, HWn = (empty_steps(A, H) for _ in range(3))
+    b, b_hn = gru_biases(b_ih, b_hh, H)
+    A, bm = _start(X, W_ih, b, tiny)
+    out, Hp, HWn = (empty_steps(T, N, H, bm) for _ in range(3))
     hw = np.empty((N, 3 * H), F)
     if tiny:
         gru_loop(A, h, W_hh, np.zeros(3 * H, F), b_hn, reverse, hw, Hp, HWn, out)
         return out, out[0 if reverse else T - 1], (A, Hp, HWn)
-    mA, bm = memory(A)
-    mHp, mHWn, mO = (memory_as(a, bm) for a in (Hp, HWn, out))
+    mA, mHp, mHWn, mO = (memory(a, bm) for a in (A, Hp, HWn, out))
     W_hhT = recurrent_weight(W_hh, T)
-    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+    for t in forward_steps(T, reverse):
         Hp[t] = h
         np.matmul(h, W_hhT, out=hw)
         gru_forward_step(mA, mHp, mHWn, mO, t, bm, hw, b_hn)
@@ -445,9 +434,9 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     A, Hp, HWn = cache
     T, N, G = A.shape
     H = G // 3
-    bm, dY, buffer = _grads_in_order(dY, cache, chunk)
-    dA, dA_hn = buffer(G), buffer(H)
-    mdY, mA, mHWn, mHp, mdA, mdA_hn = (memory_as(a, bm) for a in (dY, A, HWn, Hp, dA, dA_hn))
+    bm, dY, chunk = _grads_in_order(dY, cache, chunk)
+    dA, dA_hn = empty_steps(chunk, N, G, bm), empty_steps(chunk, N, H, bm)
+    mdY, mA, mHWn, mHp, mdA, mdA_hn = (memory(a, bm) for a in (dY, A, HWn, Hp, dA, dA_hn))
     dhw = np.empty((N, G), F)
     tmp = np.empty((N, H), F)
     dh = dh.copy()
@@ -465,17 +454,16 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
     T, N, D = X.shape
     H = W_hh.shape[0]
     tiny = _tiny(N, W_hh)
-    A = _start(X, W_ih, None if b_ih is None else b_ih + b_hh, tiny)
-    out, Hp = empty_steps(A, H), empty_steps(A, H)
+    A, bm = _start(X, W_ih, None if b_ih is None else b_ih + b_hh, tiny)
+    out, Hp = empty_steps(T, N, H, bm), empty_steps(T, N, H, bm)
     hw = np.empty((N, H), F)
     relu = nonlinearity == "relu"
     if tiny:
         rnn_loop(A, h, W_hh, np.zeros(H, F), reverse, hw, Hp, out, relu)
         return out, out[0 if reverse else T - 1], (out, Hp, nonlinearity)
-    mA, bm = memory(A)
-    mHp, mO = memory_as(Hp, bm), memory_as(out, bm)
+    mA, mHp, mO = (memory(a, bm) for a in (A, Hp, out))
     W_hhT = recurrent_weight(W_hh, T)
-    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+    for t in forward_steps(T, reverse):
         Hp[t] = h
         np.matmul(h, W_hhT, out=hw)
         rnn_forward_step(mA, mHp, mO, t, bm, hw, relu)
@@ -486,9 +474,9 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
 def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     Hn, Hp, nonlinearity = cache
     T, N, H = Hn.shape
-    bm, dY, buffer = _grads_in_order(dY, cache, chunk)
-    dA = buffer(H)
-    mdY, mHn, mdA = (memory_as(a, bm) for a in (dY, Hn, dA))
+    bm, dY, chunk = _grads_in_order(dY, cache, chunk)
+    dA = empty_steps(chunk, N, H, bm)
+    mdY, mHn, mdA = (memory(a, bm) for a in (dY, Hn, dA))
     dh = dh.copy()
     relu = nonlinearity == "relu"
     grad = RecurrentGrad(W_hh, N, T)

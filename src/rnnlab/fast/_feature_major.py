@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _compiled
-from ._steps import batch_major, empty_steps
+from ._steps import batch_major, empty_steps, forward_steps, gru_biases
 from ._threads import all_threads
 
 F = np.float32
@@ -130,10 +130,6 @@ def _input_projection(X, W_ih):
         return np.matmul(W_ih, Xt)
 
 
-def _steps(T, reverse):
-    return range(T - 1, -1, -1) if reverse else range(T)
-
-
 def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     """As ``_compiled.lstm_forward`` (same results and cache), computed feature-major."""
     T, N, _ = X.shape
@@ -145,13 +141,13 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     hwT = np.empty((G, N), F)
     hT = np.ascontiguousarray(h.T)
     cT = np.ascontiguousarray(c.T)
-    for t in _steps(T, reverse):
+    for t in forward_steps(T, reverse):
         np.matmul(W_hh, hT, out=hwT)
         lstm_step_fm(AT[t], hwT, b, hT, HpT[t], cT, CpT[t], TCT[t], OutT[t])
         hT = OutT[t]
-    out = empty_steps(X, H)                       # in X's memory order (batch-major for batch_first)
+    out = empty_steps(T, N, H, batch_major(X))    # in X's memory order (batch-major for batch_first)
     out[...] = OutT.transpose(0, 2, 1)
-    cache = Transposed("lstm", AT, (HpT, CpT, TCT), T, N)
+    cache = Transposed("lstm", AT, (HpT, CpT, TCT))
     return out, out[0 if reverse else T - 1], np.ascontiguousarray(cT.T), cache
 
 
@@ -161,31 +157,28 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     G = W_hh.shape[0]
     H = G // 3
     AT = _input_projection(X, W_ih)
-    b = np.zeros(G, F)
-    b_hn = np.zeros(H, F)
-    if b_ih is not None:
-        b = b_ih.copy()
-        b[:2 * H] += b_hh[:2 * H]                 # only b_hn sits inside r * (.)
-        b_hn = np.ascontiguousarray(b_hh[2 * H:])
+    b, b_hn = gru_biases(b_ih, b_hh, H)
+    if b is None:
+        b = np.zeros(G, F)
     HpT, HWnT, OutT = (np.empty((T, H, N), F) for _ in range(3))
     hwT = np.empty((G, N), F)
     hT = np.ascontiguousarray(h.T)
-    for t in _steps(T, reverse):
+    for t in forward_steps(T, reverse):
         np.matmul(W_hh, hT, out=hwT)
         gru_step_fm(AT[t], hwT, b, b_hn, hT, HpT[t], HWnT[t], OutT[t])
         hT = OutT[t]
-    out = empty_steps(X, H)                       # in X's memory order (batch-major for batch_first)
+    out = empty_steps(T, N, H, batch_major(X))    # in X's memory order (batch-major for batch_first)
     out[...] = OutT.transpose(0, 2, 1)
-    cache = Transposed("gru", AT, (HpT, HWnT), T, N)
+    cache = Transposed("gru", AT, (HpT, HWnT))
     return out, out[0 if reverse else T - 1], cache
 
 
 class Transposed:
     """A feature-major forward's cache, turned into the batch-major one only when asked."""
-    __slots__ = ("mode", "AT", "rest", "T", "N")
+    __slots__ = ("mode", "AT", "rest")
 
-    def __init__(self, mode, AT, rest, T, N):
-        self.mode, self.AT, self.rest, self.T, self.N = mode, AT, rest, T, N
+    def __init__(self, mode, AT, rest):
+        self.mode, self.AT, self.rest = mode, AT, rest
 
     def batch_major(self):
         """The cache ``_compiled.lstm_forward`` / ``gru_forward`` would have made: (A, Hp, ...)."""

@@ -17,7 +17,8 @@ import numpy as np
 # and the BLAS takes the row stride T * K as they are. Keeping batch_first data batch-major saves
 # four transposing copies of (N, T, .) arrays a training step (input, output, dout, dx), 2 ms each
 # at N = 64, T = 50, D = H = 512 (measured, 9.4 of a 120 ms RNN step on the 2-core AVX2 machine).
-# The loops then make their own per-step arrays in the same order (``empty_steps``).
+# The loops then make their own per-step arrays in the same order (``empty_steps``), and the
+# kernels get their memory (``memory``).
 
 def batch_major(a):
     """Whether the (T, N, K) array a is a time-major view of C-contiguous batch-major (N, T, K)
@@ -25,25 +26,17 @@ def batch_major(a):
     return not a.flags.c_contiguous and a.transpose(1, 0, 2).flags.c_contiguous
 
 
-def memory(a):
-    """(m, bm): the array as it lies in memory, (N, T, K) if ``bm`` else (T, N, K). The compiled
-    kernels take m and index rows m[n, t] or m[t, n]: both are contiguous rows that LLVM
-    vectorises, where rows of the strided view a[t] are not (8x slower, measured)."""
-    return (a.transpose(1, 0, 2), True) if batch_major(a) else (a, False)
-
-
-def memory_as(a, bm):
-    """a (T, N, K) indexed as its memory in the order ``bm`` (as ``memory``, the order given)."""
+def memory(a, bm):
+    """The (T, N, K) array a as it lies in memory: (N, T, K) if ``bm`` (batch-major), else a. The
+    compiled kernels take it and index rows m[n, t] or m[t, n]: contiguous rows either way, which
+    LLVM vectorises, where it does not vectorise rows of the strided view a[t] (8-12x slower,
+    measured)."""
     return a.transpose(1, 0, 2) if bm else a
 
 
-def empty_steps(like, K, dtype=None):
-    """An empty (T, N, K) array in the memory order of ``like`` (T, N, .)."""
-    T, N = like.shape[:2]
-    dtype = like.dtype if dtype is None else dtype
-    if batch_major(like):
-        return np.empty((N, T, K), dtype).transpose(1, 0, 2)
-    return np.empty((T, N, K), dtype)
+def empty_steps(T, N, K, bm, dtype=np.float32):
+    """An empty (T, N, K) array laid out batch-major (a view of (N, T, K) memory) if ``bm``."""
+    return np.empty((N, T, K), dtype).transpose(1, 0, 2) if bm else np.empty((T, N, K), dtype)
 
 
 def as_order(a, bm):
@@ -60,6 +53,12 @@ def rows(a, bm):
     return a.transpose(1, 0, 2).reshape(-1, K) if bm else a.reshape(-1, K)
 
 
+def rows_view(a, bm):
+    """``rows(a, bm)`` if it is a view of a (so that writing it writes a), else None."""
+    r = rows(a, bm)
+    return r if np.may_share_memory(r, a) else None
+
+
 def unrows(M, T, bm):
     """The inverse of ``rows``: a (T N, K) matrix back as (T, N, K) (a view, batch-major if ``bm``)."""
     if bm:
@@ -70,9 +69,25 @@ def unrows(M, T, bm):
 def project(X, W):
     """X W^T for every step (T, N, G), one GEMM over all T N rows in X's memory order, the
     result in the same order."""
-    m, bm = memory(X)
-    P = m.reshape(-1, m.shape[2]) @ W.T
-    return P.reshape(m.shape[:2] + (-1,)).transpose(1, 0, 2) if bm else P.reshape(m.shape[:2] + (-1,))
+    bm = batch_major(X)
+    m = memory(X, bm)
+    P = (m.reshape(-1, m.shape[2]) @ W.T).reshape(m.shape[:2] + (-1,))
+    return memory(P, bm)
+
+
+def forward_steps(T, reverse):
+    """The forward's order of the steps: 0..T-1, or T-1..0 for the reverse direction."""
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def gru_biases(b_ih, b_hh, H, dtype=np.float32):
+    """The GRU's biases as its loops add them: b_ih, plus b_hh for r and z, added to x W_ih^T;
+    and b_hn (H,), which sits inside r * (W_hn h + b_hn). (None, zeros) for bias=False."""
+    if b_ih is None:
+        return None, np.zeros(H, dtype)
+    b = b_ih.copy()
+    b[:2 * H] += b_hh[:2 * H]
+    return b, np.ascontiguousarray(b_hh[2 * H:])
 
 
 def backward_steps(T, reverse, chunk):

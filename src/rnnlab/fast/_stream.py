@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _compiled
+from ._steps import gru_biases
 from ._threads import STEP_ALL_THREADS_MIN_WORK
 
 F = np.float32
@@ -96,12 +97,7 @@ def run(mode, X, h, c, W_ih, W_hh, b_ih, b_hh, nonlinearity):
         lstm_step(X[0], h, c, W_ih, W_hh, b, zero, A, hw, Hp, Cp, TC, out)
         return out, out[0], c, (A, Hp, Cp, TC, None)
     if mode == "gru":
-        b_hn = _zeros(H)
-        b = zero
-        if b_ih is not None:
-            b = b_ih.copy()
-            b[:2 * H] += b_hh[:2 * H]                   # only b_hn sits inside r * (.)
-            b_hn = np.ascontiguousarray(b_hh[2 * H:])
+        b, b_hn = (zero, _zeros(H)) if b_ih is None else gru_biases(b_ih, b_hh, H)
         HWn = np.empty((1, N, H), F)
         gru_step(X[0], h, W_ih, W_hh, b, zero, b_hn, A, hw, Hp, HWn, out)
         return out, out[0], c, (A, Hp, HWn)

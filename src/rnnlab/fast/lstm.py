@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._steps import RecurrentGrad, backward_steps, recurrent_weight
+from ._steps import RecurrentGrad, backward_steps, forward_steps, recurrent_weight
 from ._threads import all_threads
 
 
@@ -57,7 +57,7 @@ def forward(X, h, c, W_ih, W_hh, b_ih, b_hh, W_hr, reverse, mask):
     ig = np.empty((N, H), dt)
     c = c.copy()                                                 # updated in place below
     W_hhT = recurrent_weight(W_hh, T)
-    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+    for t in forward_steps(T, reverse):
         Hp[t] = h
         Cp[t] = c
         a = A[t]

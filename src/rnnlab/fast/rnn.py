@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._steps import RecurrentGrad, backward_steps, recurrent_weight
+from ._steps import RecurrentGrad, backward_steps, forward_steps, recurrent_weight
 from ._threads import all_threads
 
 
@@ -26,7 +26,7 @@ def forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, mask):
     Hn = np.empty((T, N, H), dt) if mask is not None else out    # h_new of each step (out is masked)
     hw = np.empty((N, H), dt)
     W_hhT = recurrent_weight(W_hh, T)
-    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+    for t in forward_steps(T, reverse):
         Hp[t] = h
         a = A[t]
         np.matmul(h, W_hhT, out=hw)
