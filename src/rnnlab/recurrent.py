@@ -19,9 +19,10 @@ done with a 0/1 mask m_t: h_t = m_t * h_new + (1 - m_t) * h_{t-1}.
 Internally the loops index time first, (T, N, .), and take step t as a[t]. With
 ``batch_first`` on the compiled float32 path the data stay batch-major in memory
 and the (T, N, .) arrays are transposed views (``fast/_steps.py``): no transposing
-copies of x, out, dout or dx (the NumPy loops get time-major copies, as before). As in PyTorch, backward reads what forward kept, which can include ``out``
-itself (the simple RNN's derivative is computed from its outputs): modify a
-copy of ``out``, not ``out``, between forward and backward.
+copies of x, out, dout or dx (the NumPy loops get time-major copies, as before).
+As in PyTorch, backward reads what forward kept, which can include ``out`` itself
+(the simple RNN's derivative is computed from its outputs): modify a copy of
+``out``, not ``out``, between forward and backward.
 """
 from __future__ import annotations
 
@@ -214,12 +215,9 @@ class _Recurrent:
             if done is not None:
                 return done
         x = V.as_float_array(x, "x", self.dtype, ndim=3)
-        # time-major (T, N, D); batch_first data stays batch-major in memory: X is a view
-        # (fast/_steps.py says why), and so are out and, in backward, dout and dx
-        X = np.ascontiguousarray(x).transpose(1, 0, 2) if self.batch_first else np.ascontiguousarray(x)
-        if self.batch_first and not (self.fast and _fast.COMPILED and lengths is None
-                                     and self.dtype == np.float32 and not self.proj_size):
-            X = np.ascontiguousarray(X)      # the NumPy loops (float64, lengths, proj_size) run time-major
+        X = x.transpose(1, 0, 2) if self.batch_first else x          # (T, N, D); x is C-contiguous
+        if self.batch_first and not _fast.keeps_batch_major(self, x, lengths):
+            X = np.ascontiguousarray(X)      # the NumPy loops want time-major steps; the compiled take the view
         T, N, D = X.shape
         if D != self.input_size:
             raise ValueError(f"x: expected {self.input_size} features in the last dimension, got {D} "
@@ -314,7 +312,7 @@ class _Recurrent:
         out_shape = (N, T, out_shape_tm[2]) if self.batch_first else out_shape_tm
         dout = V.as_float_array(dout, "dout", self.dtype, ndim=3)
         V.expect_shape(dout, out_shape, "dout")
-        dY = np.ascontiguousarray(dout).transpose(1, 0, 2) if self.batch_first else np.ascontiguousarray(dout)
+        dY = dout.transpose(1, 0, 2) if self.batch_first else dout     # dout is C-contiguous (as_float_array)
         L = self.num_layers * self.num_directions
         if dstate is None:
             dh0 = np.zeros((L, N, self.hidden_out), self.dtype)

@@ -203,6 +203,12 @@ def describe():
             "numba": None if _compiled.numba is None else _compiled.numba.__version__}
 
 
+def keeps_batch_major(layer, x, lengths):
+    """Whether ``forward`` hands batch_first x to the loops as a batch-major view (``_steps``):
+    where the compiled loops run; the NumPy loops want time-major steps."""
+    return layer.fast and _use_compiled(layer, x, lengths)     # no lengths: no mask
+
+
 def _use_compiled(layer, X, mask):
     # At every batch size: with each loop vectorised the compiled step beats the NumPy fused
     # step's ~15 calls (measured LSTM N=32, H=256: 28 us against ~100 us a step).
