@@ -8,6 +8,8 @@ import os
 from ..bench import CELLS
 from ..errors import UsageError
 
+PARTS = ("grid", "stream", "sample", "memory")     # what --skip can leave out
+
 
 def register(subparsers, train_subparsers):
     p = subparsers.add_parser(
@@ -40,9 +42,6 @@ def register(subparsers, train_subparsers):
                    help="leave out a part of the benchmark: the grid, the streaming steps, the sampling "
                         "or the memory measurement (repeat for several)")
     p.set_defaults(func=main)
-
-
-PARTS = ("grid", "stream", "sample", "memory")
 
 
 def parse_size(text):
