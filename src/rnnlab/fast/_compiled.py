@@ -34,7 +34,7 @@ import os
 import numpy as np
 
 from ._steps import (RecurrentGrad, as_order, backward_steps, batch_major, empty_steps, forward_steps,
-                     gru_biases, memory, project, recurrent_weight)
+                     gru_biases, memory, previous_states, project, recurrent_weight)
 from ._threads import all_threads
 
 try:
@@ -265,8 +265,8 @@ if AVAILABLE:
 
     # ---- RNN -------------------------------------------------------------------------------
     @_jit()
-    def rnn_forward_step(A, Hp, O, t, bm, hw, relu):
-        """Step t: O <- f(A + hw), hw (N, H) = h_prev W_hh^T (Hp, h_prev, is filled by the caller)."""
+    def rnn_forward_step(A, O, t, bm, hw, relu):
+        """Step t: O <- f(A + hw), hw (N, H) = h_prev W_hh^T."""
         N, H = hw.shape
         for n in range(N):
             an, hwn, hn = _at(A, t, n, bm), hw[n], _at(O, t, n, bm)
@@ -322,7 +322,7 @@ if AVAILABLE:
             t = T - 1 - s if reverse else s
             Hp[t] = h
             matvec(W_hh, h, zero, hw)
-            rnn_forward_step(A, Hp, out, t, False, hw, relu)
+            rnn_forward_step(A, out, t, False, hw, relu)
             h = out[t]
 
 
@@ -377,11 +377,12 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
         return out, out[0 if reverse else T - 1], c, (A, Hp, Cp, TC, None)
     mA, mCp, mTC, mO = (memory(a, bm) for a in (A, Cp, TC, out))
     W_hhT = recurrent_weight(W_hh, T)
+    h0 = h
     for t in forward_steps(T, reverse):
-        Hp[t] = h
         np.matmul(h, W_hhT, out=hw)
         lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, c)
         h = out[t]
+    previous_states(Hp, out, h0, reverse)                        # the kernel does not read h_prev
     return out, h, c, (A, Hp, Cp, TC, None)
 
 
@@ -461,13 +462,14 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
     if tiny:
         rnn_loop(A, h, W_hh, np.zeros(H, F), reverse, hw, Hp, out, relu)
         return out, out[0 if reverse else T - 1], (out, Hp, nonlinearity)
-    mA, mHp, mO = (memory(a, bm) for a in (A, Hp, out))
+    mA, mO = memory(A, bm), memory(out, bm)
     W_hhT = recurrent_weight(W_hh, T)
+    h0 = h
     for t in forward_steps(T, reverse):
-        Hp[t] = h
         np.matmul(h, W_hhT, out=hw)
-        rnn_forward_step(mA, mHp, mO, t, bm, hw, relu)
+        rnn_forward_step(mA, mO, t, bm, hw, relu)
         h = out[t]
+    previous_states(Hp, out, h0, reverse)                        # the kernel does not read h_prev
     return out, h, (out, Hp, nonlinearity)
 
 

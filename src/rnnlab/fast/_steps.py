@@ -80,6 +80,18 @@ def forward_steps(T, reverse):
     return range(T - 1, -1, -1) if reverse else range(T)
 
 
+def previous_states(Hp, out, h0, reverse):
+    """Hp[t] <- h_{t-1} of every step, in one copy after the loop: out[t - 1] (out[t + 1] for the
+    reverse direction), and h0 for the first step. Only where no mask carries a state across
+    steps, so that h_{t-1} is the previous step's output."""
+    if reverse:
+        Hp[:-1] = out[1:]
+        Hp[-1] = h0
+    else:
+        Hp[1:] = out[:-1]
+        Hp[0] = h0
+
+
 def gru_biases(b_ih, b_hh, H, dtype=np.float32):
     """The GRU's biases as its loops add them: b_ih, plus b_hh for r and z, added to x W_ih^T;
     and b_hn (H,), which sits inside r * (W_hn h + b_hn). (None, zeros) for bias=False."""

@@ -56,7 +56,7 @@ if _compiled.AVAILABLE:
         _compiled.matvec(W_ih, x, b, A[0])
         _compiled.matvec(W_hh, h, zero, hw)
         Hp[0] = h
-        _compiled.rnn_forward_step(A, Hp, out, 0, False, hw, relu)
+        _compiled.rnn_forward_step(A, out, 0, False, hw, relu)
 
 
 _ZEROS = {}
@@ -151,7 +151,7 @@ if _compiled.AVAILABLE:
     @_compiled._jit()
     def rnn_layer(A, k, hw, h0, Hp, O, hT, relu):
         Hp[k] = h0[k]
-        _compiled.rnn_forward_step(A, Hp, O, k, False, hw, relu)
+        _compiled.rnn_forward_step(A, O, k, False, hw, relu)
         hT[k] = O[k]
 
     @_compiled._jit()
