@@ -524,7 +524,7 @@ def test_recorder_after_a_feature_major_forward_sees_the_readable_paths_gradient
                   [c[1] for c in seen[False][:-1]] + [seen[False][-1]], 1e-5)
 
 
-@pytest.mark.parametrize("shape", [(70, 45), (32, 64), (1, 5)])
+@pytest.mark.parametrize("shape", [(70, 45), (32, 64), (1, 5), (2048, 512), (33, 17), (15, 40)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_transposed_is_an_exact_contiguous_transpose(shape, dtype):
     from rnnlab.fast._steps import transposed

@@ -42,21 +42,21 @@ if _compiled.AVAILABLE:
         _compiled.matvec(W_ih, x, b, A[0])
         _compiled.matvec(W_hh, h, zero, hw)
         Hp[0] = h
-        _compiled.lstm_forward_step(A, Cp, TC, out, 0, False, hw, c)
+        _compiled.lstm_forward_step(A, Cp, TC, out, 0, False, hw, zero, c)
 
     @_compiled._jit()
     def gru_step(x, h, W_ih, W_hh, b, zero, b_hn, A, hw, Hp, HWn, out):
         _compiled.matvec(W_ih, x, b, A[0])
         _compiled.matvec(W_hh, h, zero, hw)
         Hp[0] = h
-        _compiled.gru_forward_step(A, Hp, HWn, out, 0, False, hw, b_hn)
+        _compiled.gru_forward_step(A, Hp, HWn, out, 0, False, hw, zero, b_hn)
 
     @_compiled._jit()
     def rnn_step(x, h, W_ih, W_hh, b, zero, A, hw, Hp, out, relu):
         _compiled.matvec(W_ih, x, b, A[0])
         _compiled.matvec(W_hh, h, zero, hw)
         Hp[0] = h
-        _compiled.rnn_forward_step(A, out, 0, False, hw, relu)
+        _compiled.rnn_forward_step(A, out, 0, False, hw, zero, relu)
 
 
 _ZEROS = {}
@@ -131,33 +131,35 @@ if _compiled.AVAILABLE:
         """(N, 1, D) or (1, N, D), C-contiguous, as (N, D): a view."""
         return a.reshape(a.shape[0] * a.shape[1], a.shape[2])
 
-    # Layer k's step once its two products are in: A[k] = x W_ih^T + b_ih, hw = h_prev W_hh^T + b_hh
-    # (for the GRU hw includes b_hh, so the step's separate b_hn is zero: ``zero_h``). The (L, N, .)
-    # arrays go to the kernels as a time-major sequence whose step k is layer k. Called by the
-    # one-call stacks below and, from Python, by ``blas_stack``.
+    # Layer k's step once its two products are in: A[k] = x W_ih^T + b_ih, hw = h_prev W_hh^T + b_hh,
+    # so the kernels' own biases are zero (``zero``, (G,); for the GRU hw includes b_hh, so its
+    # separate b_hn is zero too: the first H of ``zero``). The (L, N, .) arrays go to the kernels as
+    # a time-major sequence whose step k is layer k. Called by the one-call stacks below and, from
+    # Python, by ``blas_stack``.
     @_compiled._jit()
-    def lstm_layer(A, k, hw, h0, c0, Hp, Cp, TC, O, hT, cT):
+    def lstm_layer(A, k, hw, zero, h0, c0, Hp, Cp, TC, O, hT, cT):
         Hp[k] = h0[k]
         cT[k] = c0[k]                                                    # c_prev in, c_t out
-        _compiled.lstm_forward_step(A, Cp, TC, O, k, False, hw, cT[k])
+        _compiled.lstm_forward_step(A, Cp, TC, O, k, False, hw, zero, cT[k])
         hT[k] = O[k]
 
     @_compiled._jit()
-    def gru_layer(A, k, hw, zero_h, h0, Hp, HWn, O, hT):
+    def gru_layer(A, k, hw, zero, h0, Hp, HWn, O, hT):
         Hp[k] = h0[k]
-        _compiled.gru_forward_step(A, Hp, HWn, O, k, False, hw, zero_h)
+        _compiled.gru_forward_step(A, Hp, HWn, O, k, False, hw, zero, zero[:h0.shape[2]])
         hT[k] = O[k]
 
     @_compiled._jit()
-    def rnn_layer(A, k, hw, h0, Hp, O, hT, relu):
+    def rnn_layer(A, k, hw, zero, h0, Hp, O, hT, relu):
         Hp[k] = h0[k]
-        _compiled.rnn_forward_step(A, O, k, False, hw, relu)
+        _compiled.rnn_forward_step(A, O, k, False, hw, zero, relu)
         hT[k] = O[k]
 
     @_compiled._jit()
-    def lstm_stack(x3, h0, c0, Ws, Bs, A, Hp, Cp, TC, O, hw, hT, cT, out3):
+    def lstm_stack(x3, h0, c0, Ws, Bs, zero, A, Hp, Cp, TC, O, hw, hT, cT, out3):
         """x3 (N, 1, D) or (1, N, D), seen as x (N, D); out3 likewise (N, H); h0, c0 (L, N, H);
-        Ws = (W_ih_l0, W_hh_l0, W_ih_l1, ...), Bs the biases (zeros when bias=False); A (L, N, 4H),
+        Ws = (W_ih_l0, W_hh_l0, W_ih_l1, ...), Bs the biases (zeros when bias=False), zero (4H,)
+        zeros; A (L, N, 4H),
         Hp, Cp, TC, O (L, N, H): what the backward needs; hw (N, 4H) scratch; writes hT, cT
         (L, N, H) and out (N, H). False (nothing done) if x, h0 or c0 is not finite."""
         x, out = _flat(x3), _flat(out3)
@@ -167,13 +169,13 @@ if _compiled.AVAILABLE:
         for k in range(h0.shape[0]):
             _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])            # x W_ih^T + b_ih
             _compiled.matvec(Ws[2 * k + 1], h0[k], Bs[2 * k + 1], hw)    # h_prev W_hh^T + b_hh
-            lstm_layer(A, k, hw, h0, c0, Hp, Cp, TC, O, hT, cT)
+            lstm_layer(A, k, hw, zero, h0, c0, Hp, Cp, TC, O, hT, cT)
             inp = O[k]
         out[:, :] = inp
         return True
 
     @_compiled._jit()
-    def gru_stack(x3, h0, Ws, Bs, A, Hp, HWn, O, hw, zero_h, hT, out3):
+    def gru_stack(x3, h0, Ws, Bs, zero, A, Hp, HWn, O, hw, hT, out3):
         """As ``lstm_stack``."""
         x, out = _flat(x3), _flat(out3)
         if not (_finite(x) and _finite(h0)):
@@ -182,13 +184,13 @@ if _compiled.AVAILABLE:
         for k in range(h0.shape[0]):
             _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])
             _compiled.matvec(Ws[2 * k + 1], h0[k], Bs[2 * k + 1], hw)
-            gru_layer(A, k, hw, zero_h, h0, Hp, HWn, O, hT)
+            gru_layer(A, k, hw, zero, h0, Hp, HWn, O, hT)
             inp = O[k]
         out[:, :] = inp
         return True
 
     @_compiled._jit()
-    def rnn_stack(x3, h0, Ws, Bs, A, Hp, O, hw, hT, out3, relu):
+    def rnn_stack(x3, h0, Ws, Bs, zero, A, Hp, O, hw, hT, out3, relu):
         x, out = _flat(x3), _flat(out3)
         if not (_finite(x) and _finite(h0)):
             return False
@@ -196,7 +198,7 @@ if _compiled.AVAILABLE:
         for k in range(h0.shape[0]):
             _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])
             _compiled.matvec(Ws[2 * k + 1], h0[k], Bs[2 * k + 1], hw)
-            rnn_layer(A, k, hw, h0, Hp, O, hT, relu)
+            rnn_layer(A, k, hw, zero, h0, Hp, O, hT, relu)
             inp = O[k]
         out[:, :] = inp
         return True
@@ -212,16 +214,17 @@ def blas_stack(mode, x, h0, c0, Ws, Bs, ws, hT, cT, out, relu):
     if not (_finite(x) and _finite(h0) and (c0 is None or _finite(c0))):
         return False
     inp = x.reshape(N, x.shape[2])
+    zero = _zeros(hw.shape[1])
     for k in range(h0.shape[0]):
         a = A[k]
         np.add(np.matmul(inp, Ws[2 * k].T, out=a), Bs[2 * k], out=a)
         np.add(np.matmul(h0[k], Ws[2 * k + 1].T, out=hw), Bs[2 * k + 1], out=hw)
         if mode == "lstm":
-            lstm_layer(A, k, hw, h0, c0, Hp, X2, X3, O, hT, cT)
+            lstm_layer(A, k, hw, zero, h0, c0, Hp, X2, X3, O, hT, cT)
         elif mode == "gru":
-            gru_layer(A, k, hw, _zeros(h0.shape[2]), h0, Hp, X2, O, hT)
+            gru_layer(A, k, hw, zero, h0, Hp, X2, O, hT)
         else:
-            rnn_layer(A, k, hw, h0, Hp, O, hT, relu)
+            rnn_layer(A, k, hw, zero, h0, Hp, O, hT, relu)
         inp = O[k]
     out.reshape(N, -1)[:, :] = inp
     return True
@@ -309,7 +312,7 @@ def forward_stack(layer, x, state):
             ok = blas_stack(layer.mode, x, h0, c0, Ws, Bs, ws, hT, cT, out, layer.nonlinearity == "relu")
             new_state = (hT, cT) if lstm else hT
         else:
-            ok, new_state = _call(layer, lstm, x, h0, c0, Ws, Bs, ws, hT, out, s_shape, H)
+            ok, new_state = _call(layer, lstm, x, h0, c0, Ws, Bs, ws, hT, out, s_shape)
     except _compiled.numba.core.errors.TypingError:
         return None                      # a parameter replaced by an array of another layout or dtype
     if not ok:
@@ -318,11 +321,12 @@ def forward_stack(layer, x, state):
     return out, new_state
 
 
-def _call(layer, lstm, x, h0, c0, Ws, Bs, ws, hT, out, s_shape, H):
+def _call(layer, lstm, x, h0, c0, Ws, Bs, ws, hT, out, s_shape):
     N, A, Hp, X2, X3, O, hw = ws
+    zero = _zeros(hw.shape[1])
     if lstm:
         cT = np.empty(s_shape, F)
-        return lstm_stack(x, h0, c0, Ws, Bs, A, Hp, X2, X3, O, hw, hT, cT, out), (hT, cT)
+        return lstm_stack(x, h0, c0, Ws, Bs, zero, A, Hp, X2, X3, O, hw, hT, cT, out), (hT, cT)
     if layer.mode == "gru":
-        return gru_stack(x, h0, Ws, Bs, A, Hp, X2, O, hw, _zeros(H), hT, out), hT
-    return rnn_stack(x, h0, Ws, Bs, A, Hp, O, hw, hT, out, layer.nonlinearity == "relu"), hT
+        return gru_stack(x, h0, Ws, Bs, zero, A, Hp, X2, O, hw, hT, out), hT
+    return rnn_stack(x, h0, Ws, Bs, zero, A, Hp, O, hw, hT, out, layer.nonlinearity == "relu"), hT
