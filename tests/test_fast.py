@@ -484,6 +484,37 @@ def test_backward_with_the_transposed_recurrent_product_equals_the_readable_path
 
 
 @needs_numba
+@pytest.mark.parametrize("cell,opts", [("lstm", {}), ("gru", {}), ("rnn", {}), ("rnn", {"nonlinearity": "relu"}),
+                                       ("lstm", {"batch_first": False}),
+                                       ("gru", {"num_layers": 2, "bidirectional": True})])
+def test_forward_with_the_transposed_recurrent_product_equals_the_readable_path(cell, opts):
+    """From PRODUCT_TRANSPOSED_MIN_ROWS to _MAX_ROWS sequences the compiled forwards compute
+    h W_hh^T as (W_hh h^T)^T (fast/_steps.py): with that many sequences it is taken in every
+    layer and direction, and outputs and gradients are the readable path's."""
+    from rnnlab.fast import _steps
+    used = []
+    real = _steps.RecurrentProduct.__call__
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_steps.RecurrentProduct, "__call__", lambda self, h, o: used.append(self.transposed) or real(self, h, o))
+        for N in (_steps.PRODUCT_TRANSPOSED_MIN_ROWS, _steps.PRODUCT_TRANSPOSED_MAX_ROWS):
+            used.clear()
+            T = 6
+            layer = _layer(cell, np.float32, seed=23, **opts)
+            rng = np.random.default_rng(24)
+            x = rng.standard_normal((N, T, 5))
+            dout = rng.standard_normal((N, T, layer.num_directions * layer.hidden_out))
+            if not layer.batch_first:
+                x, dout = np.ascontiguousarray(x.transpose(1, 0, 2)), np.ascontiguousarray(dout.transpose(1, 0, 2))
+            state, dstate = _state(layer, N, rng), _state(layer, N, rng)
+            fast = _run(layer, True, x, state, None, dout, dstate)
+            assert len(used) == T * layer.num_layers * layer.num_directions and all(used), used
+            readable = _run(layer, False, x, state, None, dout, dstate)
+            _assert_close(fast, readable, 1e-5)
+    outside = _steps.RecurrentProduct(np.zeros((8, 2), np.float32), _steps.PRODUCT_TRANSPOSED_MAX_ROWS + 1, 5)
+    assert not outside.transposed
+
+
+@needs_numba
 def test_feature_major_is_chosen_by_the_size_of_a_step():
     from rnnlab.fast import _feature_major
     small = np.zeros((5, 3, 4), np.float32)           # (T, N, D) as the loops see it

@@ -33,8 +33,8 @@ import os
 
 import numpy as np
 
-from ._steps import (RecurrentGrad, as_order, backward_steps, batch_major, empty_steps, forward_steps,
-                     gru_biases, memory, previous_states, project, recurrent_weight)
+from ._steps import (RecurrentGrad, RecurrentProduct, as_order, backward_steps, batch_major, empty_steps,
+                     forward_steps, gru_biases, memory, previous_states, project)
 from ._threads import all_threads
 
 try:
@@ -398,10 +398,10 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
         lstm_loop(A, h, c, W_hh, b, np.zeros(4 * H, F), reverse, hw, Hp, Cp, TC, out)
         return out, out[0 if reverse else T - 1], c, (A, Hp, Cp, TC, None)
     mA, mCp, mTC, mO = (memory(a, bm) for a in (A, Cp, TC, out))
-    W_hhT = recurrent_weight(W_hh, T)
+    product = RecurrentProduct(W_hh, N, T)
     h0 = h
     for t in forward_steps(T, reverse):
-        np.matmul(h, W_hhT, out=hw)
+        product(h, hw)
         lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, b, c)
         h = out[t]
     previous_states(Hp, out, h0, reverse)                        # the kernel does not read h_prev
@@ -444,10 +444,10 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
         gru_loop(A, h, W_hh, b, np.zeros(3 * H, F), b_hn, reverse, hw, Hp, HWn, out)
         return out, out[0 if reverse else T - 1], (A, Hp, HWn)
     mA, mHp, mHWn, mO = (memory(a, bm) for a in (A, Hp, HWn, out))
-    W_hhT = recurrent_weight(W_hh, T)
+    product = RecurrentProduct(W_hh, N, T)
     for t in forward_steps(T, reverse):
         Hp[t] = h
-        np.matmul(h, W_hhT, out=hw)
+        product(h, hw)
         gru_forward_step(mA, mHp, mHWn, mO, t, bm, hw, b, b_hn)
         h = out[t]
     return out, h, (A, Hp, HWn)
@@ -485,10 +485,10 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
         rnn_loop(A, h, W_hh, b, np.zeros(H, F), reverse, hw, Hp, out, relu)
         return out, out[0 if reverse else T - 1], (out, Hp, nonlinearity)
     mA, mO = memory(A, bm), memory(out, bm)
-    W_hhT = recurrent_weight(W_hh, T)
+    product = RecurrentProduct(W_hh, N, T)
     h0 = h
     for t in forward_steps(T, reverse):
-        np.matmul(h, W_hhT, out=hw)
+        product(h, hw)
         rnn_forward_step(mA, mO, t, bm, hw, b, relu)
         h = out[t]
     previous_states(Hp, out, h0, reverse)                        # the kernel does not read h_prev
