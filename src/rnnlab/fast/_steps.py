@@ -192,12 +192,17 @@ class RecurrentGrad:
     (AVX-512 kernels, two threads) (32, 1024) x (1024, 256) 167 -> 62 us. Inside the
     backward loop the gain is smaller; whole LSTM backwards, T = 50, best of 7: N = 16,
     H = 256 6.28 -> 5.40 ms; N = 32, H = 256 11.07 -> 10.04 ms; but N = 8 no change and
-    N = 64, H = 512 51.8 -> 53.1 ms. Hence the window of batch sizes above.
+    N = 64, H = 512 51.8 -> 53.1 ms. Hence the window of batch sizes above, and only where the
+    sum runs over more gates than the result has columns (LSTM, GRU: G = 4 or 3 H_out). For the
+    RNN (G = H_out) the transposed product lost on the 2-core AVX2 machine (whole backwards,
+    T = 100, H = 256, interleaved in one process, median of 21: N = 32 19.5 against 22.3 ms,
+    N = 48 27.1 against 33.4 ms).
     """
 
     def __init__(self, W_hh, N, T):
         self.W = W_hh
-        self.transposed = TRANSPOSED_MIN_ROWS <= N <= TRANSPOSED_MAX_ROWS and T > 2
+        self.transposed = (TRANSPOSED_MIN_ROWS <= N <= TRANSPOSED_MAX_ROWS and T > 2
+                           and W_hh.shape[0] > W_hh.shape[1])
         if self.transposed:
             self.WT = transposed(W_hh)                             # (H_out, G), copied once per call
             self.buf = np.empty((W_hh.shape[1], N), W_hh.dtype)
