@@ -194,9 +194,10 @@ class RecurrentGrad:
     H = 256 6.28 -> 5.40 ms; N = 32, H = 256 11.07 -> 10.04 ms; but N = 8 no change and
     N = 64, H = 512 51.8 -> 53.1 ms. Hence the window of batch sizes above, and only where the
     sum runs over more gates than the result has columns (LSTM, GRU: G = 4 or 3 H_out). For the
-    RNN (G = H_out) the transposed product lost on the 2-core AVX2 machine (whole backwards,
-    T = 100, H = 256, interleaved in one process, median of 21: N = 32 19.5 against 22.3 ms,
-    N = 48 27.1 against 33.4 ms).
+    RNN (G = H_out) the transposed product lost or tied on the 2-core AVX2 machine (whole
+    backwards, T = 100, H = 256, interleaved in one process, medians of 21 and of 31 in two runs:
+    N = 32 19.5 against 22.3 ms, then 19.8 against 20.0 ms; N = 48 27.1 against 33.4 ms, then
+    27.6 against 35.0 ms).
     """
 
     def __init__(self, W_hh, N, T):
