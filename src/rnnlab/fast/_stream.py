@@ -159,9 +159,9 @@ if _compiled.AVAILABLE:
     def lstm_stack(x3, h0, c0, Ws, Bs, zero, A, Hp, Cp, TC, O, hw, hT, cT, out3):
         """x3 (N, 1, D) or (1, N, D), seen as x (N, D); out3 likewise (N, H); h0, c0 (L, N, H);
         Ws = (W_ih_l0, W_hh_l0, W_ih_l1, ...), Bs the biases (zeros when bias=False), zero (4H,)
-        zeros; A (L, N, 4H),
-        Hp, Cp, TC, O (L, N, H): what the backward needs; hw (N, 4H) scratch; writes hT, cT
-        (L, N, H) and out (N, H). False (nothing done) if x, h0 or c0 is not finite."""
+        zeros for the kernels' own bias; A (L, N, 4H), Hp, Cp, TC, O (L, N, H): what the backward
+        needs; hw (N, 4H) scratch; writes hT, cT (L, N, H) and out (N, H). False (nothing done)
+        if x, h0 or c0 is not finite."""
         x, out = _flat(x3), _flat(out3)
         if not (_finite(x) and _finite(h0) and _finite(c0)):
             return False
