@@ -343,9 +343,9 @@ if AVAILABLE:
         The full tiles are views of a constant size, their loops over ranges from 0 (the edges,
         rows and columns past the last full tile, are copied one by one). Measured on the 2-core
         AVX2 machine, best of 30, against the 32 x 32 tiles with variable bounds this replaced:
-        (2048, 512) 494 against 3283 us, (1024, 256) 102 against 278 us; 8 x 8 and 32 x 32
-        constant tiles were slower than 16 x 16 (1926 and 3251 us at (2048, 512)), likely because
-        out's rows 8 KB apart fall into the same L1 sets.
+        (2048, 512) 494 against 3283 us, (1024, 256) 102 against 278 us. Constant 8 x 8 and 4 x 4
+        tiles (1926 and 2721 us at (2048, 512)) and 32 x 32 tile views of variable size (3251 us)
+        were slower than 16 x 16; at (2048, 512) out's rows lie 8 KB apart, in the same L1 sets.
         """
         R, C = a.shape
         Rf, Cf = R - R % TILE, C - C % TILE
