@@ -34,7 +34,7 @@ import os
 import numpy as np
 
 from ._steps import (RecurrentGrad, RecurrentProduct, as_order, backward_steps, batch_major, empty_steps,
-                     forward_steps, gru_biases, memory, previous_states, project)
+                     forward_steps, kernel_biases, memory, previous_states, project)
 from ._threads import all_threads
 
 try:
@@ -224,7 +224,7 @@ if AVAILABLE:
     @_jit()
     def gru_forward_step(A, Hp, HWn, O, t, bm, hw, b, b_hn):
         """Step t. A: x W_ih^T in, gates r, z, n out; b (3H,): b_ih, plus b_hh for r and z
-        (``_steps.gru_biases``), added here as in ``lstm_forward_step``; Hp: h_prev (filled by
+        (``_steps.kernel_biases``), added here as in ``lstm_forward_step``; Hp: h_prev (filled by
         the caller); hw (N, 3H) = h_prev W_hh^T; HWn <- W_hn h_prev + b_hn; O <- h_t."""
         N, G = hw.shape
         H = G // 3
@@ -376,21 +376,22 @@ def _tiny(N, W_hh):
 # The per-step arrays follow X's memory order (``_steps.batch_major``): batch-major for batch_first
 # input, so that neither x, nor out, nor dout, nor dx is transposed; the kernels get the memory
 # and the order. The tiny loops run time-major (at N <= 2 the copies are a few hundred numbers).
-def _start(X, W_ih, b, tiny):
+def _start(X, W_ih, tiny):
     """The input projections of all steps, x W_ih^T (T, N, G), in X's memory order (time-major
-    if tiny), that order (bm), and the bias the kernels add (b, or zeros for bias=False)."""
+    if tiny), and that order (bm). The kernels add the biases (``kernel_biases``)."""
     if tiny:
         X = np.ascontiguousarray(X)
     with all_threads(X.size * W_ih.shape[0]):
         A = project(X, W_ih)
-    return A, batch_major(A), np.zeros(W_ih.shape[0], F) if b is None else b
+    return A, batch_major(A)
 
 
 def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     T, N, D = X.shape
     H = W_hh.shape[0] // 4
     tiny = _tiny(N, W_hh)
-    A, bm, b = _start(X, W_ih, None if b_ih is None else b_ih + b_hh, tiny)
+    A, bm = _start(X, W_ih, tiny)
+    b, _ = kernel_biases("lstm", b_ih, b_hh, 4 * H)
     out, Hp, Cp, TC = (empty_steps(T, N, H, bm) for _ in range(4))
     hw = np.empty((N, 4 * H), F)
     c = c.copy()
@@ -436,8 +437,8 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     T, N, D = X.shape
     H = W_hh.shape[1]
     tiny = _tiny(N, W_hh)
-    b, b_hn = gru_biases(b_ih, b_hh, H)
-    A, bm, b = _start(X, W_ih, b, tiny)
+    A, bm = _start(X, W_ih, tiny)
+    b, b_hn = kernel_biases("gru", b_ih, b_hh, 3 * H)
     out, Hp, HWn = (empty_steps(T, N, H, bm) for _ in range(3))
     hw = np.empty((N, 3 * H), F)
     if tiny:
@@ -477,7 +478,8 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
     T, N, D = X.shape
     H = W_hh.shape[0]
     tiny = _tiny(N, W_hh)
-    A, bm, b = _start(X, W_ih, None if b_ih is None else b_ih + b_hh, tiny)
+    A, bm = _start(X, W_ih, tiny)
+    b, _ = kernel_biases("rnn", b_ih, b_hh, H)
     out, Hp = empty_steps(T, N, H, bm), empty_steps(T, N, H, bm)
     hw = np.empty((N, H), F)
     relu = nonlinearity == "relu"

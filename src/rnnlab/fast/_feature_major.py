@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _compiled
-from ._steps import batch_major, empty_steps, forward_steps, gru_biases
+from ._steps import batch_major, empty_steps, forward_steps, kernel_biases
 from ._threads import all_threads
 
 F = np.float32
@@ -136,7 +136,7 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     G = W_hh.shape[0]
     H = G // 4
     AT = _input_projection(X, W_ih)
-    b = np.zeros(G, F) if b_ih is None else b_ih + b_hh
+    b, _ = kernel_biases("lstm", b_ih, b_hh, G)
     HpT, CpT, TCT, OutT = (np.empty((T, H, N), F) for _ in range(4))
     hwT = np.empty((G, N), F)
     hT = np.ascontiguousarray(h.T)
@@ -157,9 +157,7 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     G = W_hh.shape[0]
     H = G // 3
     AT = _input_projection(X, W_ih)
-    b, b_hn = gru_biases(b_ih, b_hh, H)
-    if b is None:
-        b = np.zeros(G, F)
+    b, b_hn = kernel_biases("gru", b_ih, b_hh, G)
     HpT, HWnT, OutT = (np.empty((T, H, N), F) for _ in range(3))
     hwT = np.empty((G, N), F)
     hT = np.ascontiguousarray(h.T)

@@ -92,11 +92,15 @@ def previous_states(Hp, out, h0, reverse):
         Hp[0] = h0
 
 
-def gru_biases(b_ih, b_hh, H, dtype=np.float32):
-    """The GRU's biases as its loops add them: b_ih, plus b_hh for r and z, added to x W_ih^T;
-    and b_hn (H,), which sits inside r * (W_hn h + b_hn). (None, zeros) for bias=False."""
+def kernel_biases(mode, b_ih, b_hh, G, dtype=np.float32):
+    """The biases the compiled kernels add, zeros for bias=False: b (G,) = b_ih + b_hh, added to
+    x W_ih^T + h W_hh^T; for the GRU b_hh only on r and z, and b_hn (H,) apart, since it sits
+    inside r * (W_hn h + b_hn). Returns (b, b_hn), b_hn None for the LSTM and the RNN."""
+    if mode != "gru":
+        return (np.zeros(G, dtype) if b_ih is None else b_ih + b_hh), None
+    H = G // 3
     if b_ih is None:
-        return None, np.zeros(H, dtype)
+        return np.zeros(G, dtype), np.zeros(H, dtype)
     b = b_ih.copy()
     b[:2 * H] += b_hh[:2 * H]
     return b, np.ascontiguousarray(b_hh[2 * H:])

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _compiled
-from ._steps import gru_biases
+from ._steps import kernel_biases
 from ._threads import STEP_ALL_THREADS_MIN_WORK
 
 F = np.float32
@@ -89,19 +89,17 @@ def run(mode, X, h, c, W_ih, W_hh, b_ih, b_hh, nonlinearity):
     Hp = np.empty((1, N, H), F)
     out = np.empty((1, N, H), F)
     zero = _zeros(G)
+    b, b_hn = kernel_biases(mode, b_ih, b_hh, G)
     if mode == "lstm":
-        b = zero if b_ih is None else b_ih + b_hh
         Cp = np.empty((1, N, H), F)
         TC = np.empty((1, N, H), F)
         c = c.copy()                                    # updated in place by the kernel
         lstm_step(X[0], h, c, W_ih, W_hh, b, zero, A, hw, Hp, Cp, TC, out)
         return out, out[0], c, (A, Hp, Cp, TC, None)
     if mode == "gru":
-        b, b_hn = (zero, _zeros(H)) if b_ih is None else gru_biases(b_ih, b_hh, H)
         HWn = np.empty((1, N, H), F)
         gru_step(X[0], h, W_ih, W_hh, b, zero, b_hn, A, hw, Hp, HWn, out)
         return out, out[0], c, (A, Hp, HWn)
-    b = zero if b_ih is None else b_ih + b_hh
     rnn_step(X[0], h, W_ih, W_hh, b, zero, A, hw, Hp, out, nonlinearity == "relu")
     return out, out[0], c, (out, Hp, nonlinearity)
 
