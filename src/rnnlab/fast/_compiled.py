@@ -222,10 +222,11 @@ if AVAILABLE:
 
     # ---- GRU -------------------------------------------------------------------------------
     @_jit()
-    def gru_forward_step(A, Hp, HWn, O, t, bm, hw, b, b_hn):
+    def gru_forward_step(A, P, tp, HWn, O, t, bm, hw, b, b_hn):
         """Step t. A: x W_ih^T in, gates r, z, n out; b (3H,): b_ih, plus b_hh for r and z
-        (``_steps.kernel_biases``), added here as in ``lstm_forward_step``; Hp: h_prev (filled by
-        the caller); hw (N, 3H) = h_prev W_hh^T; HWn <- W_hn h_prev + b_hn; O <- h_t."""
+        (``_steps.kernel_biases``), added here as in ``lstm_forward_step``; h_prev is row (tp, n)
+        of P (the outputs O at the previous step, or the initial state); hw (N, 3H) = h_prev
+        W_hh^T; HWn <- W_hn h_prev + b_hn; O <- h_t."""
         N, G = hw.shape
         H = G // 3
         for n in range(N):
@@ -237,7 +238,7 @@ if AVAILABLE:
                 hwnn[j] = hwr[2 * H + j] + b_hn[j]
             for j in range(H):                                 # n = tanh(xw_n + b_n + r * hw_n)
                 an[2 * H + j] = tanh32(an[2 * H + j] + b[2 * H + j] + an[j] * hwnn[j])
-            hpn, hn = _at(Hp, t, n, bm), _at(O, t, n, bm)
+            hpn, hn = _at(P, tp, n, bm), _at(O, t, n, bm)
             for j in range(H):                                 # h = n + z (h_prev - n)
                 hn[j] = an[2 * H + j] + an[H + j] * (hpn[j] - an[2 * H + j])
 
@@ -319,7 +320,7 @@ if AVAILABLE:
             t = T - 1 - s if reverse else s
             Hp[t] = h
             matvec(W_hh, h, zero, hw)
-            gru_forward_step(A, Hp, HWn, out, t, False, hw, b, b_hn)
+            gru_forward_step(A, Hp, t, HWn, out, t, False, hw, b, b_hn)
             h = out[t]
 
     @_jit()
@@ -444,13 +445,16 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     if tiny:
         gru_loop(A, h, W_hh, b, np.zeros(3 * H, F), b_hn, reverse, hw, Hp, HWn, out)
         return out, out[0 if reverse else T - 1], (A, Hp, HWn)
-    mA, mHp, mHWn, mO = (memory(a, bm) for a in (A, Hp, HWn, out))
+    mA, mHWn, mO = (memory(a, bm) for a in (A, HWn, out))
     product = RecurrentProduct(W_hh, N, T)
-    for t in forward_steps(T, reverse):
-        Hp[t] = h
+    h0, step = h, (1 if reverse else -1)
+    first = h0[:, None] if bm else h0[None]                      # h0 as a one-step sequence
+    for i, t in enumerate(forward_steps(T, reverse)):
         product(h, hw)
-        gru_forward_step(mA, mHp, mHWn, mO, t, bm, hw, b, b_hn)
+        prev, tp = (first, 0) if i == 0 else (mO, t + step)      # h_prev: row (tp, n) of prev
+        gru_forward_step(mA, prev, tp, mHWn, mO, t, bm, hw, b, b_hn)
         h = out[t]
+    previous_states(Hp, out, h0, reverse)                        # for the backward
     return out, h, (A, Hp, HWn)
 
 

@@ -49,7 +49,7 @@ if _compiled.AVAILABLE:
         _compiled.matvec(W_ih, x, b, A[0])
         _compiled.matvec(W_hh, h, zero, hw)
         Hp[0] = h
-        _compiled.gru_forward_step(A, Hp, HWn, out, 0, False, hw, zero, b_hn)
+        _compiled.gru_forward_step(A, Hp, 0, HWn, out, 0, False, hw, zero, b_hn)
 
     @_compiled._jit()
     def rnn_step(x, h, W_ih, W_hh, b, zero, A, hw, Hp, out, relu):
@@ -144,7 +144,7 @@ if _compiled.AVAILABLE:
     @_compiled._jit()
     def gru_layer(A, k, hw, zero, h0, Hp, HWn, O, hT):
         Hp[k] = h0[k]
-        _compiled.gru_forward_step(A, Hp, HWn, O, k, False, hw, zero, zero[:h0.shape[2]])
+        _compiled.gru_forward_step(A, Hp, k, HWn, O, k, False, hw, zero, zero[:h0.shape[2]])
         hT[k] = O[k]
 
     @_compiled._jit()
