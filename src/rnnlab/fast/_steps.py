@@ -136,15 +136,47 @@ def recurrent_weight(W_hh, T):
 
 
 def transposed(W):
-    """A C-contiguous copy of W^T: by the tiled compiled transpose for float32 when Numba is there
+    """A C-contiguous copy of W^T (``transpose_into``)."""
+    out = np.empty(W.shape[::-1], W.dtype)
+    return transpose_into(W, out)
+
+
+def transpose_into(W, out):
+    """out <- W^T, by the tiled compiled transpose for float32 when Numba is there
     (``_compiled.transpose2d``; a (2048, 512) W_hh^T on the 2-core AVX2 machine: NumPy's strided
-    copy 6.4 ms, the tiled one 0.49 ms, measured), else by NumPy."""
+    copy 6.4 ms, the tiled one 0.49 ms; a (512, 32) step result 15.2 against 8.3 us, measured),
+    else by NumPy. Returns out."""
     from . import _compiled          # here, not at the top: _compiled imports this module
     if _compiled.AVAILABLE and W.dtype == np.float32:
-        out = np.empty(W.shape[::-1], W.dtype)
         _compiled.transpose2d(W, out)
+    else:
+        out[...] = W.T
+    return out
+
+
+class StepProduct:
+    """out (N, C) <- x (N, K) B, once a step of a loop with B (K, C) the same at every step:
+    directly, with B C-contiguous (copied once per call when it is a transposed view, as
+    ``recurrent_weight`` says why), or with ``swap`` (and T > 2: then ``transposed``) as B^T x^T
+    into a (C, N) buffer turned back by ``transpose_into``. OpenBLAS
+    is often faster that way round for a few tens of rows; the windows are below."""
+
+    def __init__(self, B, N, T, swap):
+        self.transposed = swap and T > 2
+        if self.transposed:
+            self.BT = B.T if B.T.flags.c_contiguous else transposed(B)
+            self.buf = np.empty((B.shape[1], N), B.dtype)
+        else:
+            self.B = B if B.flags.c_contiguous else recurrent_weight(B.T, T)
+
+    def __call__(self, x, out):
+        """out <- x B; returns out."""
+        if self.transposed:
+            np.matmul(self.BT, x.T, out=self.buf)
+            transpose_into(self.buf, out)
+        else:
+            np.matmul(x, self.B, out=out)
         return out
-    return np.ascontiguousarray(W.T)
 
 
 # Between these batch sizes the compiled forwards compute h W_hh^T as (W_hh h^T)^T.
@@ -152,35 +184,19 @@ PRODUCT_TRANSPOSED_MIN_ROWS = 16
 PRODUCT_TRANSPOSED_MAX_ROWS = 32
 
 
-class RecurrentProduct:
+class RecurrentProduct(StepProduct):
     """The compiled forwards' per-step product hw = h_prev W_hh^T (h_prev (N, H_out), W_hh (G, H_out)).
 
-    For 16 to 32 sequences OpenBLAS computes it faster the other way round, W_hh h^T into a
-    (G, N) buffer that the tiled ``_compiled.transpose2d`` turns back into (N, G). Measured in
-    the loops with their gate kernels on the 2-core AVX2 machine (50 steps, two BLAS threads,
-    median of 15 interleaved runs, plain / transposed): LSTM H=256 N=16 1.03x, N=20 1.15x,
-    N=32 1.19x, N=40 1.00x; H=512 N=24 1.15x, N=32 1.23x, N=48 0.90x, N=64 0.9x; GRU H=256 N=16
-    1.12x, N=32 1.14x, N=40 0.95x; RNN H=256 N=16 1.10x, N=32 1.03x, N=40 0.93x. Outside the
-    window h_prev is multiplied by a contiguous W_hh^T (``recurrent_weight``).
+    For 16 to 32 sequences OpenBLAS computes it faster the other way round, W_hh h^T (no copy
+    of W_hh needed). Measured in the loops with their gate kernels on the 2-core AVX2 machine
+    (50 steps, two BLAS threads, median of 15 interleaved runs, plain / transposed): LSTM H=256
+    N=16 1.03x, N=20 1.15x, N=32 1.19x, N=40 1.00x; H=512 N=24 1.15x, N=32 1.23x, N=48 0.90x,
+    N=64 0.9x; GRU H=256 N=16 1.12x, N=32 1.14x, N=40 0.95x; RNN H=256 N=16 1.10x, N=32 1.03x,
+    N=40 0.93x. Outside the window h_prev is multiplied by a contiguous W_hh^T.
     """
 
     def __init__(self, W_hh, N, T):
-        self.transposed = PRODUCT_TRANSPOSED_MIN_ROWS <= N <= PRODUCT_TRANSPOSED_MAX_ROWS and T > 2
-        if self.transposed:
-            from ._compiled import transpose2d
-            self.W, self.transpose2d = W_hh, transpose2d
-            self.buf = np.empty((W_hh.shape[0], N), W_hh.dtype)
-        else:
-            self.WT = recurrent_weight(W_hh, T)
-
-    def __call__(self, h, out):
-        """out (N, G) <- h W_hh^T; returns out."""
-        if self.transposed:
-            np.matmul(self.W, h.T, out=self.buf)
-            self.transpose2d(self.buf, out)
-        else:
-            np.matmul(h, self.WT, out=out)
-        return out
+        super().__init__(W_hh.T, N, T, PRODUCT_TRANSPOSED_MIN_ROWS <= N <= PRODUCT_TRANSPOSED_MAX_ROWS)
 
 
 # Between these batch sizes the backward's dh = dA W_hh is computed as (W_hh^T dA^T)^T.
@@ -188,13 +204,13 @@ TRANSPOSED_MIN_ROWS = 16
 TRANSPOSED_MAX_ROWS = 48
 
 
-class RecurrentGrad:
+class RecurrentGrad(StepProduct):
     """The backward's per-step product dh = dA W_hh (dA (N, G), W_hh (G, H_out)).
 
     On its own OpenBLAS computes it much faster transposed, as W_hh^T dA^T with a tall,
-    narrow result (H_out, N) copied back to (N, H_out): measured on the 2-core machine
-    (AVX-512 kernels, two threads) (32, 1024) x (1024, 256) 167 -> 62 us. Inside the
-    backward loop the gain is smaller; whole LSTM backwards, T = 50, best of 7: N = 16,
+    narrow result (H_out, N) turned back to (N, H_out) (W_hh^T copied once per call): measured
+    on the 2-core machine (AVX-512 kernels, two threads) (32, 1024) x (1024, 256) 167 -> 62 us.
+    Inside the backward loop the gain is smaller; whole LSTM backwards, T = 50, best of 7: N = 16,
     H = 256 6.28 -> 5.40 ms; N = 32, H = 256 11.07 -> 10.04 ms; but N = 8 no change and
     N = 64, H = 512 51.8 -> 53.1 ms. Hence the window of batch sizes above, and only where the
     sum runs over more gates than the result has columns (LSTM, GRU: G = 4 or 3 H_out). For the
@@ -205,18 +221,5 @@ class RecurrentGrad:
     """
 
     def __init__(self, W_hh, N, T):
-        self.W = W_hh
-        self.transposed = (TRANSPOSED_MIN_ROWS <= N <= TRANSPOSED_MAX_ROWS and T > 2
-                           and W_hh.shape[0] > W_hh.shape[1])
-        if self.transposed:
-            self.WT = transposed(W_hh)                             # (H_out, G), copied once per call
-            self.buf = np.empty((W_hh.shape[1], N), W_hh.dtype)
-
-    def __call__(self, dA_k, out):
-        """out (N, H_out) <- dA_k W_hh; returns out."""
-        if self.transposed:
-            np.matmul(self.WT, dA_k.T, out=self.buf)
-            out[...] = self.buf.T
-        else:
-            np.matmul(dA_k, self.W, out=out)
-        return out
+        super().__init__(W_hh, N, T, TRANSPOSED_MIN_ROWS <= N <= TRANSPOSED_MAX_ROWS
+                         and W_hh.shape[0] > W_hh.shape[1])
