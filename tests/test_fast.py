@@ -463,9 +463,8 @@ def test_eval_mode_feature_major_loop_equals_the_readable_path(cell, opts, N, mo
     pytest.param(np.float32, 1e-5, True, False, marks=needs_numba)])
 def test_backward_with_the_transposed_recurrent_product_equals_the_readable_path(
         cell, opts, dtype, rtol, compiled, lengths, monkeypatch):
-    """From TRANSPOSED_MIN_ROWS sequences the backward of the LSTM and the GRU computes dh = dA W_hh
-    as (W_hh^T dA^T)^T (fast/_steps.py): with that many sequences it is taken (not for the RNN,
-    where it is slower), and gives the readable path's gradients."""
+    """From TRANSPOSED_MIN_ROWS sequences the backward computes dh = dA W_hh as (W_hh^T dA^T)^T
+    (fast/_steps.py): with that many sequences it is taken, and gives the readable path's gradients."""
     from rnnlab.fast import _steps
     monkeypatch.setattr(rnnlab.fast, "COMPILED", compiled)
     used = []
@@ -479,10 +478,7 @@ def test_backward_with_the_transposed_recurrent_product_equals_the_readable_path
     state, dstate = _state(layer, N, rng), _state(layer, N, rng)
     lens = rng.integers(1, T + 1, N) if lengths else None
     fast = _run(layer, True, x, state, lens, dout, dstate)
-    if cell == "rnn":
-        assert used and not any(used), "the RNN took the transposed product"
-    else:
-        assert used and all(used), "the transposed product was not used"
+    assert used and all(used), "the transposed product was not used"
     readable = _run(layer, False, x, state, lens, dout, dstate)
     _assert_close(fast, readable, rtol)
 

@@ -192,7 +192,9 @@ class RecurrentProduct(StepProduct):
     (50 steps, two BLAS threads, median of 15 interleaved runs, plain / transposed): LSTM H=256
     N=16 1.03x, N=20 1.15x, N=32 1.19x, N=40 1.00x; H=512 N=24 1.15x, N=32 1.23x, N=48 0.90x,
     N=64 0.9x; GRU H=256 N=16 1.12x, N=32 1.14x, N=40 0.95x; RNN H=256 N=16 1.10x, N=32 1.03x,
-    N=40 0.93x. Outside the window h_prev is multiplied by a contiguous W_hh^T.
+    N=40 0.93x. Whole forwards interleaved in one process with the order alternating, medians of
+    25: LSTM N=16, 24, 32 1.08x, 1.14x, 1.15x; GRU 1.07x, 1.12x, 1.07x; RNN 0.96x, 1.17x, 1.03x.
+    Outside the window h_prev is multiplied by a contiguous W_hh^T.
     """
 
     def __init__(self, W_hh, N, T):
@@ -212,14 +214,12 @@ class RecurrentGrad(StepProduct):
     on the 2-core machine (AVX-512 kernels, two threads) (32, 1024) x (1024, 256) 167 -> 62 us.
     Inside the backward loop the gain is smaller; whole LSTM backwards, T = 50, best of 7: N = 16,
     H = 256 6.28 -> 5.40 ms; N = 32, H = 256 11.07 -> 10.04 ms; but N = 8 no change and
-    N = 64, H = 512 51.8 -> 53.1 ms. Hence the window of batch sizes above, and only where the
-    sum runs over more gates than the result has columns (LSTM, GRU: G = 4 or 3 H_out). For the
-    RNN (G = H_out) the transposed product lost or tied on the 2-core AVX2 machine (whole
-    backwards, T = 100, H = 256, interleaved in one process, medians of 21 and of 31 in two runs:
-    N = 32 19.5 against 22.3 ms, then 19.8 against 20.0 ms; N = 48 27.1 against 33.4 ms, then
-    27.6 against 35.0 ms).
+    N = 64, H = 512 51.8 -> 53.1 ms. Hence the window of batch sizes above, for every cell: for
+    the RNN (G = H_out) the two ways tie on the 2-core AVX2 machine (whole backwards, T = 100,
+    H = 256, interleaved in one process with the order alternating, medians of 31 and 41: N = 16
+    0.98x, N = 32 1.01x and 0.98x, N = 48 1.01x and 0.98x; an earlier measurement that had the
+    transposed way lose, N = 48 0.79x, always ran it second).
     """
 
     def __init__(self, W_hh, N, T):
-        super().__init__(W_hh, N, T, TRANSPOSED_MIN_ROWS <= N <= TRANSPOSED_MAX_ROWS
-                         and W_hh.shape[0] > W_hh.shape[1])
+        super().__init__(W_hh, N, T, TRANSPOSED_MIN_ROWS <= N <= TRANSPOSED_MAX_ROWS)
