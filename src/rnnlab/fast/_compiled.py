@@ -46,6 +46,41 @@ except ImportError:
 
 AVAILABLE = numba is not None
 
+
+def _drop_stale_caches():
+    """Numba keys a kernel's cache on disk to its own source file only, but the kernels of this
+    package inline each other across files (the streaming stacks of ``_stream.py`` inline
+    ``matvec`` from here and ``_helper.recurrent``): after an edit of one file, another file's
+    cached kernels would go on running the old code (it happened, silently). So a stamp of every
+    file's size and modification time is kept beside the caches, and the caches are dropped
+    whenever it changes. Where the package directory is not writable Numba keeps its caches
+    elsewhere and this does nothing."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    cache = os.path.join(here, "__pycache__")
+    try:
+        files = sorted(f for f in os.listdir(here) if f.endswith(".py"))
+        stamp = repr([(f, os.stat(os.path.join(here, f)).st_size, os.stat(os.path.join(here, f)).st_mtime_ns)
+                      for f in files])
+        path = os.path.join(cache, "rnnlab-fast-sources.stamp")
+        try:
+            with open(path) as fh:
+                if fh.read() == stamp:
+                    return
+        except OSError:
+            pass
+        for f in os.listdir(cache) if os.path.isdir(cache) else ():
+            if f.endswith((".nbi", ".nbc")):
+                os.remove(os.path.join(cache, f))
+        os.makedirs(cache, exist_ok=True)
+        with open(path, "w") as fh:
+            fh.write(stamp)
+    except OSError:
+        pass
+
+
+if AVAILABLE:
+    _drop_stale_caches()
+
 F = np.float32
 LOG2E = F(1.4426950408889634)
 LN2_HI = F(0.693145751953125)          # ln 2 split in two so that k * LN2_HI is exact

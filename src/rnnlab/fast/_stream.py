@@ -8,7 +8,8 @@ microseconds), while two BLAS calls, switching the BLAS threads
 layer's step is ONE compiled call: the matrix-vector products are dot
 products along W's contiguous rows, then the same per-step kernel as the loop
 (``fast/_compiled.py``) does the gates. It fills the same cache as the loop,
-so ``backward`` works after a streamed step as after any forward.
+so ``backward`` works after a streamed step as after any forward. A stack's
+recurrent products can run on a second core meanwhile (``fast/_helper.py``).
 
 Used for float32 with the compiled kernels, T = 1, no ``lengths`` or
 projection, and a step below ``_threads.STEP_ALL_THREADS_MIN_WORK``
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _compiled
+from . import _compiled, _helper
 from ._steps import kernel_biases
 from ._threads import STEP_ALL_THREADS_MIN_WORK
 
@@ -113,8 +114,10 @@ def run(mode, X, h, c, W_ih, W_hh, b_ih, b_hh, nonlinearity):
 # without projection does its whole step in ONE compiled call that also checks the inputs are
 # finite. The arrays the backward needs live in a workspace kept by the layer and reused from call
 # to call (only the most recent forward is ever backpropagated), and the backward's caches are
-# built from it only when ``backward`` asks (``Pending``). Where the products are large the
-# BLAS does them on every thread and one compiled call a layer the rest (``blas_stack``).
+# built from it only when ``backward`` asks (``Pending``). The recurrent products go through
+# ``_helper.recurrent``: on a second core when the helper thread serves this workspace, else
+# here. Where the products are large the BLAS does them on every thread and one compiled call a
+# layer the rest (``blas_stack``).
 
 if _compiled.AVAILABLE:
     @_compiled._jit()
@@ -132,74 +135,83 @@ if _compiled.AVAILABLE:
     # Layer k's step once its two products are in: A[k] = x W_ih^T + b_ih, hw = h_prev W_hh^T + b_hh,
     # so the kernels' own biases are zero (``zero``, (G,); for the GRU hw includes b_hh, so its
     # separate b_hn is zero too: the first H of ``zero``). The (L, N, .) arrays go to the kernels as
-    # a time-major sequence whose step k is layer k. Called by the one-call stacks below and, from
-    # Python, by ``blas_stack``.
+    # a time-major sequence whose step k is layer k; Hp[k] already holds layer k's h_prev. Called by
+    # the one-call stacks below and, from Python, by ``blas_stack``.
     @_compiled._jit()
-    def lstm_layer(A, k, hw, zero, h0, c0, Hp, Cp, TC, O, hT, cT):
-        Hp[k] = h0[k]
+    def lstm_layer(A, k, hw, zero, c0, Cp, TC, O, hT, cT):
         cT[k] = c0[k]                                                    # c_prev in, c_t out
         _compiled.lstm_forward_step(A, Cp, TC, O, k, False, hw, zero, cT[k])
         hT[k] = O[k]
 
     @_compiled._jit()
-    def gru_layer(A, k, hw, zero, h0, Hp, HWn, O, hT):
-        Hp[k] = h0[k]
-        _compiled.gru_forward_step(A, Hp, k, HWn, O, k, False, hw, zero, zero[:h0.shape[2]])
+    def gru_layer(A, k, hw, zero, Hp, HWn, O, hT):
+        _compiled.gru_forward_step(A, Hp, k, HWn, O, k, False, hw, zero, zero[:Hp.shape[2]])
         hT[k] = O[k]
 
     @_compiled._jit()
-    def rnn_layer(A, k, hw, zero, h0, Hp, O, hT, relu):
-        Hp[k] = h0[k]
+    def rnn_layer(A, k, hw, zero, O, hT, relu):
         _compiled.rnn_forward_step(A, O, k, False, hw, zero, relu)
         hT[k] = O[k]
 
+    @_compiled._jit(inline="always")
+    def _begin(ctl, h0, Hp, Ws, Bs):
+        """Every layer's h_prev into Hp (where the helper reads it), then the step numbered and
+        published (``_helper.begin``): its number and the status the stack returns."""
+        for k in range(h0.shape[0]):
+            Hp[k] = h0[k]
+        return _helper.begin(ctl, Ws, Bs)
+
     @_compiled._jit()
-    def lstm_stack(x3, h0, c0, Ws, Bs, zero, A, Hp, Cp, TC, O, hw, hT, cT, out3):
+    def lstm_stack(ctl, x3, h0, c0, Ws, Bs, zero, A, Hp, Cp, TC, O, HW, hT, cT, out3):
         """x3 (N, 1, D) or (1, N, D), seen as x (N, D); out3 likewise (N, H); h0, c0 (L, N, H);
         Ws = (W_ih_l0, W_hh_l0, W_ih_l1, ...), Bs the biases (zeros when bias=False), zero (4H,)
         zeros for the kernels' own bias; A (L, N, 4H), Hp, Cp, TC, O (L, N, H): what the backward
-        needs; hw (N, 4H) scratch; writes hT, cT (L, N, H) and out (N, H). False (nothing done)
-        if x, h0 or c0 is not finite."""
+        needs; HW (L, N, 4H) the recurrent products; ctl the helper's control array (``_helper``);
+        writes hT, cT (L, N, H) and out (N, H). Returns ``_helper.NOT_FINITE`` (nothing done) if
+        x, h0 or c0 is not finite, else ``DONE_OK`` or what ``_helper.begin`` said."""
         x, out = _flat(x3), _flat(out3)
         if not (_finite(x) and _finite(h0) and _finite(c0)):
-            return False
+            return _helper.NOT_FINITE
+        s, status = _begin(ctl, h0, Hp, Ws, Bs)
         inp = x
         for k in range(h0.shape[0]):
-            _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])            # x W_ih^T + b_ih
-            _compiled.matvec(Ws[2 * k + 1], h0[k], Bs[2 * k + 1], hw)    # h_prev W_hh^T + b_hh
-            lstm_layer(A, k, hw, zero, h0, c0, Hp, Cp, TC, O, hT, cT)
+            _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])                  # x W_ih^T + b_ih
+            _helper.recurrent(ctl, s, k, Ws[2 * k + 1], Hp[k], Bs[2 * k + 1], HW[k])   # h_prev W_hh^T + b_hh
+            lstm_layer(A, k, HW[k], zero, c0, Cp, TC, O, hT, cT)
             inp = O[k]
         out[:, :] = inp
-        return True
+        return status
 
     @_compiled._jit()
-    def gru_stack(x3, h0, Ws, Bs, zero, A, Hp, HWn, O, hw, hT, out3):
+    def gru_stack(ctl, x3, h0, Ws, Bs, zero, A, Hp, HWn, O, HW, hT, out3):
         """As ``lstm_stack``."""
         x, out = _flat(x3), _flat(out3)
         if not (_finite(x) and _finite(h0)):
-            return False
+            return _helper.NOT_FINITE
+        s, status = _begin(ctl, h0, Hp, Ws, Bs)
         inp = x
         for k in range(h0.shape[0]):
             _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])
-            _compiled.matvec(Ws[2 * k + 1], h0[k], Bs[2 * k + 1], hw)
-            gru_layer(A, k, hw, zero, h0, Hp, HWn, O, hT)
+            _helper.recurrent(ctl, s, k, Ws[2 * k + 1], Hp[k], Bs[2 * k + 1], HW[k])
+            gru_layer(A, k, HW[k], zero, Hp, HWn, O, hT)
             inp = O[k]
         out[:, :] = inp
-        return True
+        return status
 
     @_compiled._jit()
-    def rnn_stack(x3, h0, Ws, Bs, zero, A, Hp, O, hw, hT, out3, relu):
+    def rnn_stack(ctl, x3, h0, Ws, Bs, zero, A, Hp, O, HW, hT, out3, relu):
         x, out = _flat(x3), _flat(out3)
         if not (_finite(x) and _finite(h0)):
-            return False
+            return _helper.NOT_FINITE
+        s, status = _begin(ctl, h0, Hp, Ws, Bs)
         inp = x
         for k in range(h0.shape[0]):
             _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])
-            _compiled.matvec(Ws[2 * k + 1], h0[k], Bs[2 * k + 1], hw)
-            rnn_layer(A, k, hw, zero, h0, Hp, O, hT, relu)
+            _helper.recurrent(ctl, s, k, Ws[2 * k + 1], Hp[k], Bs[2 * k + 1], HW[k])
+            rnn_layer(A, k, HW[k], zero, O, hT, relu)
             inp = O[k]
         out[:, :] = inp
-        return True
+        return status
 
 
 def blas_stack(mode, x, h0, c0, Ws, Bs, ws, hT, cT, out, relu):
@@ -208,24 +220,57 @@ def blas_stack(mode, x, h0, c0, Ws, Bs, ws, hT, cT, out, relu):
     compiled layer step as the one-call stacks. Two threads read W from memory about three times
     as fast as one (four (2048, 512) float32 W x, one after the other, took 1.1-1.4 ms on one
     thread and 0.40-0.48 ms on two, measured). False if an input is not finite."""
-    N, A, Hp, X2, X3, O, hw = ws
+    N, A, Hp, X2, X3, O, HW = ws.N, ws.A, ws.Hp, ws.X2, ws.X3, ws.O, ws.HW
     if not (_finite(x) and _finite(h0) and (c0 is None or _finite(c0))):
         return False
     inp = x.reshape(N, x.shape[2])
-    zero = _zeros(hw.shape[1])
+    zero = _zeros(HW.shape[2])
+    Hp[...] = h0
     for k in range(h0.shape[0]):
-        a = A[k]
+        a, hw = A[k], HW[k]
         np.add(np.matmul(inp, Ws[2 * k].T, out=a), Bs[2 * k], out=a)
         np.add(np.matmul(h0[k], Ws[2 * k + 1].T, out=hw), Bs[2 * k + 1], out=hw)
         if mode == "lstm":
-            lstm_layer(A, k, hw, zero, h0, c0, Hp, X2, X3, O, hT, cT)
+            lstm_layer(A, k, hw, zero, c0, X2, X3, O, hT, cT)
         elif mode == "gru":
-            gru_layer(A, k, hw, zero, h0, Hp, X2, O, hT)
+            gru_layer(A, k, hw, zero, Hp, X2, O, hT)
         else:
-            rnn_layer(A, k, hw, zero, h0, Hp, O, hT, relu)
+            rnn_layer(A, k, hw, zero, O, hT, relu)
         inp = O[k]
     out.reshape(N, -1)[:, :] = inp
     return True
+
+
+class Workspace:
+    """What a layer's streamed steps reuse from call to call for one input shape (only the most
+    recent forward is ever backpropagated): the backward's arrays A (L, N, G), Hp, X2, X3, O
+    (L, N, H) (X2, X3: the LSTM's c_prev and tanh(c_t), the GRU's n-gate products), the
+    recurrent products HW (L, N, G), the helper's control array and state (``_helper``), and
+    what a call's input must look like to go straight to the kernel: x's shape and strides,
+    the state's, and whether the products go to the BLAS (``blas_stack``). Working these out
+    once, not per call, matters more than it seems: between two kernel calls that stream the
+    weights (1 MB at H = 128, two layers) the interpreter's own data has left the caches, and
+    the Python around the call measured 14 us of a 42 us step."""
+    __slots__ = ("key", "N", "x_shape", "x_strides", "s_shape", "s_strides", "out_shape", "blas",
+                 "lstm", "relu", "zero", "A", "Hp", "X2", "X3", "O", "HW", "ctl", "helper", "off_until",
+                 "pending")
+
+    def __init__(self, key, layer, N, D):
+        H, L, G = layer.hidden_size, layer.num_layers, layer.weight_rows
+        self.key, self.N = key, N
+        self.x_shape = key[0]
+        self.x_strides = (4 * D, 4 * D, 4) if layer.batch_first else (4 * N * D, 4 * D, 4)
+        self.s_shape, self.s_strides = (L, N, H), (4 * N * H, 4 * H, 4)
+        self.out_shape = self.x_shape[:2] + (H,)
+        self.blas = N * G * max(D, H) >= STACK_BLAS_MIN_WORK
+        self.lstm, self.relu = layer.mode == "lstm", layer.nonlinearity == "relu"
+        self.zero = _zeros(G)
+        self.A, self.HW = np.empty((L, N, G), F), np.empty((L, N, G), F)
+        self.Hp, self.X2, self.X3, self.O = (np.empty((L, N, H), F) for _ in range(4))
+        self.ctl = _helper.new_ctl()
+        self.helper = not self.blas and _helper.allowed(L)
+        self.off_until = 0.0
+        self.pending = Pending(None, self, layer.mode, layer.nonlinearity)
 
 
 class Pending:
@@ -238,7 +283,8 @@ class Pending:
     def materialize(self):
         """The ``(layers, mask, out_shape, x_shape)`` cache of ``forward`` (time-major, T = 1)."""
         from . import Cache
-        A, Hp, X2, X3, O = self.ws[1:6]
+        ws = self.ws
+        A, Hp, X2, X3, O = ws.A, ws.Hp, ws.X2, ws.X3, ws.O
         mode, nonlinearity, x_shape = self.mode, self.nonlinearity, self.x.shape
         layers, inp = [], self.x.reshape(1, -1, x_shape[2])
         for k in range(A.shape[0]):
@@ -255,76 +301,94 @@ class Pending:
 
 def stack_usable(layer):
     """Whether this layer's options allow the one-call stack (checked per call: options can change)."""
-    return (_compiled.AVAILABLE and layer.fast and layer.dtype == F and not layer.bidirectional
+    return (_compiled.AVAILABLE and layer.fast and layer.dtype is _F32 and not layer.bidirectional
             and not layer.proj_size and not (layer.training and layer.dropout > 0 and layer.num_layers > 1))
 
 
 _F32 = np.dtype(F)
 
 
-def _ready(a, shape, strides):
-    """a is a float32 array of this shape and these (C-contiguous) strides: attribute checks only,
-    no flags object (0.3 against 0.57 us a call, measured)."""
-    return type(a) is np.ndarray and a.dtype is _F32 and a.shape == shape and a.strides == strides
-
-
-def forward_stack(layer, x, state):
-    """``layer.forward(x, state)`` for x with T = 1 in one compiled call, or None where it does not
-    apply (then the general path runs, and it also gives the error messages for bad input)."""
-    if not (type(x) is np.ndarray and x.ndim == 3 and x.dtype == F and x.flags.c_contiguous
-            and x.flags.writeable):
+def _workspace(layer, x):
+    """The layer's ``Workspace`` for x, made when there is none for x's shape, or None where the
+    one-call step does not apply: not a writeable C-contiguous float32 (N, 1, D) or (1, N, D)
+    array of the layer's input size (a slice such as X[:, t:t + 1] of one sequence is one)."""
+    if not (type(x) is np.ndarray and x.ndim == 3 and x.dtype is _F32 and x.flags.c_contiguous):
         return None
     if layer.batch_first:
         N, T, D = x.shape
     else:
         T, N, D = x.shape
-    H, L = layer.hidden_size, layer.num_layers
-    G = layer.weight_rows
     if T != 1 or D != layer.input_size or N == 0:
         return None
-    s_shape = (L, N, H)
-    s_strides = (4 * N * H, 4 * H, 4)
-    lstm = layer.mode == "lstm"
+    key = (x.shape, layer.batch_first)
+    ws = layer._stream_ws
+    if ws is None or ws.key != key:
+        if ws is not None and _helper.HELPER.ws is ws:
+            _helper.HELPER.retire(ws)
+        ws = layer._stream_ws = Workspace(key, layer, N, D)
+    return ws
+
+
+def forward_stack(layer, x, state):
+    """``layer.forward(x, state)`` for x with T = 1 in one compiled call, or None where it does not
+    apply (then the general path runs, and it also gives the error messages for bad input)."""
+    ws = layer._stream_ws
+    if (ws is None or type(x) is not np.ndarray or x.shape != ws.x_shape or x.strides != ws.x_strides
+            or x.dtype is not _F32 or ws.key[1] is not layer.batch_first):
+        ws = _workspace(layer, x)
+        if ws is None:
+            return None
+    if not x.flags.writeable:
+        return None
+    s_shape, s_strides, lstm = ws.s_shape, ws.s_strides, ws.lstm
     if state is None:
         h0 = np.zeros(s_shape, F)
         c0 = np.zeros(s_shape, F) if lstm else None
     elif lstm:
-        if not (type(state) is tuple and len(state) == 2 and _ready(state[0], s_shape, s_strides)
-                and _ready(state[1], s_shape, s_strides)):
+        if type(state) is not tuple or len(state) != 2:
             return None
         h0, c0 = state
-    else:
-        if not _ready(state, s_shape, s_strides):
+        if not (type(h0) is np.ndarray and type(c0) is np.ndarray and h0.strides == s_strides
+                and c0.strides == s_strides and h0.shape == s_shape and c0.shape == s_shape
+                and h0.dtype is _F32 and c0.dtype is _F32):
             return None
+    else:
         h0, c0 = state, None
-    ws = layer._stream_ws
-    if ws is None or ws[0] != N:
-        ws = layer._stream_ws = (N, np.empty((L, N, G), F), np.empty((L, N, H), F), np.empty((L, N, H), F),
-                                 np.empty((L, N, H), F), np.empty((L, N, H), F), np.empty((N, G), F))
+        if not (type(h0) is np.ndarray and h0.strides == s_strides and h0.shape == s_shape
+                and h0.dtype is _F32):
+            return None
     Ws, Bs = layer._stream_weights()
-    hT = np.empty(s_shape, F)
-    out = np.empty(x.shape[:2] + (H,), F)
+    out = np.empty(ws.out_shape, F)
     try:
-        if N * G * max(D, H) >= STACK_BLAS_MIN_WORK:
+        if ws.blas:
+            hT = np.empty(s_shape, F)
             cT = np.empty(s_shape, F) if lstm else None
-            ok = blas_stack(layer.mode, x, h0, c0, Ws, Bs, ws, hT, cT, out, layer.nonlinearity == "relu")
+            if not blas_stack(layer.mode, x, h0, c0, Ws, Bs, ws, hT, cT, out, ws.relu):
+                return None              # non-finite input: the general path reports where
             new_state = (hT, cT) if lstm else hT
         else:
-            ok, new_state = _call(layer, lstm, x, h0, c0, Ws, Bs, ws, hT, out, s_shape)
+            if lstm:
+                st = np.empty((2,) + s_shape, F)           # h_T and c_T in one allocation
+                hT, cT = st[0], st[1]
+                status = lstm_stack(ws.ctl, x, h0, c0, Ws, Bs, ws.zero, ws.A, ws.Hp, ws.X2, ws.X3, ws.O,
+                                    ws.HW, hT, cT, out)
+                new_state = (hT, cT)
+            else:
+                hT = new_state = np.empty(s_shape, F)
+                if layer.mode == "gru":
+                    status = gru_stack(ws.ctl, x, h0, Ws, Bs, ws.zero, ws.A, ws.Hp, ws.X2, ws.O, ws.HW, hT, out)
+                else:
+                    status = rnn_stack(ws.ctl, x, h0, Ws, Bs, ws.zero, ws.A, ws.Hp, ws.O, ws.HW, hT, out, ws.relu)
+            if status == _helper.NOT_FINITE:
+                return None              # non-finite input: the general path reports where
+            helper = _helper.HELPER
+            if status != _helper.DONE_OK:
+                helper.retire(ws, cooldown=status == _helper.DONE_SLOW)
+            elif ws.helper and (helper.ws is not ws or not helper.serving):
+                helper.offer(ws, Ws, Bs)             # from the next step on
     except _compiled.numba.core.errors.TypingError:
         return None                      # a parameter replaced by an array of another layout or dtype
-    if not ok:
-        return None                      # non-finite input: the general path reports where
-    layer._cache = Pending(x, ws, layer.mode, layer.nonlinearity)
+    pending = ws.pending
+    pending.x = x
+    layer._cache = pending
     return out, new_state
-
-
-def _call(layer, lstm, x, h0, c0, Ws, Bs, ws, hT, out, s_shape):
-    N, A, Hp, X2, X3, O, hw = ws
-    zero = _zeros(hw.shape[1])
-    if lstm:
-        cT = np.empty(s_shape, F)
-        return lstm_stack(x, h0, c0, Ws, Bs, zero, A, Hp, X2, X3, O, hw, hT, cT, out), (hT, cT)
-    if layer.mode == "gru":
-        return gru_stack(x, h0, Ws, Bs, zero, A, Hp, X2, O, hw, hT, out), hT
-    return rnn_stack(x, h0, Ws, Bs, zero, A, Hp, O, hw, hT, out, layer.nonlinearity == "relu"), hT

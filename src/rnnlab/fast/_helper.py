@@ -1,0 +1,337 @@
+"""A second core for the streamed step: every layer's recurrent product, on a helper thread.
+
+In a streamed step (T = 1) of a stack, layer k's recurrent product h_{t-1} W_hh^T
+needs only the state carried in, not this step's lower layers; only the input
+products are sequential (layer k's input is layer k-1's new h). So while the
+calling thread works down the stack (input products and gates, ``fast/_stream.py``),
+a helper thread computes the recurrent products of all layers, in order, on the
+other core. At N = 1, H = 128 a 2-layer LSTM's four 512 x 128 products read 1 MB of
+weights a step, twice the L2 cache of a core here, at the ~40 GB/s one core gets
+from L3: half of that read on each core is where the time goes.
+
+The two threads meet through atomics on one int64 array per workspace, ``ctl``:
+
+* the caller copies h_{t-1} of every layer into the workspace (Hp), then
+  publishes the step's number s (``ctl[POST]``), if the helper serves this
+  workspace with the layer's current weights (``begin``);
+* layer k's product belongs to whoever first moves ``ctl[CLAIM + k]`` from s - 1
+  to s (compare-and-swap). The helper, spinning, takes them in order; the caller
+  takes any it reaches first, so with no helper running, or a late one, it does
+  them all itself as before;
+* the helper publishes ``ctl[DONE + k] = s`` once product k is written; the caller
+  waits for that only for a product the helper claimed.
+
+So the results do not depend on who computed what (the same ``matvec`` on the
+same numbers). The helper spins (x86 ``pause``) for ``IDLE_SPINS`` after its last
+product, then polls with short sleeps for ``IDLE_POLLS``, then returns to Python
+and sleeps until a step wakes it; it serves one
+workspace at a time (another layer streaming meanwhile runs on one core). It
+holds the weights it was given, so their memory is not reused while it serves:
+a step whose W_hh or b_hh is not at the address the helper was given (a
+parameter replaced) is not published, and the helper is sent away (``ctl[STOP]``);
+so is one that kept the caller waiting long (``SLOW_SPINS``) several times
+within a few thousand steps (its core taken by something else), for
+``COOLDOWN_S``.
+
+Used where two CPUs are available to the process and the BLAS may use two
+threads or more (so ``threadpoolctl``'s limits and ``rnnlab bench --threads 1``
+keep the step on one core); ``ENABLED = False`` (or ``RNNLAB_STREAM_HELPER=0``)
+turns it off.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+
+from . import _compiled, _threads
+
+ENABLED = os.environ.get("RNNLAB_STREAM_HELPER", "1") != "0"
+
+# ctl layout (int64 slots). POST on a line of its own (the helper spins on it); STOP, SLOW, STEP,
+# BOUND and GRACE on one (the caller's; GRACE, 0 but in tests, is how many spins the caller leaves
+# the helper to claim a product before it tries itself); the claims, the dones, and the data addresses of the weights
+# the helper was given (WPTR: W_hh, BPTR: b_hh of each layer) on one line each, for up to 8 layers.
+POST, STOP, SLOW, STEP, BOUND, GRACE, CLAIM, DONE, WPTR, BPTR = 0, 8, 9, 10, 11, 12, 16, 24, 32, 40
+MAX_LAYERS = 8
+CTL_SIZE = 48
+# Spins of the wait loops: a spin (an atomic load and ``pause``) takes 30 ns here (AMD Zen 3,
+# measured over a million), so the helper spins for about 1.2 ms after its last product, and a
+# wait of more than about 240 us counts as slow. SLOW_LIMIT slow waits within one window of
+# SLOW_WINDOW steps (a power of two) send the helper away for COOLDOWN_S: a rare wait (the VM
+# or the OS taking the helper's core for a moment) costs less than going without it.
+IDLE_SPINS = 40_000
+SLOW_SPINS = 8_000
+# After spinning, the helper polls with short sleeps (POLL_US, about 150 us each with the kernel's
+# timer slack) for IDLE_POLLS more before it goes back to Python to sleep: a caller that pauses
+# between steps (a program doing other work, or a benchmark taking turns) finds it within a poll,
+# where waking it from Python takes the interpreter lock, which the caller holds for up to 5 ms.
+POLL_US = 100
+IDLE_POLLS = 2_000
+SLOW_WINDOW = 4096
+SLOW_LIMIT = 3
+COOLDOWN_S = 1.0
+# What the stacks return: nothing done (an input not finite), done, done but the helper must be
+# sent away: its weights are not the layer's any more (RETIRE), or it kept the caller waiting (SLOW).
+NOT_FINITE, DONE_OK, DONE_RETIRE, DONE_SLOW = 0, 1, 2, 3
+
+if _compiled.AVAILABLE:
+    from llvmlite import ir as _ir
+    from numba.core import cgutils as _cgutils
+    from numba.core import types as _types
+    from numba.extending import intrinsic as _intrinsic
+
+    def _is_ctl(a):
+        return isinstance(a, _types.Array) and a.dtype == _types.int64 and a.ndim == 1
+
+    def _slot(context, builder, aryty, ary, idx):
+        a = context.make_array(aryty)(context, builder, ary)
+        return _cgutils.get_item_pointer(context, builder, aryty, a, [idx])
+
+    @_intrinsic
+    def load_acquire(typingctx, ctl, i):
+        """ctl[i], an atomic load with acquire order (it is read again each time, never hoisted)."""
+        if not _is_ctl(ctl):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return builder.load_atomic(_slot(context, builder, sig.args[0], args[0], args[1]), "acquire", 8)
+        return _types.int64(ctl, i), codegen
+
+    @_intrinsic
+    def store_release(typingctx, ctl, i, v):
+        """ctl[i] = v, an atomic store with release order (what was written before is seen with it)."""
+        if not _is_ctl(ctl):
+            return None
+
+        def codegen(context, builder, sig, args):
+            v = context.cast(builder, args[2], sig.args[2], _types.int64)
+            builder.store_atomic(v, _slot(context, builder, sig.args[0], args[0], args[1]), "release", 8)
+            return context.get_dummy_value()
+        return _types.void(ctl, i, v), codegen
+
+    @_intrinsic
+    def claim(typingctx, ctl, i, expected, new):
+        """Compare-and-swap: ctl[i] = new if it was expected; whether it was."""
+        if not _is_ctl(ctl):
+            return None
+
+        def codegen(context, builder, sig, args):
+            e = context.cast(builder, args[2], sig.args[2], _types.int64)
+            n = context.cast(builder, args[3], sig.args[3], _types.int64)
+            p = _slot(context, builder, sig.args[0], args[0], args[1])
+            return builder.extract_value(builder.cmpxchg(p, e, n, "acq_rel", "acquire"), 1)
+        return _types.boolean(ctl, i, expected, new), codegen
+
+    @_intrinsic
+    def pause(typingctx):
+        """The x86 spin-wait hint (``llvm.x86.sse2.pause``)."""
+        def codegen(context, builder, sig, args):
+            fn = _cgutils.get_or_insert_function(builder.module, _ir.FunctionType(_ir.VoidType(), []),
+                                                 "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+            return context.get_dummy_value()
+        return _types.void(), codegen
+
+    @_intrinsic
+    def sleep_us(typingctx, us):
+        """libc's usleep(us)."""
+        if not isinstance(us, _types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            i32 = _ir.IntType(32)
+            fn = _cgutils.get_or_insert_function(builder.module, _ir.FunctionType(i32, [i32]), "usleep")
+            builder.call(fn, [builder.trunc(args[0], i32) if args[0].type.width > 32 else args[0]])
+            return context.get_dummy_value()
+        return _types.void(us), codegen
+
+    @_compiled._jit(nogil=True)
+    def serve(ctl, Hp, W_hh, B_hh, HW, idle_spins, idle_polls):
+        """The helper's loop: for each step posted, every layer's HW[k] = Hp[k] W_hh[k]^T + B_hh[k]
+        it can claim, in order. Between steps it spins, then after ``idle_spins`` spins polls
+        with ``POLL_US`` sleeps; returns 1 after ``idle_polls`` polls without a new step, 0 when
+        told to stop (``ctl[STOP]``, checked before claiming anything of a new step)."""
+        last = load_acquire(ctl, POST)
+        spins = polls = 0
+        while True:
+            s = load_acquire(ctl, POST)
+            if s == last:
+                if load_acquire(ctl, STOP) != 0:
+                    return 0
+                if spins < idle_spins:
+                    spins += 1
+                    pause()
+                elif polls < idle_polls:
+                    polls += 1
+                    sleep_us(POLL_US)
+                else:
+                    return 1
+                continue
+            if load_acquire(ctl, STOP) != 0:
+                return 0
+            last, spins, polls = s, 0, 0
+            for k in range(Hp.shape[0]):
+                if claim(ctl, CLAIM + k, s - 1, s):
+                    _compiled.matvec(W_hh[k], Hp[k], B_hh[k], HW[k])
+                    store_release(ctl, DONE + k, s)
+
+    @_compiled._jit(inline="always")
+    def begin(ctl, Ws, Bs):
+        """The caller, once every layer's h_prev is in Hp: number the step and publish it to the
+        helper if it serves this workspace with these very weights (Ws, Bs: the stack's
+        (W_ih_l0, W_hh_l0, ...) and biases; their W_hh and b_hh data addresses against those it
+        was given). Returns the step's number and ``DONE_OK``, or ``DONE_RETIRE`` / ``DONE_SLOW``
+        when the helper must be sent away (the step is then not published: the caller does all
+        of it)."""
+        s = ctl[STEP] + 1
+        ctl[STEP] = s
+        if s % SLOW_WINDOW == 0:
+            ctl[SLOW] = 0                    # a new window for counting slow waits
+        if ctl[BOUND] == 0:
+            return s, DONE_OK
+        for k in range(len(Ws) // 2):
+            if Ws[2 * k + 1].ctypes.data != ctl[WPTR + k] or Bs[2 * k + 1].ctypes.data != ctl[BPTR + k]:
+                return s, DONE_RETIRE
+        if ctl[SLOW] >= SLOW_LIMIT:
+            return s, DONE_SLOW
+        store_release(ctl, POST, s)
+        return s, DONE_OK
+
+    @_compiled._jit(inline="always")
+    def recurrent(ctl, s, k, W, h, b, out):
+        """The caller: layer k's out = h W^T + b for step s, computed here unless the helper has
+        claimed it, then waited for (a long wait is counted in ``ctl[SLOW]``)."""
+        grace = ctl[GRACE]
+        while grace > 0 and load_acquire(ctl, CLAIM + k) != s:
+            grace -= 1
+            pause()
+        if claim(ctl, CLAIM + k, s - 1, s):
+            _compiled.matvec(W, h, b, out)
+            return
+        spins = 0
+        while load_acquire(ctl, DONE + k) != s:
+            pause()
+            spins += 1
+        if spins > SLOW_SPINS:
+            ctl[SLOW] += 1
+
+
+def allowed(layers):
+    """Whether a stack of this many layers may use the helper: enabled, compiled kernels, at
+    most ``MAX_LAYERS``, two CPUs for this process and the BLAS allowed two threads or more."""
+    if not (ENABLED and _compiled.AVAILABLE and layers <= MAX_LAYERS):
+        return False
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    if cpus < 2:
+        return False
+    libs = _threads._blas_libs()
+    return not libs or max(lib.num_threads for lib in libs) >= 2
+
+
+def new_ctl():
+    return np.zeros(CTL_SIZE, np.int64)
+
+
+class Helper:
+    """The one helper thread and the workspace it serves; started on first use.
+
+    A workspace (``fast/_stream.Workspace``) has ``ctl``, ``Hp``, ``HW`` and ``off_until``."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = None
+        self.ws = None            # the workspace served (or to serve once awake)
+        self.args = None          # serve's arguments for it
+        self.serving = False      # inside serve (spinning or computing)
+
+    def offer(self, ws, Ws, Bs):
+        """After a step of ``ws`` (the stack's weights Ws, Bs) that the helper did not serve: wake
+        it for ws, or give it ws if it is free (from the next step on); else ws's steps run on
+        one core."""
+        if self.ws is ws:
+            self._wake.set()
+            return
+        if self.serving or ws.off_until > time.monotonic():
+            return
+        with self._lock:
+            if self.serving:
+                return
+            if self.ws is not None:
+                self.ws.ctl[BOUND] = 0
+            ctl = ws.ctl
+            for k in range(len(Ws) // 2):
+                ctl[WPTR + k] = Ws[2 * k + 1].ctypes.data
+                ctl[BPTR + k] = Bs[2 * k + 1].ctypes.data
+            ctl[STOP] = 0
+            ctl[BOUND] = 1
+            self.ws = ws
+            self.args = (ctl, ws.Hp, Ws[1::2], Bs[1::2], ws.HW, IDLE_SPINS, IDLE_POLLS)   # keeps the weights alive
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="rnnlab-stream-helper", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def retire(self, ws, cooldown=False):
+        """Stop serving ws: it publishes no more steps, and the helper, seeing STOP, claims
+        nothing more and goes back to sleep. With ``cooldown`` (it kept the caller waiting)
+        ws is not served again for ``COOLDOWN_S``."""
+        ctl = ws.ctl
+        ctl[BOUND] = 0
+        ctl[STOP] = 1
+        if cooldown:
+            ctl[SLOW] = 0
+            ws.off_until = time.monotonic() + COOLDOWN_S
+        with self._lock:
+            if self.ws is ws:
+                self.ws = self.args = None
+
+    def _run(self):
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                args = self.args
+                if args is None:
+                    continue
+                self.serving = True
+            try:
+                serve(*args)
+            except Exception:                # cannot compile for these arrays: their layer does without
+                with self._lock:
+                    ws = self.ws
+                    if ws is not None and ws.ctl is args[0]:
+                        ws.ctl[BOUND] = 0
+                        ws.helper = False
+                        self.ws = self.args = None
+            finally:
+                args = None                  # let go of the arrays while asleep
+                with self._lock:
+                    self.serving = False
+
+    def stop(self, timeout=1.0):
+        """Stop serving and wait up to ``timeout`` s for the helper to be back asleep (tests)."""
+        if self.ws is not None:
+            self.retire(self.ws)
+        end = time.monotonic() + timeout
+        while self.serving and time.monotonic() < end:
+            time.sleep(0.001)
+        return not self.serving
+
+
+HELPER = Helper()
+
+
+def _after_fork():
+    global HELPER
+    HELPER = Helper()        # the child has no helper thread; a new one starts on first use
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
