@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from .._conventions import GATES
-from . import _compiled, _feature_major, _stream, _threads, gru, lstm, rnn
+from . import _compiled, _feature_major, _helper, _stream, _threads, gru, lstm, rnn
 from ._steps import rows, rows_view, unrows
 
 __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
@@ -200,7 +200,8 @@ def _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, com
 def describe():
     """Which fast paths this install has (reported by ``rnnlab bench``)."""
     return {"enabled": ENABLED, "compiled": COMPILED,
-            "numba": None if _compiled.numba is None else _compiled.numba.__version__}
+            "numba": None if _compiled.numba is None else _compiled.numba.__version__,
+            "stream_helper": COMPILED and _helper.ENABLED}
 
 
 def keeps_batch_major(layer, x, lengths):
