@@ -188,8 +188,6 @@ if _compiled.AVAILABLE:
         of it)."""
         s = ctl[STEP] + 1
         ctl[STEP] = s
-        if s % SLOW_WINDOW == 0:
-            ctl[SLOW] = 0                    # a new window for counting slow waits
         if ctl[BOUND] == 0:
             return s, DONE_OK
         for k in range(len(Ws) // 2):
@@ -197,6 +195,8 @@ if _compiled.AVAILABLE:
                 return s, DONE_RETIRE
         if ctl[SLOW] >= SLOW_LIMIT:
             return s, DONE_SLOW
+        if s % SLOW_WINDOW == 0:
+            ctl[SLOW] = 0                    # a new window for counting slow waits
         store_release(ctl, POST, s)
         return s, DONE_OK
 
