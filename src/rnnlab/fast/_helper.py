@@ -7,7 +7,7 @@ calling thread works down the stack (input products and gates, ``fast/_stream.py
 a helper thread computes the recurrent products of all layers, in order, on the
 other core. At N = 1, H = 128 a 2-layer LSTM's four 512 x 128 products read 1 MB of
 weights a step, twice the L2 cache of a core here, at the ~40 GB/s one core gets
-from L3: half of that read on each core is where the time goes.
+from L3; with the helper each core reads half of them.
 
 The two threads meet through atomics on one int64 array per workspace, ``ctl``:
 
@@ -24,8 +24,8 @@ The two threads meet through atomics on one int64 array per workspace, ``ctl``:
 So the results do not depend on who computed what (the same ``matvec`` on the
 same numbers). The helper spins (x86 ``pause``) for ``IDLE_SPINS`` after its last
 product, then polls with short sleeps for ``IDLE_POLLS``, then returns to Python
-and sleeps until a step wakes it; it serves one
-workspace at a time (another layer streaming meanwhile runs on one core). It
+and sleeps until a step wakes it. It serves one workspace at a time (another
+layer streaming meanwhile runs on one core). It
 holds the weights it was given, so their memory is not reused while it serves:
 a step whose W_hh or b_hh is not at the address the helper was given (a
 parameter replaced) is not published, and the helper is sent away (``ctl[STOP]``);
@@ -50,10 +50,11 @@ from . import _compiled, _threads
 
 ENABLED = os.environ.get("RNNLAB_STREAM_HELPER", "1") != "0"
 
-# ctl layout (int64 slots). POST on a line of its own (the helper spins on it); STOP, SLOW, STEP,
-# BOUND and GRACE on one (the caller's; GRACE, 0 but in tests, is how many spins the caller leaves
-# the helper to claim a product before it tries itself); the claims, the dones, and the data addresses of the weights
-# the helper was given (WPTR: W_hh, BPTR: b_hh of each layer) on one line each, for up to 8 layers.
+# ctl layout (int64 slots). POST on a 64-byte line of its own (the helper spins on it); STOP,
+# SLOW, STEP, BOUND and GRACE on one (the caller's; GRACE, 0 but in tests, is how many spins the
+# caller leaves the helper to claim a product before it tries itself); the claims, the dones,
+# and the data addresses of the weights the helper was given (WPTR: W_hh, BPTR: b_hh of each
+# layer) on one line each, for up to 8 layers (a deeper stack runs without the helper).
 POST, STOP, SLOW, STEP, BOUND, GRACE, CLAIM, DONE, WPTR, BPTR = 0, 8, 9, 10, 11, 12, 16, 24, 32, 40
 MAX_LAYERS = 8
 CTL_SIZE = 48
@@ -64,8 +65,8 @@ CTL_SIZE = 48
 # or the OS taking the helper's core for a moment) costs less than going without it.
 IDLE_SPINS = 40_000
 SLOW_SPINS = 8_000
-# After spinning, the helper polls with short sleeps (POLL_US, about 150 us each with the kernel's
-# timer slack) for IDLE_POLLS more before it goes back to Python to sleep: a caller that pauses
+# After spinning, the helper polls with short sleeps (usleep(POLL_US): 160 us each here, measured,
+# with the kernel's timer slack) for IDLE_POLLS more (about 0.3 s) before it goes back to Python to sleep: a caller that pauses
 # between steps (a program doing other work, or a benchmark taking turns) finds it within a poll,
 # where waking it from Python takes the interpreter lock, which the caller holds for up to 5 ms.
 POLL_US = 100
