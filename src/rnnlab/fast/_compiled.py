@@ -58,9 +58,8 @@ def _drop_stale_caches():
     here = os.path.dirname(os.path.abspath(__file__))
     cache = os.path.join(here, "__pycache__")
     try:
-        files = sorted(f for f in os.listdir(here) if f.endswith(".py"))
-        stamp = repr([(f, os.stat(os.path.join(here, f)).st_size, os.stat(os.path.join(here, f)).st_mtime_ns)
-                      for f in files])
+        stats = [(f, os.stat(os.path.join(here, f))) for f in sorted(os.listdir(here)) if f.endswith(".py")]
+        stamp = repr([(f, st.st_size, st.st_mtime_ns) for f, st in stats])
         path = os.path.join(cache, "rnnlab-fast-sources.stamp")
         try:
             with open(path) as fh:

@@ -153,7 +153,7 @@ if _compiled.AVAILABLE:
     def serve(ctl, Hp, W_hh, B_hh, HW, idle_spins, idle_polls):
         """The helper's loop: for each step posted, every layer's HW[k] = Hp[k] W_hh[k]^T + B_hh[k]
         it can claim, in order. Between steps it spins, then after ``idle_spins`` spins polls
-        with ``POLL_US`` sleeps; returns 1 after ``idle_polls`` polls without a new step, 0 when
+        with ``POLL_US`` sleeps; returns after ``idle_polls`` polls without a new step, or when
         told to stop (``ctl[STOP]``, checked before claiming anything of a new step)."""
         last = load_acquire(ctl, POST)
         spins = polls = 0
@@ -161,7 +161,7 @@ if _compiled.AVAILABLE:
             s = load_acquire(ctl, POST)
             if s == last:
                 if load_acquire(ctl, STOP) != 0:
-                    return 0
+                    return
                 if spins < idle_spins:
                     spins += 1
                     pause()
@@ -169,10 +169,10 @@ if _compiled.AVAILABLE:
                     polls += 1
                     sleep_us(POLL_US)
                 else:
-                    return 1
+                    return
                 continue
             if load_acquire(ctl, STOP) != 0:
-                return 0
+                return
             last, spins, polls = s, 0, 0
             for k in range(Hp.shape[0]):
                 if claim(ctl, CLAIM + k, s - 1, s):
@@ -251,6 +251,14 @@ class Helper:
         self.ws = None            # the workspace served (or to serve once awake)
         self.args = None          # serve's arguments for it
         self.serving = False      # inside serve (spinning or computing)
+
+    def after_step(self, ws, status, Ws, Bs):
+        """After a compiled step of ``ws`` that returned ``status`` (``begin``'s): send the helper
+        away if it must go, else make sure it serves ws from the next step on if it can."""
+        if status != DONE_OK:
+            self.retire(ws, cooldown=status == DONE_SLOW)
+        elif ws.helper and (self.ws is not ws or not self.serving):
+            self.offer(ws, Ws, Bs)
 
     def offer(self, ws, Ws, Bs):
         """After a step of ``ws`` (the stack's weights Ws, Bs) that the helper did not serve: wake

@@ -224,7 +224,7 @@ def blas_stack(mode, x, h0, c0, Ws, Bs, ws, hT, cT, out, relu):
     if not (_finite(x) and _finite(h0) and (c0 is None or _finite(c0))):
         return False
     inp = x.reshape(N, x.shape[2])
-    zero = _zeros(HW.shape[2])
+    zero = ws.zero
     Hp[...] = h0
     for k in range(h0.shape[0]):
         a, hw = A[k], HW[k]
@@ -251,14 +251,13 @@ class Workspace:
     once, not per call, matters more than it seems: between two kernel calls that stream the
     weights (1 MB at H = 128, two layers) the interpreter's own data has left the caches, and
     the Python around the call measured 14 us of a 42 us step."""
-    __slots__ = ("key", "N", "x_shape", "x_strides", "s_shape", "s_strides", "out_shape", "blas",
+    __slots__ = ("x_shape", "batch_first", "N", "x_strides", "s_shape", "s_strides", "out_shape", "blas",
                  "lstm", "relu", "zero", "A", "Hp", "X2", "X3", "O", "HW", "ctl", "helper", "off_until",
                  "pending")
 
-    def __init__(self, key, layer, N, D):
+    def __init__(self, layer, x_shape, N, D):
         H, L, G = layer.hidden_size, layer.num_layers, layer.weight_rows
-        self.key, self.N = key, N
-        self.x_shape = key[0]
+        self.x_shape, self.batch_first, self.N = x_shape, layer.batch_first, N
         self.x_strides = (4 * D, 4 * D, 4) if layer.batch_first else (4 * N * D, 4 * D, 4)
         self.s_shape, self.s_strides = (L, N, H), (4 * N * H, 4 * H, 4)
         self.out_shape = self.x_shape[:2] + (H,)
@@ -320,12 +319,11 @@ def _workspace(layer, x):
         T, N, D = x.shape
     if T != 1 or D != layer.input_size or N == 0:
         return None
-    key = (x.shape, layer.batch_first)
     ws = layer._stream_ws
-    if ws is None or ws.key != key:
+    if ws is None or ws.x_shape != x.shape or ws.batch_first is not layer.batch_first:
         if ws is not None and _helper.HELPER.ws is ws:
             _helper.HELPER.retire(ws)
-        ws = layer._stream_ws = Workspace(key, layer, N, D)
+        ws = layer._stream_ws = Workspace(layer, x.shape, N, D)
     return ws
 
 
@@ -334,7 +332,7 @@ def forward_stack(layer, x, state):
     apply (then the general path runs, and it also gives the error messages for bad input)."""
     ws = layer._stream_ws
     if (ws is None or type(x) is not np.ndarray or x.shape != ws.x_shape or x.strides != ws.x_strides
-            or x.dtype is not _F32 or ws.key[1] is not layer.batch_first):
+            or x.dtype is not _F32 or ws.batch_first is not layer.batch_first):
         ws = _workspace(layer, x)
         if ws is None:
             return None
@@ -359,36 +357,37 @@ def forward_stack(layer, x, state):
             return None
     Ws, Bs = layer._stream_weights()
     out = np.empty(ws.out_shape, F)
+    hT, cT = _new_state(ws)
     try:
         if ws.blas:
-            hT = np.empty(s_shape, F)
-            cT = np.empty(s_shape, F) if lstm else None
             if not blas_stack(layer.mode, x, h0, c0, Ws, Bs, ws, hT, cT, out, ws.relu):
                 return None              # non-finite input: the general path reports where
-            new_state = (hT, cT) if lstm else hT
         else:
-            if lstm:
-                st = np.empty((2,) + s_shape, F)           # h_T and c_T in one allocation
-                hT, cT = st[0], st[1]
-                status = lstm_stack(ws.ctl, x, h0, c0, Ws, Bs, ws.zero, ws.A, ws.Hp, ws.X2, ws.X3, ws.O,
-                                    ws.HW, hT, cT, out)
-                new_state = (hT, cT)
-            else:
-                hT = new_state = np.empty(s_shape, F)
-                if layer.mode == "gru":
-                    status = gru_stack(ws.ctl, x, h0, Ws, Bs, ws.zero, ws.A, ws.Hp, ws.X2, ws.O, ws.HW, hT, out)
-                else:
-                    status = rnn_stack(ws.ctl, x, h0, Ws, Bs, ws.zero, ws.A, ws.Hp, ws.O, ws.HW, hT, out, ws.relu)
+            status = _stack(layer.mode, ws, x, h0, c0, Ws, Bs, hT, cT, out)
             if status == _helper.NOT_FINITE:
                 return None              # non-finite input: the general path reports where
-            helper = _helper.HELPER
-            if status != _helper.DONE_OK:
-                helper.retire(ws, cooldown=status == _helper.DONE_SLOW)
-            elif ws.helper and (helper.ws is not ws or not helper.serving):
-                helper.offer(ws, Ws, Bs)             # from the next step on
+            _helper.HELPER.after_step(ws, status, Ws, Bs)
     except _compiled.numba.core.errors.TypingError:
         return None                      # a parameter replaced by an array of another layout or dtype
     pending = ws.pending
     pending.x = x
     layer._cache = pending
-    return out, new_state
+    return out, ((hT, cT) if ws.lstm else hT)
+
+
+def _new_state(ws):
+    """Fresh arrays for a step's final state: (h_T, c_T), one allocation for the two of the LSTM;
+    (h_T, None) for the others."""
+    if ws.lstm:
+        st = np.empty((2,) + ws.s_shape, F)
+        return st[0], st[1]
+    return np.empty(ws.s_shape, F), None
+
+
+def _stack(mode, ws, x, h0, c0, Ws, Bs, hT, cT, out):
+    """The one-call stack of this cell: the status it returns (``_helper``)."""
+    if mode == "lstm":
+        return lstm_stack(ws.ctl, x, h0, c0, Ws, Bs, ws.zero, ws.A, ws.Hp, ws.X2, ws.X3, ws.O, ws.HW, hT, cT, out)
+    if mode == "gru":
+        return gru_stack(ws.ctl, x, h0, Ws, Bs, ws.zero, ws.A, ws.Hp, ws.X2, ws.O, ws.HW, hT, out)
+    return rnn_stack(ws.ctl, x, h0, Ws, Bs, ws.zero, ws.A, ws.Hp, ws.O, ws.HW, hT, out, ws.relu)
