@@ -165,6 +165,13 @@ def test_bench_runs_on_a_tiny_grid_and_writes_json(tmp_path, capsys):
     for p in loaded["points"]:         # the GEMM timed in the same turns, and rnnlab's fraction of it
         assert p["gemm_gflops_same_turns"] > 0
         assert p["rnnlab_roofline_same_turns"] == pytest.approx(p["rnnlab_gflops"] / p["gemm_gflops_same_turns"])
+        turns = p["turns_ms"]                  # every turn kept; the best of each is the row's time
+        assert [len(turns[k]) for k in ("torch", "rnnlab", "gemm")] == [1, 1, 1]
+        assert min(turns["rnnlab"]) == pytest.approx(p["rnnlab_ms"]) and min(turns["torch"]) == pytest.approx(p["torch_ms"])
+        gemm_flops = p["gemm_gflops_same_turns"] * min(turns["gemm"]) * 1e6
+        own = p["rnnlab_gflops"] * p["rnnlab_ms"] * 1e6
+        assert p["rnnlab_roofline_paired"] == pytest.approx(
+            (own / turns["rnnlab"][0]) / (gemm_flops / turns["gemm"][0]))
     assert loaded["memory"]["rnnlab_rss_mb"] >= 0 and loaded["memory"]["rnnlab_tracemalloc_mb"] > 0
     table = bench.format_table(result)
     assert "train LSTM N=2 T=3 D=4 H=5" in table and "stream LSTM x2" in table
@@ -173,6 +180,18 @@ def test_bench_runs_on_a_tiny_grid_and_writes_json(tmp_path, capsys):
     assert main(["bench", "--quick", "--json", str(path)]) == 2
     assert "exists" in capsys.readouterr().err
     assert json.loads(path.read_text()) == loaded
+
+
+def test_paired_fraction_is_the_median_of_each_rounds_fraction():
+    from rnnlab.bench import paired_fraction
+
+    # rounds: 10 GFLOP in 0.1, 0.2, 0.05 s against a 20 GFLOP GEMM in 0.1, 0.1, 0.2 s:
+    # 100/200, 50/200, 200/100 GFLOP/s -> fractions 0.5, 0.25, 2.0, median 0.5
+    assert paired_fraction(10e9, [0.1, 0.2, 0.05], 20e9, [0.1, 0.1, 0.2]) == pytest.approx(0.5)
+    # a round where only one side was disturbed moves best-over-best, not the median
+    seconds, gemm = [1.0, 1.0, 1.0], [1.0, 1.0, 0.5]
+    assert paired_fraction(1.0, seconds, 1.0, gemm) == pytest.approx(1.0)
+    assert (1.0 / min(seconds)) / (1.0 / min(gemm)) == pytest.approx(0.5)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the benchmark compares against PyTorch")

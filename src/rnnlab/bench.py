@@ -24,7 +24,10 @@ faster) and rnnlab's GFLOP/s as a fraction of the measured GFLOP/s of one large
 float32 GEMM (the roofline: the better of a measurement at the start and one at
 the end). On a shared machine the GEMM's own speed drifts during the run, so each
 grid point also times the GEMM in turn with the two libraries and reports
-rnnlab's fraction of that (``rnnlab_roofline_same_turns``). FLOPs count the GEMMs only (elementwise work is
+rnnlab's fraction of that (``rnnlab_roofline_same_turns``: best over best in those turns), and
+the median over the rounds of rnnlab's fraction of the GEMM timed in the same round
+(``rnnlab_roofline_paired``, ``paired_fraction``), the estimate least moved by a machine whose
+speed changes during the run. Each grid row keeps every turn's time (``turns_ms``). FLOPs count the GEMMs only (elementwise work is
 small beside them): forward 2 T N G (D + H_out), training 3x that (the
 backward has dX, dh, dW_ih and dW_hh), G = gates * H.
 """
@@ -64,16 +67,33 @@ def _calls_for(fn, min_time):
 
 def time_turns(fns, repeats=5, min_time=0.05, pause=0.05):
     """Best seconds per call of each function, taking turns (fns[0], fns[1], ..., fns[0], ...)."""
+    return [min(turns) for turns in turn_times(fns, repeats, min_time, pause)]
+
+
+def turn_times(fns, repeats=5, min_time=0.05, pause=0.05):
+    """Seconds per call of each function in each of ``repeats`` turns: one list per function,
+    turn k of every list timed in the same round (fns[0], fns[1], ..., then the next round)."""
     counts = [_calls_for(fn, min_time) for fn in fns]
-    best = [float("inf")] * len(fns)
+    turns = [[] for _ in fns]
     for _ in range(repeats):
         for j, (fn, n) in enumerate(zip(fns, counts)):
             time.sleep(pause)
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()
-            best[j] = min(best[j], (time.perf_counter() - t0) / n)
-    return best
+            turns[j].append((time.perf_counter() - t0) / n)
+    return turns
+
+
+def paired_fraction(n_flops, seconds, gemm_flops, gemm_seconds):
+    """The median over rounds of (GFLOP/s in round k) / (the GEMM's GFLOP/s in round k).
+
+    Each round's two measurements were taken within a second of each other, so a machine
+    that slows down for a while (a shared virtual machine does) slows both sides of that
+    round's fraction alike; the median then ignores the rounds where only one side was
+    disturbed. Best over best, by contrast, compares the luckiest moment of a 0.3 s training
+    step with the luckiest of a 0.1 s GEMM, timed more often (the start and end peaks)."""
+    return float(np.median([(n_flops / s) / (gemm_flops / g) for s, g in zip(seconds, gemm_seconds)]))
 
 
 class Gemm:
@@ -156,11 +176,16 @@ def grid_point(torch, cell, N, T, D, H, repeats, min_time, pause, gemm=None):
     rows = []
     for kind, ft, fr in (("train", t_train, r_train), ("infer", t_infer, r_infer)):
         layer.train(kind == "train")
-        times = time_turns((ft, fr) + ((gemm,) if gemm else ()), repeats, min_time, pause)
-        row = _row(kind, cell, (N, T, D, H), times[0], times[1], flops(cell, N, T, D, H, kind == "train"))
+        turns = turn_times((ft, fr) + ((gemm,) if gemm else ()), repeats, min_time, pause)
+        times = [min(t) for t in turns]
+        n_flops = flops(cell, N, T, D, H, kind == "train")
+        row = _row(kind, cell, (N, T, D, H), times[0], times[1], n_flops)
+        row["turns_ms"] = {"torch": [t * 1e3 for t in turns[0]], "rnnlab": [t * 1e3 for t in turns[1]]}
         if gemm:
+            row["turns_ms"]["gemm"] = [t * 1e3 for t in turns[2]]
             row["gemm_gflops_same_turns"] = gemm.flops / times[2] / 1e9
             row["rnnlab_roofline_same_turns"] = row["rnnlab_gflops"] / row["gemm_gflops_same_turns"]
+            row["rnnlab_roofline_paired"] = paired_fraction(n_flops, turns[1], gemm.flops, turns[2])
         rows.append(row)
     return rows
 
@@ -426,19 +451,19 @@ def format_table(result):
              f"GEMM roofline {result['gemm_peak_gflops']:.0f} GFLOP/s; "
              f"ratio = torch time / rnnlab time (> 1: rnnlab faster)",
              "roofline: rnnlab GF/s over that GEMM's; same turns: over the GEMM timed in turn with "
-             "this point's runs",
+             "this point's runs; paired: median over rounds of rnnlab's fraction of that round's GEMM",
              *_blas_lines(result),
              f"{'point':<34}{'torch ms':>10}{'rnnlab ms':>11}{'ratio':>8}{'rnnlab GF/s':>13}{'roofline':>10}"
-             f"{'same turns':>12}"]
+             f"{'same turns':>12}{'paired':>8}"]
     for r in result["points"] + result["streaming"]:
         if r["kind"] == "stream":
             name = f"stream LSTM x2 N=1 H={r['H']} (per step)"
         else:
             name = f"{r['kind']} {r['cell'].upper()} N={r['N']} T={r['T']} D={r['D']} H={r['H']}"
-        same = r.get("rnnlab_roofline_same_turns")
+        same, paired = r.get("rnnlab_roofline_same_turns"), r.get("rnnlab_roofline_paired")
         lines.append(f"{name:<34}{r['torch_ms']:>10.3f}{r['rnnlab_ms']:>11.3f}{r['ratio']:>8.2f}"
                      f"{r['rnnlab_gflops']:>13.1f}{r['rnnlab_roofline']:>9.0%}"
-                     + (f"{same:>11.0%}" if same is not None else ""))
+                     + (f"{same:>11.0%}{paired:>8.0%}" if same is not None else ""))
     s = result.get("sampling")
     if s:
         lines.append(f"sample charlm {s['cell'].upper()} H={s['H']}: torch {s['torch_chars_per_s']:.0f} chars/s, "
