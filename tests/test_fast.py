@@ -188,10 +188,8 @@ def test_paired_fraction_is_the_median_of_each_rounds_fraction():
     # rounds: 10 GFLOP in 0.1, 0.2, 0.05 s against a 20 GFLOP GEMM in 0.1, 0.1, 0.2 s:
     # 100/200, 50/200, 200/100 GFLOP/s -> fractions 0.5, 0.25, 2.0, median 0.5
     assert paired_fraction(10e9, [0.1, 0.2, 0.05], 20e9, [0.1, 0.1, 0.2]) == pytest.approx(0.5)
-    # a round where only one side was disturbed moves best-over-best, not the median
-    seconds, gemm = [1.0, 1.0, 1.0], [1.0, 1.0, 0.5]
-    assert paired_fraction(1.0, seconds, 1.0, gemm) == pytest.approx(1.0)
-    assert (1.0 / min(seconds)) / (1.0 / min(gemm)) == pytest.approx(0.5)
+    # one round where only the GEMM ran fast (0.5 s) would halve best over best; the median keeps 1
+    assert paired_fraction(1.0, [1.0, 1.0, 1.0], 1.0, [1.0, 1.0, 0.5]) == pytest.approx(1.0)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the benchmark compares against PyTorch")

@@ -27,9 +27,9 @@ grid point also times the GEMM in turn with the two libraries and reports
 rnnlab's fraction of that (``rnnlab_roofline_same_turns``: best over best in those turns), and
 the median over the rounds of rnnlab's fraction of the GEMM timed in the same round
 (``rnnlab_roofline_paired``, ``paired_fraction``), the estimate least moved by a machine whose
-speed changes during the run. Each grid row keeps every turn's time (``turns_ms``). FLOPs count the GEMMs only (elementwise work is
-small beside them): forward 2 T N G (D + H_out), training 3x that (the
-backward has dX, dh, dW_ih and dW_hh), G = gates * H.
+speed changes during the run. Each grid row keeps every turn's time (``turns_ms``). FLOPs
+count the GEMMs only (elementwise work is small beside them): forward 2 T N G (D + H_out),
+training 3x that (the backward has dX, dh, dW_ih and dW_hh), G = gates * H.
 """
 from __future__ import annotations
 
