@@ -168,10 +168,9 @@ def test_bench_runs_on_a_tiny_grid_and_writes_json(tmp_path, capsys):
         turns = p["turns_ms"]                  # every turn kept; the best of each is the row's time
         assert [len(turns[k]) for k in ("torch", "rnnlab", "gemm")] == [1, 1, 1]
         assert min(turns["rnnlab"]) == pytest.approx(p["rnnlab_ms"]) and min(turns["torch"]) == pytest.approx(p["torch_ms"])
-        gemm_flops = p["gemm_gflops_same_turns"] * min(turns["gemm"]) * 1e6
-        own = p["rnnlab_gflops"] * p["rnnlab_ms"] * 1e6
+        own = bench.flops(p["cell"], 2, 3, 4, 5, p["kind"] == "train")   # and the 256^3 GEMM's
         assert p["rnnlab_roofline_paired"] == pytest.approx(
-            (own / turns["rnnlab"][0]) / (gemm_flops / turns["gemm"][0]))
+            (own / turns["rnnlab"][0]) / (2 * 256 ** 3 / turns["gemm"][0]))
     assert loaded["memory"]["rnnlab_rss_mb"] >= 0 and loaded["memory"]["rnnlab_tracemalloc_mb"] > 0
     table = bench.format_table(result)
     assert "train LSTM N=2 T=3 D=4 H=5" in table and "stream LSTM x2" in table

@@ -90,8 +90,8 @@ def paired_fraction(n_flops, seconds, gemm_flops, gemm_seconds):
 
     Each round's two measurements were taken within a second of each other, so a machine
     that slows down for a while (a shared virtual machine does) slows both sides of that
-    round's fraction alike; the median then ignores the rounds where only one side was
-    disturbed. Best over best, by contrast, compares the luckiest moment of a 0.3 s training
+    round's fraction alike; and a few rounds in which only one side was disturbed do not move
+    the median. Best over best, by contrast, compares the luckiest moment of a 0.3 s training
     step with the luckiest of a 0.1 s GEMM, timed more often (the start and end peaks)."""
     return float(np.median([(n_flops / s) / (gemm_flops / g) for s, g in zip(seconds, gemm_seconds)]))
 
@@ -180,9 +180,8 @@ def grid_point(torch, cell, N, T, D, H, repeats, min_time, pause, gemm=None):
         times = [min(t) for t in turns]
         n_flops = flops(cell, N, T, D, H, kind == "train")
         row = _row(kind, cell, (N, T, D, H), times[0], times[1], n_flops)
-        row["turns_ms"] = {"torch": [t * 1e3 for t in turns[0]], "rnnlab": [t * 1e3 for t in turns[1]]}
+        row["turns_ms"] = {name: [t * 1e3 for t in ts] for name, ts in zip(("torch", "rnnlab", "gemm"), turns)}
         if gemm:
-            row["turns_ms"]["gemm"] = [t * 1e3 for t in turns[2]]
             row["gemm_gflops_same_turns"] = gemm.flops / times[2] / 1e9
             row["rnnlab_roofline_same_turns"] = row["rnnlab_gflops"] / row["gemm_gflops_same_turns"]
             row["rnnlab_roofline_paired"] = paired_fraction(n_flops, turns[1], gemm.flops, turns[2])
