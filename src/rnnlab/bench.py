@@ -15,9 +15,9 @@ of the rnnlab layer's weights, the same number of threads for both: PyTorch's
 
 The two libraries take turns (PyTorch, rnnlab, PyTorch, ...), each turn running
 enough calls to last ``min_time``; the best turn of ``repeats`` counts. Between
-turns the process sleeps briefly so that the other library's idle worker
-threads (OpenMP and OpenBLAS spin for a while after each call) have stopped
-spinning; on a shared machine the best of several turns is the least disturbed.
+turns the process sleeps for ``PAUSE`` so that the other library's idle worker
+threads have stopped spinning (OpenBLAS's spin for about 0.1 s after each threaded
+call); on a shared machine the best of several turns is the least disturbed.
 
 For each point: both times, the ratio torch_time / rnnlab_time (> 1: rnnlab is
 faster) and rnnlab's GFLOP/s as a fraction of the measured GFLOP/s of one large
@@ -56,6 +56,16 @@ LAYERS = {"lstm": recurrent.LSTM, "gru": recurrent.GRU, "rnn": recurrent.RNN}
 
 
 # ---- timing ---------------------------------------------------------------------------
+# Seconds between turns. OpenBLAS's worker threads spin for about 0.1 s after a threaded GEMM
+# and take a core from whatever runs next. Measured on the 2-core Intel machine (LSTM N=32,
+# T=100, D=64, H=256 inference, PyTorch alone 8.6-9.1 ms): PyTorch's forward timed 0.05 s after
+# rnnlab's took 54 ms (median of 9), 31 ms at 0.08 s, 10 ms at 0.1 s and 10-13 ms from there to
+# 0.3 s; in turns of 0.05 s with 0.05 s between them its best of 7 was 14.5 ms, with 0.15 or
+# 0.25 s 9.1-9.4 ms (rnnlab 22.8-23.2 ms in all of them). The bench slept 0.05 s until
+# 2026-12-06, which flattered rnnlab's ratios (0.63 instead of 0.40 there).
+PAUSE = 0.2
+
+
 def _calls_for(fn, min_time):
     """How many calls of ``fn`` last about ``min_time`` seconds (after one warm-up call)."""
     fn()
@@ -65,12 +75,12 @@ def _calls_for(fn, min_time):
     return max(1, int(min_time / once))
 
 
-def time_turns(fns, repeats=5, min_time=0.05, pause=0.05):
+def time_turns(fns, repeats=5, min_time=0.05, pause=PAUSE):
     """Best seconds per call of each function, taking turns (fns[0], fns[1], ..., fns[0], ...)."""
     return [min(turns) for turns in turn_times(fns, repeats, min_time, pause)]
 
 
-def turn_times(fns, repeats=5, min_time=0.05, pause=0.05):
+def turn_times(fns, repeats=5, min_time=0.05, pause=PAUSE):
     """Seconds per call of each function in each of ``repeats`` turns: one list per function,
     turn k of every list timed in the same round (fns[0], fns[1], ..., then the next round)."""
     counts = [_calls_for(fn, min_time) for fn in fns]
@@ -356,7 +366,7 @@ def run(threads=None, quick=False, repeats=None, sizes=None, cells=CELLS, stream
     sizes = (QUICK_SIZES if quick else SIZES) if sizes is None else sizes
     stream_sizes = (STREAM_SIZES[:1] if quick else STREAM_SIZES) if stream_sizes is None else stream_sizes
     min_time = min_time if min_time is not None else (0.02 if quick else 0.05)
-    pause = pause if pause is not None else (0.01 if quick else 0.05)
+    pause = PAUSE if pause is None else pause
     torch.set_num_threads(threads)
 
     jobs = [("grid", c, s) for c in cells for s in sizes] + [("stream", H, None) for H in stream_sizes]
@@ -366,6 +376,7 @@ def run(threads=None, quick=False, repeats=None, sizes=None, cells=CELLS, stream
         jobs.append(("memory", None, None))
     bar = _progress(len(jobs) + 1, progress)
     result = {"machine": _machine(), "threads": threads, "repeats": repeats, "min_time_s": min_time,
+              "pause_s": pause,
               "torch_version": torch.__version__, "numpy_version": np.__version__,
               "fast_path": recurrent._fast.describe()}
     with _blas_threads(threads):
@@ -446,7 +457,9 @@ def _blas_lines(result):
 
 def format_table(result):
     """The result as a plain-text table (one line per point)."""
-    lines = [f"threads {result['threads']}, best of {result['repeats']}, float32; "
+    pause = result.get("pause_s")
+    turns = f"best of {result['repeats']}" + (f" turns {pause:g} s apart" if pause is not None else "")
+    lines = [f"threads {result['threads']}, {turns}, float32; "
              f"GEMM roofline {result['gemm_peak_gflops']:.0f} GFLOP/s; "
              f"ratio = torch time / rnnlab time (> 1: rnnlab faster)",
              "roofline: rnnlab GF/s over that GEMM's; same turns: over the GEMM timed in turn with "
