@@ -17,6 +17,13 @@ import pytest
 import rnnlab
 
 needs_numba = pytest.mark.skipif(not rnnlab.fast._compiled.AVAILABLE, reason="Numba not installed")
+needs_mkl = pytest.mark.skipif(rnnlab.fast._mkl.lib is None, reason="MKL not installed (rnnlab[mkl])")
+
+
+@pytest.fixture
+def without_mkl(monkeypatch):
+    """The OpenBLAS paths (transposed products, feature-major loops), which MKL replaces."""
+    monkeypatch.setattr(rnnlab.fast._mkl, "ENABLED", False)
 
 CELLS = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}
 
@@ -78,9 +85,11 @@ def _assert_close(a_list, b_list, rtol):
 @pytest.mark.parametrize("dtype,rtol,compiled", [
     (np.float64, 1e-12, False),                 # float64 always runs the NumPy fused path
     (np.float32, 1e-5, False),                  # float32, NumPy fused path
-    pytest.param(np.float32, 1e-5, True, marks=needs_numba)])   # float32, compiled kernels
+    pytest.param(np.float32, 1e-5, True, marks=needs_numba),     # float32, compiled kernels
+    pytest.param(np.float32, 1e-5, "mkl", marks=[needs_numba, needs_mkl])])   # and every GEMM through MKL
 def test_fast_equals_readable(cell, opts, variant, dtype, rtol, compiled, monkeypatch):
-    monkeypatch.setattr(rnnlab.fast, "COMPILED", compiled)
+    monkeypatch.setattr(rnnlab.fast, "COMPILED", bool(compiled))
+    calls = _count_mkl_calls(monkeypatch) if compiled == "mkl" else None
     N, T = 4, 7
     layer = _layer(cell, dtype, seed=3, **opts)
     rng = np.random.default_rng(0)
@@ -97,8 +106,70 @@ def test_fast_equals_readable(cell, opts, variant, dtype, rtol, compiled, monkey
         # weight gradients in chunks of 2 steps (7 = 2 + 2 + 2 + 1), not all 7 at once
         monkeypatch.setattr(rnnlab.fast, "CHUNK_ROWS", 2 * N)
     fast = _run(layer, True, x, state, lengths, dout, dstate)
+    if calls is not None:                       # the packed product in every loop, plain GEMMs in the flushes
+        assert calls["cblas_sgemm_compute"] >= 2 * T and calls["cblas_sgemm"] >= 3, calls
     readable = _run(layer, False, x, state, lengths, dout, dstate)
     _assert_close(fast, readable, rtol)
+
+
+def _count_mkl_calls(monkeypatch):
+    """MKL forced on for small layers (``_mkl.MIN_WORK`` = 0); returns a dict that counts its calls."""
+    from rnnlab.fast import _mkl
+    calls = {"cblas_sgemm": 0, "cblas_sgemm_compute": 0, "cblas_sgemm_pack": 0}
+
+    class Counting:
+        def __getattr__(self, name):
+            fn = getattr(real, name)
+            if name not in calls:
+                return fn
+
+            def counted(*args):
+                calls[name] += 1
+                return fn(*args)
+            return counted
+
+    real = _mkl.lib
+    monkeypatch.setattr(_mkl, "lib", Counting())
+    monkeypatch.setattr(_mkl, "ENABLED", True)
+    monkeypatch.setattr(_mkl, "MIN_WORK", 0)
+    return calls
+
+
+@needs_mkl
+@pytest.mark.parametrize("a_layout", ["c", "f", "rows", "cols", "transposed-view"])
+@pytest.mark.parametrize("b_layout", ["c", "f", "cols"])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_mkl_matmul_equals_numpys_for_every_layout(a_layout, b_layout, accumulate, monkeypatch):
+    """``_mkl.matmul`` takes views, transposes and strided operands (copying those with no unit
+    stride), writes into a block of a larger array, and accumulates when asked."""
+    from rnnlab.fast import _mkl
+    calls = _count_mkl_calls(monkeypatch)
+    rng = np.random.default_rng(5)
+    M, K, N = 9, 7, 5
+    base = rng.standard_normal((2 * M, 2 * K)).astype(np.float32)
+    a = {"c": base[:M, :K].copy(), "f": np.asfortranarray(base[:M, :K]), "rows": base[::2, :K],
+         "cols": base[:M, ::2], "transposed-view": base[:K, :M].T}[a_layout]
+    bbase = rng.standard_normal((K, 3 * N)).astype(np.float32)
+    b = {"c": bbase[:, :N].copy(), "f": np.asfortranarray(bbase[:, :N]), "cols": bbase[:, ::3]}[b_layout]
+    big = rng.standard_normal((M, N + 4)).astype(np.float32)
+    before = big.copy()
+    out = big[:, 2:2 + N]
+    _mkl.matmul(a, b, out, accumulate=accumulate)
+    want = (before[:, 2:2 + N] if accumulate else 0) + a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(big[:, :2], before[:, :2])        # the rest of big untouched
+    np.testing.assert_array_equal(big[:, 2 + N:], before[:, 2 + N:])
+    assert calls["cblas_sgemm"] == 1
+
+
+@needs_mkl
+def test_mkl_is_left_out_below_its_threshold_and_for_float64(monkeypatch):
+    from rnnlab.fast import _mkl
+    monkeypatch.setattr(_mkl, "ENABLED", True)
+    assert _mkl.active(np.float32, _mkl.MIN_WORK) and not _mkl.active(np.float32, _mkl.MIN_WORK - 1)
+    assert not _mkl.active(np.float64, 10 * _mkl.MIN_WORK)
+    monkeypatch.setattr(_mkl, "ENABLED", False)
+    assert not _mkl.active(np.float32, 10 * _mkl.MIN_WORK)
 
 
 def test_fast_is_the_default_and_readable_is_reachable():
@@ -445,7 +516,8 @@ def test_eval_mode_feature_major_loop_equals_the_readable_path(cell, opts, N, mo
     """Float32 GRU and LSTM forwards in eval mode run feature-major (fast/_feature_major.py): outputs
     and final states equal the readable path's, and a backward after it (which first transposes
     the cache into the batch-major layout) gives the readable path's gradients."""
-    from rnnlab.fast import _feature_major
+    from rnnlab.fast import _feature_major, _mkl
+    monkeypatch.setattr(_mkl, "ENABLED", False)                  # with MKL the batch-major loop runs
     monkeypatch.setattr(_feature_major, "MIN_STEP_WORK", {"lstm": 0, "gru": 0})   # these small layers too
     monkeypatch.setattr(_feature_major, "MIN_BATCH", 3)
     taken = []
@@ -477,6 +549,7 @@ def test_eval_mode_feature_major_loop_equals_the_readable_path(cell, opts, N, mo
 @pytest.mark.parametrize("dtype,rtol,compiled,lengths", [
     (np.float64, 1e-12, False, False), (np.float64, 1e-12, False, True),
     pytest.param(np.float32, 1e-5, True, False, marks=needs_numba)])
+@pytest.mark.usefixtures("without_mkl")
 def test_backward_with_the_transposed_recurrent_product_equals_the_readable_path(
         cell, opts, dtype, rtol, compiled, lengths, monkeypatch):
     """From TRANSPOSED_MIN_ROWS sequences the backward computes dh = dA W_hh as (W_hh^T dA^T)^T
@@ -503,6 +576,7 @@ def test_backward_with_the_transposed_recurrent_product_equals_the_readable_path
 @pytest.mark.parametrize("cell,opts", [("lstm", {}), ("gru", {}), ("rnn", {}), ("rnn", {"nonlinearity": "relu"}),
                                        ("lstm", {"batch_first": False}),
                                        ("gru", {"num_layers": 2, "bidirectional": True})])
+@pytest.mark.usefixtures("without_mkl")
 def test_forward_with_the_transposed_recurrent_product_equals_the_readable_path(cell, opts):
     """From PRODUCT_TRANSPOSED_MIN_ROWS to _MAX_ROWS sequences the compiled forwards compute
     h W_hh^T as (W_hh h^T)^T (fast/_steps.py): with that many sequences it is taken in every
@@ -531,6 +605,7 @@ def test_forward_with_the_transposed_recurrent_product_equals_the_readable_path(
 
 
 @needs_numba
+@pytest.mark.usefixtures("without_mkl")
 def test_feature_major_is_chosen_by_the_size_of_a_step():
     from rnnlab.fast import _feature_major
     small = np.zeros((5, 3, 4), np.float32)           # (T, N, D) as the loops see it
@@ -546,6 +621,7 @@ def test_feature_major_is_chosen_by_the_size_of_a_step():
 
 @needs_numba
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.usefixtures("without_mkl")
 def test_recorder_after_a_feature_major_forward_sees_the_readable_paths_gradients(cell, monkeypatch):
     """The diagnostics' recorder runs the NumPy backward, which reads the feature-major
     forward's cache in the batch-major layout (transposed on first use)."""

@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from .._conventions import GATES
-from . import _compiled, _feature_major, _helper, _stream, _threads, gru, lstm, rnn
+from . import _compiled, _feature_major, _helper, _mkl, _stream, _threads, gru, lstm, rnn
 from ._steps import rows, rows_view, unrows
 
 __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
@@ -145,34 +145,35 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
         A = rows(dA, bm)                                         # ((hi - lo) N, G)
         Xc = rows(X[lo:hi], bm)
         Hp = rows(cache.H_prev[lo:hi], bm)
-        g_ih[...] += A.T @ Xc                                    # XW = X W_ih^T
+        mm = _mkl.matmul                                         # np.matmul unless MKL is in use
+        mm(A.T, Xc, g_ih, accumulate=True)                       # XW = X W_ih^T
         dXc = dX[lo:hi]
         target = rows_view(dXc, bm) if write_dX else None       # None: dX's chunk is no block of rows
         if target is not None:
-            np.matmul(A, W_ih, out=target)                      # straight into dX
+            mm(A, W_ih, target)                                  # straight into dX
         elif write_dX:
-            dXc[...] = unrows(A @ W_ih, hi - lo, bm)
+            dXc[...] = unrows(mm(A, W_ih), hi - lo, bm)
         else:
-            dXc += unrows(A @ W_ih, hi - lo, bm)
+            dXc += unrows(mm(A, W_ih), hi - lo, bm)
+        ones = np.ones((1, A.shape[0]), A.dtype) if g_bih is not None else None
         if layer.mode == "gru":                                  # extra: the n block of the hidden side
             A_hn = rows(extra, bm)
-            g_hh[:2 * H] += A[:, :2 * H].T @ Hp                  # r, z: the same gradient on both sides
-            g_hh[2 * H:] += A_hn.T @ Hp                          # n: the hidden side carries the factor r
+            mm(A[:, :2 * H].T, Hp, g_hh[:2 * H], accumulate=True)   # r, z: the same gradient on both sides
+            mm(A_hn.T, Hp, g_hh[2 * H:], accumulate=True)        # n: the hidden side carries the factor r
             if g_bih is not None:
-                ones = np.ones(A.shape[0], A.dtype)
-                db = ones @ A                                    # GEMVs: 0.4 against 1.6 ms for
+                db = mm(ones, A)[0]                              # GEMVs: 0.4 against 1.6 ms for
                 g_bih[...] += db                                 # A.sum(axis=0) at (3200, 1536)
                 g_bhh[:2 * H] += db[:2 * H]
-                g_bhh[2 * H:] += ones @ A_hn
+                g_bhh[2 * H:] += mm(ones, A_hn)[0]
             return
-        g_hh[...] += A.T @ Hp                                    # a = ... + h_prev W_hh^T
+        mm(A.T, Hp, g_hh, accumulate=True)                       # a = ... + h_prev W_hh^T
         if g_bih is not None:
-            db = np.ones(A.shape[0], A.dtype) @ A               # a GEMV: twice as fast as A.sum(axis=0)
+            db = mm(ones, A)[0]                                  # a GEMV: twice as fast as A.sum(axis=0)
             g_bih[...] += db
             g_bhh[...] += db
         if extra is not None:                                    # LSTM projection: h = m W_hr^T
             M = rows(cache.data[4][lo:hi], bm)
-            g["weight_hr" + s] += rows(extra, bm).T @ M
+            mm(rows(extra, bm).T, M, g["weight_hr" + s], accumulate=True)
 
     with _threads.step_threads(_step_work(layer, X)):
         return _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, compiled, chunk, flush)
@@ -201,7 +202,7 @@ def describe():
     """Which fast paths this install has (reported by ``rnnlab bench``)."""
     return {"enabled": ENABLED, "compiled": COMPILED,
             "numba": None if _compiled.numba is None else _compiled.numba.__version__,
-            "stream_helper": COMPILED and _helper.ENABLED}
+            "stream_helper": COMPILED and _helper.ENABLED, "mkl": _mkl.describe()}
 
 
 def keeps_batch_major(layer, x, lengths):

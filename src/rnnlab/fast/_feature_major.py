@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _compiled
+from . import _compiled, _mkl
 from ._steps import batch_major, empty_steps, forward_steps, kernel_biases
 from ._threads import all_threads
 
@@ -104,11 +104,14 @@ MIN_BATCH = 4
 
 
 def usable(layer, X):
-    """float32 with the compiled kernels, eval mode, a batch and step large enough (``MIN_STEP_WORK``)."""
+    """float32 with the compiled kernels and without MKL (``_mkl``: the batch-major loop with W_hh
+    packed by MKL is faster), eval mode, a batch and step large enough (``MIN_STEP_WORK``)."""
     N = X.shape[1]
-    return (_compiled.AVAILABLE and not layer.training and layer.mode in MIN_STEP_WORK
+    work = N * layer.hidden_size * layer.weight_rows
+    return (_compiled.AVAILABLE and not _mkl.active(X.dtype, work) and not layer.training
+            and layer.mode in MIN_STEP_WORK
             and X.dtype == F and N >= MIN_BATCH
-            and N * layer.hidden_size * layer.weight_rows >= MIN_STEP_WORK[layer.mode])
+            and work >= MIN_STEP_WORK[layer.mode])
 
 
 def _input_projection(X, W_ih):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _mkl
+
 
 # ---- memory order of the per-step arrays ----------------------------------------------------
 # The loops index every per-step array as (T, N, .) and take step t as a[t]. For batch_first
@@ -71,7 +73,7 @@ def project(X, W):
     result in the same order."""
     bm = batch_major(X)
     m = memory(X, bm)
-    P = (m.reshape(-1, m.shape[2]) @ W.T).reshape(m.shape[:2] + (-1,))
+    P = _mkl.matmul(m.reshape(-1, m.shape[2]), W.T).reshape(m.shape[:2] + (-1,))
     return memory(P, bm)
 
 
@@ -159,11 +161,16 @@ class StepProduct:
     directly, with B C-contiguous (copied once per call when it is a transposed view, as
     ``recurrent_weight`` says why), or with ``swap`` (and T > 2: then ``transposed``) as B^T x^T
     into a (C, N) buffer turned back by ``transpose_into``. OpenBLAS
-    is often faster that way round for a few tens of rows; the windows are below."""
+    is often faster that way round for a few tens of rows; the windows are below. With MKL in
+    use (``_mkl``), T > 2 and N B.size at least ``_mkl.MIN_WORK``, B is packed once by MKL
+    instead and neither applies."""
 
     def __init__(self, B, N, T, swap):
-        self.transposed = swap and T > 2
-        if self.transposed:
+        self.packed = _mkl.Packed(B, N) if T > 2 and _mkl.active(B.dtype, N * B.size) else None
+        self.transposed = swap and T > 2 and self.packed is None
+        if self.packed is not None:
+            pass
+        elif self.transposed:
             self.BT = B.T if B.T.flags.c_contiguous else transposed(B)
             self.buf = np.empty((B.shape[1], N), B.dtype)
         else:
@@ -171,11 +178,13 @@ class StepProduct:
 
     def __call__(self, x, out):
         """out <- x B; returns out."""
-        if self.transposed:
+        if self.packed is not None:
+            self.packed(x, out)
+        elif self.transposed:
             np.matmul(self.BT, x.T, out=self.buf)
             transpose_into(self.buf, out)
         else:
-            np.matmul(x, self.B, out=out)
+            _mkl.matmul(x, self.B, out)
         return out
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._steps import RecurrentGrad, backward_steps, forward_steps, recurrent_weight
+from . import _mkl
+from ._steps import RecurrentGrad, StepProduct, backward_steps, forward_steps
 from ._threads import all_threads
 
 
@@ -24,7 +25,7 @@ def forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, mask):
     H = W_hh.shape[1]
     dt = X.dtype
     with all_threads(X.size * W_ih.shape[0]):                    # one large GEMM: every BLAS thread
-        A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, 3 * H)     # xw, then the gates r, z, n
+        A = _mkl.matmul(X.reshape(T * N, D), W_ih.T).reshape(T, N, 3 * H)     # xw, then the gates r, z, n
     if b_ih is not None:
         A += b_ih
         A[:, :, :2 * H] += b_hh[:2 * H]                          # only b_hn sits inside r * (.)
@@ -33,12 +34,12 @@ def forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, mask):
     HWn = np.empty((T, N, H), dt)                                # W_hn h_prev + b_hn
     hw = np.empty((N, 3 * H), dt)
     tmp = np.empty((N, H), dt)
-    W_hhT = recurrent_weight(W_hh, T)
+    product = StepProduct(W_hh.T, N, T, False)                  # h_prev W_hh^T
     b_hn = None if b_hh is None else b_hh[2 * H:]
     for t in forward_steps(T, reverse):
         Hp[t] = h
         a = A[t]
-        np.matmul(h, W_hhT, out=hw)
+        product(h, hw)
         rz = a[:, :2 * H]
         rz += hw[:, :2 * H]
         rz *= 0.5                                                # sigmoid(x) = 0.5 tanh(x / 2) + 0.5

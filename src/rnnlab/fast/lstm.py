@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._steps import RecurrentGrad, backward_steps, forward_steps, recurrent_weight
+from . import _mkl
+from ._steps import RecurrentGrad, StepProduct, backward_steps, forward_steps
 from ._threads import all_threads
 
 
@@ -44,7 +45,7 @@ def forward(X, h, c, W_ih, W_hh, b_ih, b_hh, W_hr, reverse, mask):
     Ho = W_hh.shape[1]
     dt = X.dtype
     with all_threads(X.size * W_ih.shape[0]):                    # one large GEMM: every BLAS thread
-        A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, 4 * H)     # pre-activations, then gates (T, N, 4H)
+        A = _mkl.matmul(X.reshape(T * N, D), W_ih.T).reshape(T, N, 4 * H)   # pre-activations, then gates
     if b_ih is not None:
         A += b_ih + b_hh
     scale, shift = _gate_affine(H, dt)
@@ -56,12 +57,12 @@ def forward(X, h, c, W_ih, W_hh, b_ih, b_hh, W_hr, reverse, mask):
     hw = np.empty((N, 4 * H), dt)
     ig = np.empty((N, H), dt)
     c = c.copy()                                                 # updated in place below
-    W_hhT = recurrent_weight(W_hh, T)
+    product = StepProduct(W_hh.T, N, T, False)                  # h_prev W_hh^T
     for t in forward_steps(T, reverse):
         Hp[t] = h
         Cp[t] = c
         a = A[t]
-        np.matmul(h, W_hhT, out=hw)
+        product(h, hw)
         a += hw                                                  # a = xw + b + h W_hh^T
         a *= scale
         np.tanh(a, out=a)
@@ -76,7 +77,7 @@ def forward(X, h, c, W_ih, W_hh, b_ih, b_hh, W_hr, reverse, mask):
             h_new = np.multiply(o, tc, out=out[t])               # h = o * tanh(c)
         else:
             m = np.multiply(o, tc, out=M[t])
-            h_new = np.matmul(m, W_hr.T, out=out[t])             # h = m W_hr^T
+            h_new = _mkl.matmul(m, W_hr.T, out[t])               # h = m W_hr^T
         if mask is None:
             h = h_new
         else:
@@ -125,7 +126,7 @@ def backward(dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, chunk, flus
         da = dA_c[k]
         if W_hr is not None:
             dH_c[k] = dh_new
-            np.matmul(dh_new, W_hr, out=dm)                      # h = m W_hr^T
+            _mkl.matmul(dh_new, W_hr, dm)                        # h = m W_hr^T
         np.multiply(tc, tc, out=tmp)                             # m = o * tanh(c):
         np.subtract(1, tmp, out=tmp)
         tmp *= o

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._steps import RecurrentGrad, backward_steps, forward_steps, recurrent_weight
+from . import _mkl
+from ._steps import RecurrentGrad, StepProduct, backward_steps, forward_steps
 from ._threads import all_threads
 
 
@@ -18,18 +19,18 @@ def forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, mask):
     H = W_hh.shape[0]
     dt = X.dtype
     with all_threads(X.size * W_ih.shape[0]):                    # one large GEMM: every BLAS thread
-        A = (X.reshape(T * N, D) @ W_ih.T).reshape(T, N, H)         # pre-activations (T, N, H)
+        A = _mkl.matmul(X.reshape(T * N, D), W_ih.T).reshape(T, N, H)         # pre-activations (T, N, H)
     if b_ih is not None:
         A += b_ih + b_hh
     out = np.empty((T, N, H), dt)
     Hp = np.empty((T, N, H), dt)
     Hn = np.empty((T, N, H), dt) if mask is not None else out    # h_new of each step (out is masked)
     hw = np.empty((N, H), dt)
-    W_hhT = recurrent_weight(W_hh, T)
+    product = StepProduct(W_hh.T, N, T, False)                  # h_prev W_hh^T
     for t in forward_steps(T, reverse):
         Hp[t] = h
         a = A[t]
-        np.matmul(h, W_hhT, out=hw)
+        product(h, hw)
         a += hw
         if nonlinearity == "tanh":
             h_new = np.tanh(a, out=Hn[t])
