@@ -107,7 +107,11 @@ def paired_fraction(n_flops, seconds, gemm_flops, gemm_seconds):
 
 
 class Gemm:
-    """The roofline's GEMM (n x n times n x n, float32) as a function to time with the others."""
+    """The roofline's GEMM (n x n times n x n, float32) as a function to time with the others.
+
+    Through NumPy's BLAS, and through MKL too when rnnlab's loops run on it (``fast/_mkl.py``):
+    ``gemm_peak`` times each and keeps the faster as ``backend``, so that the roofline is the
+    fastest GEMM this install has, not only the one rnnlab's loops do not use."""
 
     def __init__(self, n=2048):
         rng = np.random.default_rng(0)
@@ -115,21 +119,31 @@ class Gemm:
         self.b = rng.standard_normal((n, n), dtype=np.float32)
         self.c = np.empty((n, n), np.float32)
         self.flops = 2 * n ** 3
+        self.backends = {"numpy": lambda: np.matmul(self.a, self.b, out=self.c)}
+        mkl = recurrent._fast._mkl
+        if mkl.active(np.float32, n ** 3):
+            self.backends["mkl"] = lambda: mkl.matmul(self.a, self.b, self.c)
+        self.backend = "numpy"
+        self.peaks = {}          # GFLOP/s of each backend, best over every gemm_peak
 
     def __call__(self):
-        np.matmul(self.a, self.b, out=self.c)
+        self.backends[self.backend]()
 
 
 def gemm_peak(threads, gemm, repeats=10):
-    """GFLOP/s of ``gemm`` (a ``Gemm``), best of ``repeats``, on ``threads`` threads."""
+    """GFLOP/s of ``gemm`` (a ``Gemm``), best of ``repeats``, on ``threads`` threads: the faster
+    of its backends, which becomes ``gemm.backend``."""
     with _blas_threads(threads):
-        gemm()
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            gemm()
-            best = min(best, time.perf_counter() - t0)
-    return gemm.flops / best / 1e9
+        for name, fn in gemm.backends.items():
+            fn()
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - t0)
+            gemm.peaks[name] = max(gemm.peaks.get(name, 0.0), gemm.flops / best / 1e9)
+    gemm.backend = max(gemm.peaks, key=gemm.peaks.get)
+    return gemm.peaks[gemm.backend]
 
 
 @contextlib.contextmanager
@@ -399,6 +413,7 @@ def run(threads=None, quick=False, repeats=None, sizes=None, cells=CELLS, stream
             bar.update(1)
     # measured again at the end: on a shared machine the better of the two is the roofline
     result["gemm_peak_gflops"] = max(result["gemm_peak_gflops"], gemm_peak(threads, gemm))
+    result["gemm_peak_by_blas"] = dict(gemm.peaks)
     bar.close()
     peak = result["gemm_peak_gflops"]
     for row in points + stream:
@@ -444,10 +459,18 @@ def _blas_info():
 
 # ---- the table ----------------------------------------------------------------------------
 def _blas_lines(result):
-    """Which BLAS NumPy ran, and a warning when OPENBLAS_CORETYPE forced its kernels."""
+    """Which BLAS NumPy ran (and MKL, when rnnlab's loops ran on it), and a warning when
+    OPENBLAS_CORETYPE forced OpenBLAS's kernels."""
     blas = result.get("blas") or []
     lines = [f"NumPy BLAS: {b.get('internal_api')} {b.get('version')}, {b.get('architecture')} kernels"
-             for b in blas]
+             for b in blas if b.get("internal_api") != "mkl"]
+    mkl = (result.get("fast_path") or {}).get("mkl") or {}
+    if mkl.get("enabled"):
+        lines.append(f"rnnlab's loops: GEMMs through {mkl.get('version') or 'MKL'}, W_hh packed once a call "
+                     f"({mkl.get('threading')} threading)")
+    peaks = result.get("gemm_peak_by_blas") or {}
+    if len(peaks) > 1:
+        lines.append("GEMM roofline, each BLAS: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
     forced = (result.get("machine") or {}).get("OPENBLAS_CORETYPE")
     if forced:
         lines.append(f"warning: OPENBLAS_CORETYPE={forced} is set, so OpenBLAS runs {forced} kernels instead of "

@@ -75,8 +75,8 @@ def run_direction(layer, X, h, c, s, reverse, mask):
         out, h, c, data = _stream.run(layer.mode, X, h, c, p["weight_ih" + s], p["weight_hh" + s],
                                       p.get("bias_ih" + s), p.get("bias_hh" + s), layer.nonlinearity)
         return out, h, c, Cache(data, data[1])
-    with _threads.step_threads(work):                       # small per-step GEMMs on one BLAS thread
-        return _run_direction(layer, X, h, c, s, reverse, mask)
+    with _threads.step_threads(work), _mkl.regime(X.dtype, work):   # small per-step GEMMs on one BLAS
+        return _run_direction(layer, X, h, c, s, reverse, mask)     # thread; large ones MKL's if in use
 
 
 def _step_work(layer, X):
@@ -175,7 +175,8 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
             M = rows(cache.data[4][lo:hi], bm)
             mm(rows(extra, bm).T, M, g["weight_hr" + s], accumulate=True)
 
-    with _threads.step_threads(_step_work(layer, X)):
+    work = _step_work(layer, X)
+    with _threads.step_threads(work), _mkl.regime(X.dtype, work):
         return _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, compiled, chunk, flush)
 
 
