@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import math
 import os
-import types
 
 import numpy as np
 
-from . import _mkl
 from ._steps import (RecurrentGrad, RecurrentProduct, as_order, backward_steps, batch_major, empty_steps,
                      forward_steps, kernel_biases, memory, previous_states, project)
 from ._threads import all_threads
@@ -47,18 +45,6 @@ except ImportError:
     numba = None
 
 AVAILABLE = numba is not None
-prange = numba.prange if AVAILABLE else range
-
-# With MKL on GNU OpenMP (``_mkl``) the per-step kernels of a loop whose GEMMs are MKL's run on
-# both cores too (Numba's ``parallel`` over the batch rows, ``_parallel_variants``), on Numba's
-# "omp" threading layer: the same libgomp threads as MKL's, so the two take turns rather than
-# spin against each other. rnnlab chooses that layer (``numba.config.THREADING_LAYER``) only if
-# nothing else did; ``RNNLAB_PARALLEL_KERNELS=0`` keeps the kernels on one core.
-PARALLEL = (AVAILABLE and _mkl.ENABLED and _mkl.threading_layer == "gnu"
-            and os.environ.get("RNNLAB_PARALLEL_KERNELS", "1") != "0"
-            and numba.config.THREADING_LAYER in ("default", "omp"))
-if PARALLEL:
-    numba.config.THREADING_LAYER = "omp"
 
 
 def _drop_stale_caches():
@@ -222,7 +208,7 @@ if AVAILABLE:
         against 18.3 ms with ``A += b`` first; N=32, T=100, H=256 6.9 against 8.5 ms)."""
         N, G = hw.shape
         H = G // 4
-        for n in prange(N):
+        for n in range(N):
             an, hwn = _at(A, t, n, bm), hw[n]
             for j in range(2 * H):                             # i, f
                 an[j] = sigmoid32(an[j] + hwn[j] + b[j])
@@ -248,7 +234,7 @@ if AVAILABLE:
         gradient reaching h_t out (the caller then overwrites it with da W_hh); dc: dc_t in,
         dc_{t-1} out."""
         N, H = dh.shape
-        for n in prange(N):
+        for n in range(N):
             dyn, dhn, dcn = _at(dY, t, n, bm), dh[n], dc[n]
             an, tcn, cpn, dan = _at(A, t, n, bm), _at(TC, t, n, bm), _at(Cp, t, n, bm), _at(dA, k, n, bm)
             for j in range(H):
@@ -277,7 +263,7 @@ if AVAILABLE:
         W_hh^T; HWn <- W_hn h_prev + b_hn; O <- h_t."""
         N, G = hw.shape
         H = G // 3
-        for n in prange(N):
+        for n in range(N):
             an, hwr = _at(A, t, n, bm), hw[n]
             for j in range(2 * H):                             # r, z
                 an[j] = sigmoid32(an[j] + hwr[j] + b[j])
@@ -295,7 +281,7 @@ if AVAILABLE:
         """Step t, its gradients into slot k of dA and dA_hn. dh: recurrent gradient in,
         dh_total * z out (the caller adds dhw W_hh)."""
         N, H = dh.shape
-        for n in prange(N):
+        for n in range(N):
             dyn, dhn, dhwn = _at(dY, t, n, bm), dh[n], dhw[n]
             an, hwnn, hpn = _at(A, t, n, bm), _at(HWn, t, n, bm), _at(Hp, t, n, bm)
             dan, dahn = _at(dA, k, n, bm), _at(dA_hn, k, n, bm)
@@ -324,7 +310,7 @@ if AVAILABLE:
         """Step t: O <- f(A + hw + b), A = x W_ih^T, hw (N, H) = h_prev W_hh^T, b = b_ih + b_hh
         (added here as in ``lstm_forward_step``)."""
         N, H = hw.shape
-        for n in prange(N):
+        for n in range(N):
             an, hwn, hn = _at(A, t, n, bm), hw[n], _at(O, t, n, bm)
             for j in range(H):
                 v = an[j] + hwn[j] + b[j]
@@ -336,7 +322,7 @@ if AVAILABLE:
     @_jit()
     def rnn_backward_step(dY, Hn, dA, t, k, bm, dh, relu):
         N, H = dh.shape
-        for n in prange(N):
+        for n in range(N):
             dyn, dhn, hn, dan = _at(dY, t, n, bm), dh[n], _at(Hn, t, n, bm), _at(dA, k, n, bm)
             for j in range(H):
                 d = dyn[j] + dhn[j]
@@ -413,34 +399,6 @@ if AVAILABLE:
                 out[j, Rf + i] = a[Rf + i, j]
 
 
-def _renamed(fn, suffix):
-    """A copy of the Python function fn under another name (so that its compiled variant gets
-    its own on-disk cache entry)."""
-    g = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__)
-    g.__qualname__ = fn.__qualname__ + suffix
-    g.__doc__ = fn.__doc__
-    return g
-
-
-if AVAILABLE:
-    # The same kernels compiled with parallel=True: their prange over the batch rows runs on
-    # Numba's threads (used with MKL, ``PARALLEL``). Measured, LSTM inference with MKL, the two
-    # interleaved in one process, best / median of 16: N=32, T=100, H=256 12.4 / 13.3 against
-    # 15.0 / 15.6 ms; N=64, T=50, H=512 52.4 / 54.2 against 56.7 / 59.4 ms.
-    _parallel_variants = {
-        f.py_func.__name__: _jit(parallel=True)(_renamed(f.py_func, "_parallel"))
-        for f in (lstm_forward_step, lstm_backward_step, gru_forward_step, gru_backward_step,
-                  rnn_forward_step, rnn_backward_step)}
-
-
-def _kernel(fn, N, W_hh):
-    """fn, or its parallel variant for a loop of N sequences whose GEMMs are MKL's (``PARALLEL``,
-    MKL on two threads or more)."""
-    if PARALLEL and N >= 2 and _mkl.active(F, N * W_hh.size) and _mkl.threads() >= 2:
-        return _parallel_variants[fn.py_func.__name__]
-    return fn
-
-
 LOOP_MAX_BATCH = 2
 LOOP_MAX_WORK = 2 ** 20          # multiply-adds of a step's h_prev W_hh^T (above: BLAS on all threads)
 
@@ -477,11 +435,10 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
         return out, out[0 if reverse else T - 1], c, (A, Hp, Cp, TC, None)
     mA, mCp, mTC, mO = (memory(a, bm) for a in (A, Cp, TC, out))
     product = RecurrentProduct(W_hh, N, T)
-    step = _kernel(lstm_forward_step, N, W_hh)
     h0 = h
     for t in forward_steps(T, reverse):
         product(h, hw)
-        step(mA, mCp, mTC, mO, t, bm, hw, b, c)
+        lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, b, c)
         h = out[t]
     previous_states(Hp, out, h0, reverse)                        # the kernel does not read h_prev
     return out, h, c, (A, Hp, Cp, TC, None)
@@ -503,9 +460,8 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush):
     dh = dh.copy()
     dc = dc.copy()
     grad = RecurrentGrad(W_hh, N, T)
-    step = _kernel(lstm_backward_step, N, W_hh)
     for t, k, done in backward_steps(T, reverse, chunk):
-        step(mdY, mA, mTC, mCp, mdA, t, k, bm, dh, dc)
+        lstm_backward_step(mdY, mA, mTC, mCp, mdA, t, k, bm, dh, dc)
         grad(dA[k], dh)                                         # dh = dA W_hh
         if done:
             flush(done[0], done[1], dA[:done[1] - done[0]], None, bm)
@@ -525,13 +481,12 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
         return out, out[0 if reverse else T - 1], (A, Hp, HWn)
     mA, mHWn, mO = (memory(a, bm) for a in (A, HWn, out))
     product = RecurrentProduct(W_hh, N, T)
-    kernel = _kernel(gru_forward_step, N, W_hh)
     h0, step = h, (1 if reverse else -1)
     first = h0[:, None] if bm else h0[None]                      # h0 as a one-step sequence
     for i, t in enumerate(forward_steps(T, reverse)):
         product(h, hw)
         prev, tp = (first, 0) if i == 0 else (mO, t + step)      # h_prev: row (tp, n) of prev
-        kernel(mA, prev, tp, mHWn, mO, t, bm, hw, b, b_hn)
+        gru_forward_step(mA, prev, tp, mHWn, mO, t, bm, hw, b, b_hn)
         h = out[t]
     previous_states(Hp, out, h0, reverse)                        # for the backward
     return out, h, (A, Hp, HWn)
@@ -548,9 +503,8 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     tmp = np.empty((N, H), F)
     dh = dh.copy()
     grad = RecurrentGrad(W_hh, N, T)
-    step = _kernel(gru_backward_step, N, W_hh)
     for t, k, done in backward_steps(T, reverse, chunk):
-        step(mdY, mA, mHWn, mHp, mdA, mdA_hn, t, k, bm, dh, dhw)
+        gru_backward_step(mdY, mA, mHWn, mHp, mdA, mdA_hn, t, k, bm, dh, dhw)
         dh += grad(dhw, tmp)                                    # + dhw W_hh
         if done:
             n = done[1] - done[0]
@@ -572,11 +526,10 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
         return out, out[0 if reverse else T - 1], (out, Hp, nonlinearity)
     mA, mO = memory(A, bm), memory(out, bm)
     product = RecurrentProduct(W_hh, N, T)
-    step = _kernel(rnn_forward_step, N, W_hh)
     h0 = h
     for t in forward_steps(T, reverse):
         product(h, hw)
-        step(mA, mO, t, bm, hw, b, relu)
+        rnn_forward_step(mA, mO, t, bm, hw, b, relu)
         h = out[t]
     previous_states(Hp, out, h0, reverse)                        # the kernel does not read h_prev
     return out, h, (out, Hp, nonlinearity)
@@ -591,9 +544,8 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     dh = dh.copy()
     relu = nonlinearity == "relu"
     grad = RecurrentGrad(W_hh, N, T)
-    step = _kernel(rnn_backward_step, N, W_hh)
     for t, k, done in backward_steps(T, reverse, chunk):
-        step(mdY, mHn, mdA, t, k, bm, dh, relu)
+        rnn_backward_step(mdY, mHn, mdA, t, k, bm, dh, relu)
         grad(dA[k], dh)                                         # dh = dA W_hh
         if done:
             flush(done[0], done[1], dA[:done[1] - done[0]], None, bm)

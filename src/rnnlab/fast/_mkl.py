@@ -190,11 +190,6 @@ class Packed:
         return out
 
 
-def threads():
-    """MKL's thread count now (threadpoolctl and ``_threads`` change it)."""
-    return lib.MKL_Get_Max_Threads() if lib is not None else 1
-
-
 def describe():
     """What ``rnnlab bench`` reports."""
     if lib is None:
