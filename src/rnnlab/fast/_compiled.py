@@ -33,6 +33,7 @@ import os
 
 import numpy as np
 
+from . import _mkl
 from ._steps import (RecurrentGrad, RecurrentProduct, as_order, backward_steps, batch_major, empty_steps,
                      forward_steps, kernel_biases, memory, previous_states, project)
 from ._threads import all_threads
@@ -369,6 +370,88 @@ if AVAILABLE:
 
 
 if AVAILABLE:
+    @_intrinsic
+    def _sgemm_compute(typingctx, fn, m, n, k, a, lda, b, c, ldc):
+        """c (m, n) <- a (m, k) times the MKL-packed B (k, n) at address b: MKL's
+        ``cblas_sgemm_compute`` (row-major, a not transposed, beta 0), called through the
+        function pointer fn (``_mkl.compute_address``). Integers and addresses come as ints."""
+        if not all(isinstance(v, _types.Integer) for v in (fn, m, n, k, a, lda, b, c, ldc)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            i32, vp = _ir.IntType(32), _ir.IntType(8).as_pointer()
+            fnty = _ir.FunctionType(_ir.VoidType(), [i32] * 6 + [vp, i32, vp, i32, _ir.FloatType(), vp, i32])
+            f, m_, n_, k_, a_, lda_, b_, c_, ldc_ = args
+            i = lambda v: builder.trunc(v, i32) if v.type.width > 32 else v
+            ptr = lambda v: builder.inttoptr(v, vp)
+            const = lambda v: _ir.Constant(i32, v)
+            builder.call(builder.inttoptr(f, fnty.as_pointer()),
+                         [const(101), const(111), const(151), i(m_), i(n_), i(k_), ptr(a_), i(lda_),
+                          ptr(b_), i(k_), _ir.Constant(_ir.FloatType(), 0.0), ptr(c_), i(ldc_)])
+            return context.get_dummy_value()
+        return _types.void(fn, m, n, k, a, lda, b, c, ldc), codegen
+
+    # The loops over t with MKL's packed product called from compiled code (``_mkl``): no Python
+    # between the steps. Each takes the per-step arrays as their memory (``_steps.memory``),
+    # batch-major or not (bm), and h_prev as the previous step's rows of the output (the initial
+    # state h0 (N, H), C-contiguous, at the first step).
+    @_jit(inline="always")
+    def _rows_at(m, t, bm):
+        """Address and row stride (in elements) of step t's (N, K) rows in the memory m."""
+        base = np.int64(m.ctypes.data)          # int64, not uint64: uint64 + int64 is a float
+        if bm:
+            return base + t * m.strides[1], m.strides[0] // 4
+        return base + t * m.strides[0], m.strides[1] // 4
+
+    @_jit(inline="always")
+    def _packed_product(fn, packed, h0, mO, s, t, reverse, bm, hw):
+        """hw <- h_prev W_hh^T at loop step s (step t), h_prev h0 or the output's previous step."""
+        N, G = hw.shape
+        K = h0.shape[1]
+        if s == 0:
+            a, lda = np.int64(h0.ctypes.data), K
+        else:
+            a, lda = _rows_at(mO, t + 1 if reverse else t - 1, bm)
+        _sgemm_compute(fn, N, G, K, a, lda, np.int64(packed.ctypes.data), np.int64(hw.ctypes.data), G)
+
+    @_jit()
+    def lstm_loop_mkl(fn, packed, h0, mA, mCp, mTC, mO, bm, hw, b, c, T, reverse):
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            _packed_product(fn, packed, h0, mO, s, t, reverse, bm, hw)
+            lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, b, c)
+
+    @_jit()
+    def gru_loop_mkl(fn, packed, h0, first, mA, mHWn, mO, bm, hw, b, b_hn, T, reverse):
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            _packed_product(fn, packed, h0, mO, s, t, reverse, bm, hw)
+            if s == 0:
+                gru_forward_step(mA, first, 0, mHWn, mO, t, bm, hw, b, b_hn)
+            else:
+                gru_forward_step(mA, mO, t + 1 if reverse else t - 1, mHWn, mO, t, bm, hw, b, b_hn)
+
+    @_jit()
+    def rnn_loop_mkl(fn, packed, h0, mA, mO, bm, hw, b, relu, T, reverse):
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            _packed_product(fn, packed, h0, mO, s, t, reverse, bm, hw)
+            rnn_forward_step(mA, mO, t, bm, hw, b, relu)
+
+
+def _mkl_loop(product):
+    """(function address, packed W_hh^T) when the loop's product is MKL's packed one, else None."""
+    if product.packed is None or not MKL_LOOPS:
+        return None
+    return _mkl.compute_address(), product.packed.buf
+
+
+# The forward loops call MKL's packed product from compiled code (``lstm_loop_mkl`` etc.);
+# ``MKL_LOOPS = False`` keeps them in Python (a BLAS call and a kernel call a step).
+MKL_LOOPS = True
+
+
+if AVAILABLE:
     TILE = 16
 
     @_jit()
@@ -436,7 +519,11 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     mA, mCp, mTC, mO = (memory(a, bm) for a in (A, Cp, TC, out))
     product = RecurrentProduct(W_hh, N, T)
     h0 = h
-    for t in forward_steps(T, reverse):
+    mkl = _mkl_loop(product)
+    if mkl:
+        lstm_loop_mkl(*mkl, np.ascontiguousarray(h0), mA, mCp, mTC, mO, bm, hw, b, c, T, reverse)
+        h = out[0 if reverse else T - 1]
+    for t in forward_steps(T, reverse) if not mkl else ():
         product(h, hw)
         lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, b, c)
         h = out[t]
@@ -483,7 +570,11 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     product = RecurrentProduct(W_hh, N, T)
     h0, step = h, (1 if reverse else -1)
     first = h0[:, None] if bm else h0[None]                      # h0 as a one-step sequence
-    for i, t in enumerate(forward_steps(T, reverse)):
+    mkl = _mkl_loop(product)
+    if mkl:
+        gru_loop_mkl(*mkl, np.ascontiguousarray(h0), first, mA, mHWn, mO, bm, hw, b, b_hn, T, reverse)
+        h = out[0 if reverse else T - 1]
+    for i, t in enumerate(forward_steps(T, reverse) if not mkl else ()):
         product(h, hw)
         prev, tp = (first, 0) if i == 0 else (mO, t + step)      # h_prev: row (tp, n) of prev
         gru_forward_step(mA, prev, tp, mHWn, mO, t, bm, hw, b, b_hn)
@@ -527,7 +618,11 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
     mA, mO = memory(A, bm), memory(out, bm)
     product = RecurrentProduct(W_hh, N, T)
     h0 = h
-    for t in forward_steps(T, reverse):
+    mkl = _mkl_loop(product)
+    if mkl:
+        rnn_loop_mkl(*mkl, np.ascontiguousarray(h0), mA, mO, bm, hw, b, relu, T, reverse)
+        h = out[0 if reverse else T - 1]
+    for t in forward_steps(T, reverse) if not mkl else ():
         product(h, hw)
         rnn_forward_step(mA, mO, t, bm, hw, b, relu)
         h = out[t]

@@ -34,6 +34,7 @@ _B_MATRIX, _PACKED = 162, 151
 _LAYER_SEQUENTIAL, _LAYER_GNU = 1, 3
 
 lib = None            # the loaded libmkl_rt, or None
+_raw_lib = None
 threading_layer = None
 error = None          # why MKL could not be loaded, if it is installed but failed
 
@@ -60,7 +61,7 @@ def _intel_cpu():
 
 
 def _load():
-    global lib, threading_layer, error
+    global lib, _raw_lib, threading_layer, error
     path = _find()
     if path is None:
         return
@@ -84,7 +85,7 @@ def _load():
     mkl.cblas_sgemm_pack.restype = None
     mkl.cblas_sgemm_compute.argtypes = [c_int] * 6 + [p, c_int, p, c_int, c_float, p, c_int]
     mkl.cblas_sgemm_compute.restype = None
-    lib = mkl
+    lib = _raw_lib = mkl
 
 
 _load()
@@ -188,6 +189,11 @@ class Packed:
                                 x.ctypes.data, ldx, self.buf.ctypes.data, self.K, 0.0,
                                 out.ctypes.data, _ldc(out))
         return out
+
+
+def compute_address():
+    """The address of ``cblas_sgemm_compute``, for compiled loops that call it (``_compiled``)."""
+    return ctypes.cast(_raw_lib.cblas_sgemm_compute, ctypes.c_void_p).value
 
 
 def describe():
