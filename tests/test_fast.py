@@ -105,16 +105,21 @@ def test_fast_equals_readable(cell, opts, variant, dtype, rtol, compiled, monkey
             lengths = np.array([7, 3, 1, 5])
         # weight gradients in chunks of 2 steps (7 = 2 + 2 + 2 + 1), not all 7 at once
         monkeypatch.setattr(rnnlab.fast, "CHUNK_ROWS", 2 * N)
-    loops = []
-    if calls is not None and lengths is None:   # the compiled forwards call MKL from their loop over t
-        for name in ("lstm_loop_mkl", "gru_loop_mkl", "rnn_loop_mkl"):
+    loops, chunks = [], []
+    if calls is not None and lengths is None:   # the compiled loops call MKL themselves, step by step
+        for name, seen in (("lstm_loop_mkl", loops), ("gru_loop_mkl", loops), ("rnn_loop_mkl", loops),
+                           ("lstm_chunk_mkl", chunks), ("gru_chunk_mkl", chunks), ("rnn_chunk_mkl", chunks)):
             real = getattr(rnnlab.fast._compiled, name)
-            monkeypatch.setattr(rnnlab.fast._compiled, name, lambda *a, _f=real: loops.append(_f) or _f(*a))
+            monkeypatch.setattr(rnnlab.fast._compiled, name, lambda *a, _f=real, _s=seen: _s.append(a[2:4]) or _f(*a))
     fast = _run(layer, True, x, state, lengths, dout, dstate)
     if calls is not None:                       # the packed product in every loop, plain GEMMs in the flushes
-        assert calls["cblas_sgemm_compute"] >= T and calls["cblas_sgemm"] >= 3, calls
+        assert calls["cblas_sgemm"] >= 3, calls
         if lengths is None and not opts.get("proj_size"):
-            assert len(loops) == layer.num_layers * layer.num_directions
+            runs = layer.num_layers * layer.num_directions
+            assert len(loops) == runs                           # one compiled forward loop a direction
+            per_run = 1 if variant == "plain" else 4            # chunks of 2 steps: 7 = 2 + 2 + 2 + 1
+            assert len(chunks) == runs * per_run, chunks
+            assert sum(hi - lo for lo, hi in chunks) == runs * T
         else:                                   # the NumPy loops call it from Python, forward and backward
             assert calls["cblas_sgemm_compute"] >= 2 * T, calls
     readable = _run(layer, False, x, state, lengths, dout, dstate)

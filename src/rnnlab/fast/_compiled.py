@@ -439,8 +439,59 @@ if AVAILABLE:
             rnn_forward_step(mA, mO, t, bm, hw, b, relu)
 
 
+if AVAILABLE:
+    # The backward's steps lo..hi-1 of one chunk (T-1..0 order, 0..T-1 for the reverse
+    # direction), each the step kernel and then dh = dA_k W_hh by MKL's packed product, called
+    # from compiled code like the forward loops above; the chunk's weight gradients (``flush``)
+    # stay in Python.
+    @_jit(inline="always")
+    def _chunk_step(s, lo, hi, reverse):
+        return lo + s if reverse else hi - 1 - s
+
+    @_jit()
+    def lstm_chunk_mkl(fn, packed, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh, dc):
+        N, H = dh.shape
+        G = 4 * H
+        for s in range(hi - lo):
+            t = _chunk_step(s, lo, hi, reverse)
+            lstm_backward_step(mdY, mA, mTC, mCp, mdA, t, t - lo, bm, dh, dc)
+            a, lda = _rows_at(mdA, t - lo, bm)
+            _sgemm_compute(fn, N, H, G, a, lda, np.int64(packed.ctypes.data), np.int64(dh.ctypes.data), H)
+
+    @_jit()
+    def gru_chunk_mkl(fn, packed, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh, dhw, tmp):
+        N, H = dh.shape
+        G = 3 * H
+        for s in range(hi - lo):
+            t = _chunk_step(s, lo, hi, reverse)
+            gru_backward_step(mdY, mA, mHWn, mHp, mdA, mdA_hn, t, t - lo, bm, dh, dhw)
+            _sgemm_compute(fn, N, H, G, np.int64(dhw.ctypes.data), G, np.int64(packed.ctypes.data),
+                           np.int64(tmp.ctypes.data), H)
+            for n in range(N):                                   # + dhw W_hh
+                dhn, tn = dh[n], tmp[n]
+                for j in range(H):
+                    dhn[j] += tn[j]
+
+    @_jit()
+    def rnn_chunk_mkl(fn, packed, lo, hi, reverse, mdY, mHn, mdA, bm, dh, relu):
+        N, H = dh.shape
+        for s in range(hi - lo):
+            t = _chunk_step(s, lo, hi, reverse)
+            rnn_backward_step(mdY, mHn, mdA, t, t - lo, bm, dh, relu)
+            a, lda = _rows_at(mdA, t - lo, bm)
+            _sgemm_compute(fn, N, H, H, a, lda, np.int64(packed.ctypes.data), np.int64(dh.ctypes.data), H)
+
+
+def _chunks(T, reverse, chunk):
+    """The backward's chunks (lo, hi) in the order ``backward_steps`` visits them."""
+    if reverse:
+        return [(lo, min(T, lo + chunk)) for lo in range(0, T, chunk)]
+    return [(max(0, hi - chunk), hi) for hi in range(T, 0, -chunk)]
+
+
 def _mkl_loop(product):
-    """(function address, packed W_hh^T) when the loop's product is MKL's packed one, else None."""
+    """(function address, packed weight) when the loop's product (a ``StepProduct``) is MKL's
+    packed one, else None."""
     if product.packed is None or not MKL_LOOPS:
         return None
     return _mkl.compute_address(), product.packed.buf
@@ -547,7 +598,11 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush):
     dh = dh.copy()
     dc = dc.copy()
     grad = RecurrentGrad(W_hh, N, T)
-    for t, k, done in backward_steps(T, reverse, chunk):
+    mkl = _mkl_loop(grad)
+    for lo, hi in _chunks(T, reverse, chunk) if mkl else ():
+        lstm_chunk_mkl(*mkl, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh, dc)
+        flush(lo, hi, dA[:hi - lo], None, bm)
+    for t, k, done in backward_steps(T, reverse, chunk) if not mkl else ():
         lstm_backward_step(mdY, mA, mTC, mCp, mdA, t, k, bm, dh, dc)
         grad(dA[k], dh)                                         # dh = dA W_hh
         if done:
@@ -594,7 +649,11 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     tmp = np.empty((N, H), F)
     dh = dh.copy()
     grad = RecurrentGrad(W_hh, N, T)
-    for t, k, done in backward_steps(T, reverse, chunk):
+    mkl = _mkl_loop(grad)
+    for lo, hi in _chunks(T, reverse, chunk) if mkl else ():
+        gru_chunk_mkl(*mkl, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh, dhw, tmp)
+        flush(lo, hi, dA[:hi - lo], dA_hn[:hi - lo], bm)
+    for t, k, done in backward_steps(T, reverse, chunk) if not mkl else ():
         gru_backward_step(mdY, mA, mHWn, mHp, mdA, mdA_hn, t, k, bm, dh, dhw)
         dh += grad(dhw, tmp)                                    # + dhw W_hh
         if done:
@@ -639,7 +698,11 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     dh = dh.copy()
     relu = nonlinearity == "relu"
     grad = RecurrentGrad(W_hh, N, T)
-    for t, k, done in backward_steps(T, reverse, chunk):
+    mkl = _mkl_loop(grad)
+    for lo, hi in _chunks(T, reverse, chunk) if mkl else ():
+        rnn_chunk_mkl(*mkl, lo, hi, reverse, mdY, mHn, mdA, bm, dh, relu)
+        flush(lo, hi, dA[:hi - lo], None, bm)
+    for t, k, done in backward_steps(T, reverse, chunk) if not mkl else ():
         rnn_backward_step(mdY, mHn, mdA, t, k, bm, dh, relu)
         grad(dA[k], dh)                                         # dh = dA W_hh
         if done:
