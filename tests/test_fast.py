@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 
 import numpy as np
 import pytest
@@ -264,6 +265,31 @@ def test_bench_runs_on_a_tiny_grid_and_writes_json(tmp_path, capsys):
     assert main(["bench", "--quick", "--json", str(path)]) == 2
     assert "exists" in capsys.readouterr().err
     assert json.loads(path.read_text()) == loaded
+
+
+def test_the_roofline_is_the_faster_blas_and_the_turns_time_that_one():
+    """With two BLAS (NumPy's and MKL's) the roofline is the faster one's GEMM, and the GEMM
+    timed in turn with the grid points is that one; a slower backend never lowers the peak."""
+    from rnnlab import bench
+    gemm = bench.Gemm(16)
+    ran = []
+
+    def backend(name, seconds):
+        def fn():
+            ran.append(name)
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                pass
+        return fn
+    gemm.backends = {"numpy": backend("numpy", 0.004), "mkl": backend("mkl", 0.001)}
+    peak = bench.gemm_peak(1, gemm, repeats=3)
+    assert gemm.backend == "mkl" and peak == gemm.peaks["mkl"] > 2 * gemm.peaks["numpy"]
+    assert peak <= gemm.flops / 0.001 / 1e9
+    ran.clear()
+    gemm()
+    assert ran == ["mkl"]
+    gemm.backends["mkl"] = backend("mkl", 0.02)      # slower at the end: each backend keeps its best
+    assert bench.gemm_peak(1, gemm, repeats=2) == peak == gemm.peaks["mkl"] and gemm.backend == "mkl"
 
 
 def test_paired_fraction_is_the_median_of_each_rounds_fraction():
