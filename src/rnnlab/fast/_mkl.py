@@ -34,7 +34,7 @@ _B_MATRIX, _PACKED = 162, 151
 _LAYER_SEQUENTIAL, _LAYER_GNU = 1, 3
 
 lib = None            # the loaded libmkl_rt, or None
-_raw_lib = None
+_raw_lib = None       # the same (tests may wrap ``lib``; compiled loops take addresses from this)
 threading_layer = None
 error = None          # why MKL could not be loaded, if it is installed but failed
 
@@ -151,7 +151,8 @@ def matmul(a, b, out=None, accumulate=False):
     """out <- a @ b (out += a @ b if ``accumulate``) for 2-D arrays; returns out.
 
     Through MKL's ``cblas_sgemm`` when ``active`` (float32, at least ``MIN_WORK`` multiply-adds)
-    and out's rows lie as CBLAS writes them, else through NumPy."""
+    and out's rows lie as CBLAS writes them, else through NumPy. out must not overlap a or b (the
+    loops' never do; NumPy would copy, CBLAS does not)."""
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
         accumulate = False

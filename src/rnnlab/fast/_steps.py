@@ -168,12 +168,10 @@ class StepProduct:
     def __init__(self, B, N, T, swap):
         self.packed = _mkl.Packed(B, N) if T > 2 and _mkl.active(B.dtype, N * B.size) else None
         self.transposed = swap and T > 2 and self.packed is None
-        if self.packed is not None:
-            pass
-        elif self.transposed:
+        if self.transposed:
             self.BT = B.T if B.T.flags.c_contiguous else transposed(B)
             self.buf = np.empty((B.shape[1], N), B.dtype)
-        else:
+        elif self.packed is None:
             self.B = B if B.flags.c_contiguous else recurrent_weight(B.T, T)
 
     def __call__(self, x, out):
