@@ -357,7 +357,7 @@ def test_compiled_path_is_taken_for_float32(cell, monkeypatch):
     called = []
     name = f"{cell}_forward"
     real = getattr(_compiled, name)
-    monkeypatch.setattr(_compiled, name, lambda *a: called.append(1) or real(*a))
+    monkeypatch.setattr(_compiled, name, lambda *a, **k: called.append(1) or real(*a, **k))
     layer = _layer(cell, np.float32, seed=1)
     layer.forward(np.ones((2, 3, 5), np.float32))
     assert called
@@ -645,6 +645,36 @@ def test_forward_with_the_transposed_recurrent_product_equals_the_readable_path(
 
 
 @needs_numba
+@needs_numba
+@pytest.mark.parametrize("opts", [{}, {"nonlinearity": "relu", "num_layers": 2, "bidirectional": True},
+                                  {"batch_first": False}])
+def test_eval_mode_rnn_defers_h_prev_to_a_backward(opts, monkeypatch):
+    """An eval-mode compiled RNN forward leaves h_prev out of its cache (``_compiled.PreviousStates``);
+    a backward after it makes it, and gives the readable path's gradients."""
+    from rnnlab.fast import _compiled
+    made = []
+    real = _compiled.PreviousStates.batch_major
+    monkeypatch.setattr(_compiled.PreviousStates, "batch_major", lambda self: made.append(1) or real(self))
+    layer = _layer("rnn", np.float32, seed=41, **opts).eval()
+    rng = np.random.default_rng(42)
+    N, T = 5, 6                                  # N > LOOP_MAX_BATCH: the per-step loop, not the tiny one
+    x = rng.standard_normal((N, T, 5) if layer.batch_first else (T, N, 5)).astype(np.float32)
+    dout = rng.standard_normal(x.shape[:2] + (layer.num_directions * 6,))
+    state, dstate = _state(layer, N, rng), _state(layer, N, rng)
+    layer.fast = True
+    layer.forward(x, state)
+    runs = layer.num_layers * layer.num_directions
+    assert isinstance(layer._cache[0][0][1][0]._later, _compiled.PreviousStates) and not made
+    fast = _run(layer, True, x, state, None, dout, dstate)
+    assert len(made) == runs                     # made once per layer and direction, by the backward
+    readable = _run(layer, False, x, state, None, dout, dstate)
+    _assert_close(fast, readable, 1e-5)
+    layer.train()                                # training keeps it eager
+    layer.fast = True
+    layer.forward(x, state)
+    assert layer._cache[0][0][1][0]._later is None
+
+
 @pytest.mark.usefixtures("without_mkl")
 def test_feature_major_is_chosen_by_the_size_of_a_step():
     from rnnlab.fast import _feature_major

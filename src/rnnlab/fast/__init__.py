@@ -38,8 +38,9 @@ class Cache:
     """What the fast forward of one layer and direction keeps for its backward.
 
     ``data`` is the loop's tuple (gates or pre-activations, h_prev, ...) and ``H_prev``
-    its h_prev (T, N, H_out). ``Cache.later(t)`` holds a feature-major forward's cache
-    (``fast/_feature_major.py``) and makes ``data`` from it at first use."""
+    its h_prev (T, N, H_out). ``Cache.later(t)`` holds a deferred cache, a feature-major
+    forward's (``fast/_feature_major.py``) or an eval-mode RNN forward's without h_prev
+    (``_compiled.PreviousStates``), and makes ``data`` from it (``t.batch_major()``) at first use."""
     __slots__ = ("_data", "_H_prev", "_later")
 
     def __init__(self, data, H_prev):
@@ -100,7 +101,10 @@ def _run_direction(layer, X, h, c, s, reverse, mask):
         elif layer.mode == "gru":
             out, h, data = _compiled.gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse)
         else:
-            out, h, data = _compiled.rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, layer.nonlinearity, reverse)
+            out, h, data = _compiled.rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, layer.nonlinearity, reverse,
+                                                 defer=not layer.training)
+            if isinstance(data, _compiled.PreviousStates):      # eval mode: h_prev made at backward, if any
+                return out, h, c, Cache.later(data)
         return out, h, c, Cache(data, data[1])
     if layer.mode == "lstm":
         out, h, c, data = lstm.forward(X, h, c, W_ih, W_hh, b_ih, b_hh, p.get("weight_hr" + s), reverse, mask)
