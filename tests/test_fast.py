@@ -645,7 +645,6 @@ def test_forward_with_the_transposed_recurrent_product_equals_the_readable_path(
 
 
 @needs_numba
-@needs_numba
 @pytest.mark.parametrize("opts", [{}, {"nonlinearity": "relu", "num_layers": 2, "bidirectional": True},
                                   {"batch_first": False}])
 def test_eval_mode_rnn_defers_h_prev_to_a_backward(opts, monkeypatch):
@@ -675,6 +674,7 @@ def test_eval_mode_rnn_defers_h_prev_to_a_backward(opts, monkeypatch):
     assert layer._cache[0][0][1][0]._later is None
 
 
+@needs_numba
 @pytest.mark.usefixtures("without_mkl")
 def test_feature_major_is_chosen_by_the_size_of_a_step():
     from rnnlab.fast import _feature_major

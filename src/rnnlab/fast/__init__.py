@@ -20,6 +20,7 @@ hook is called at every backward step on both paths.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -76,8 +77,17 @@ def run_direction(layer, X, h, c, s, reverse, mask):
         out, h, c, data = _stream.run(layer.mode, X, h, c, p["weight_ih" + s], p["weight_hh" + s],
                                       p.get("bias_ih" + s), p.get("bias_hh" + s), layer.nonlinearity)
         return out, h, c, Cache(data, data[1])
-    with _threads.step_threads(work), _mkl.regime(X.dtype, work):   # small per-step GEMMs on one BLAS
-        return _run_direction(layer, X, h, c, s, reverse, mask)     # thread; large ones MKL's if in use
+    with _step_blas(X, work):
+        return _run_direction(layer, X, h, c, s, reverse, mask)
+
+
+@contextlib.contextmanager
+def _step_blas(X, work):
+    """The BLAS for a loop whose step GEMM has ``work`` multiply-adds: a small one on one thread
+    (``_threads.step_threads``), a large one MKL's, with every GEMM around it, when MKL is in use
+    (``_mkl.regime``)."""
+    with _threads.step_threads(work), _mkl.regime(X.dtype, work):
+        yield
 
 
 def _step_work(layer, X):
@@ -179,8 +189,7 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
             M = rows(cache.data[4][lo:hi], bm)
             mm(rows(extra, bm).T, M, g["weight_hr" + s], accumulate=True)
 
-    work = _step_work(layer, X)
-    with _threads.step_threads(work), _mkl.regime(X.dtype, work):
+    with _step_blas(X, _step_work(layer, X)):
         return _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, compiled, chunk, flush)
 
 

@@ -34,8 +34,8 @@ import os
 import numpy as np
 
 from . import _mkl
-from ._steps import (RecurrentGrad, RecurrentProduct, as_order, backward_steps, batch_major, empty_steps,
-                     forward_steps, kernel_biases, memory, previous_states, project)
+from ._steps import (RecurrentGrad, RecurrentProduct, as_order, backward_steps, batch_major, chunks,
+                     empty_steps, forward_steps, kernel_biases, memory, previous_states, project)
 from ._threads import all_threads
 
 try:
@@ -371,25 +371,27 @@ if AVAILABLE:
 
 if AVAILABLE:
     @_intrinsic
-    def _sgemm_compute(typingctx, fn, m, n, k, a, lda, b, c, ldc):
-        """c (m, n) <- a (m, k) times the MKL-packed B (k, n) at address b: MKL's
-        ``cblas_sgemm_compute`` (row-major, a not transposed, beta 0), called through the
-        function pointer fn (``_mkl.compute_address``). Integers and addresses come as ints."""
-        if not all(isinstance(v, _types.Integer) for v in (fn, m, n, k, a, lda, b, c, ldc)):
+    def _sgemm_compute(typingctx, fn, m, n, k, a, lda, b, c, ldc, beta):
+        """c (m, n) <- a (m, k) times the MKL-packed B (k, n) at address b, plus beta c: MKL's
+        ``cblas_sgemm_compute`` (row-major, a not transposed), called through the function
+        pointer fn (``_mkl.compute_address``). Integers and addresses come as ints, beta as a
+        float32."""
+        if not all(isinstance(v, _types.Integer) for v in (fn, m, n, k, a, lda, b, c, ldc)) \
+                or beta != _types.float32:
             return None
 
         def codegen(context, builder, signature, args):
             i32, vp = _ir.IntType(32), _ir.IntType(8).as_pointer()
             fnty = _ir.FunctionType(_ir.VoidType(), [i32] * 6 + [vp, i32, vp, i32, _ir.FloatType(), vp, i32])
-            f, m_, n_, k_, a_, lda_, b_, c_, ldc_ = args
+            f, m_, n_, k_, a_, lda_, b_, c_, ldc_, beta_ = args
             i = lambda v: builder.trunc(v, i32) if v.type.width > 32 else v
             ptr = lambda v: builder.inttoptr(v, vp)
             const = lambda v: _ir.Constant(i32, v)
             builder.call(builder.inttoptr(f, fnty.as_pointer()),
                          [const(101), const(111), const(151), i(m_), i(n_), i(k_), ptr(a_), i(lda_),
-                          ptr(b_), i(k_), _ir.Constant(_ir.FloatType(), 0.0), ptr(c_), i(ldc_)])
+                          ptr(b_), i(k_), beta_, ptr(c_), i(ldc_)])
             return context.get_dummy_value()
-        return _types.void(fn, m, n, k, a, lda, b, c, ldc), codegen
+        return _types.void(fn, m, n, k, a, lda, b, c, ldc, beta), codegen
 
     # The loops over t with MKL's packed product called from compiled code (``_mkl``): no Python
     # between the steps. Each takes the per-step arrays as their memory (``_steps.memory``),
@@ -412,7 +414,8 @@ if AVAILABLE:
             a, lda = np.int64(h0.ctypes.data), K
         else:
             a, lda = _rows_at(mO, t + 1 if reverse else t - 1, bm)
-        _sgemm_compute(fn, N, G, K, a, lda, np.int64(packed.ctypes.data), np.int64(hw.ctypes.data), G)
+        _sgemm_compute(fn, N, G, K, a, lda, np.int64(packed.ctypes.data), np.int64(hw.ctypes.data), G,
+                       F(0.0))
 
     @_jit()
     def lstm_loop_mkl(fn, packed, h0, mA, mCp, mTC, mO, bm, hw, b, c, T, reverse):
@@ -448,45 +451,37 @@ if AVAILABLE:
     def _chunk_step(s, lo, hi, reverse):
         return lo + s if reverse else hi - 1 - s
 
+    @_jit(inline="always")
+    def _packed_grad(fn, packed, mdA, k, bm, dh):
+        """dh <- the rows of slot k of the chunk buffer mdA (N, G) times the packed W_hh (G, H)."""
+        N, H = dh.shape
+        a, lda = _rows_at(mdA, k, bm)
+        _sgemm_compute(fn, N, H, mdA.shape[2], a, lda, np.int64(packed.ctypes.data),
+                       np.int64(dh.ctypes.data), H, F(0.0))
+
     @_jit()
     def lstm_chunk_mkl(fn, packed, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh, dc):
-        N, H = dh.shape
-        G = 4 * H
         for s in range(hi - lo):
             t = _chunk_step(s, lo, hi, reverse)
             lstm_backward_step(mdY, mA, mTC, mCp, mdA, t, t - lo, bm, dh, dc)
-            a, lda = _rows_at(mdA, t - lo, bm)
-            _sgemm_compute(fn, N, H, G, a, lda, np.int64(packed.ctypes.data), np.int64(dh.ctypes.data), H)
+            _packed_grad(fn, packed, mdA, t - lo, bm, dh)
 
     @_jit()
-    def gru_chunk_mkl(fn, packed, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh, dhw, tmp):
+    def gru_chunk_mkl(fn, packed, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh, dhw):
         N, H = dh.shape
         G = 3 * H
         for s in range(hi - lo):
             t = _chunk_step(s, lo, hi, reverse)
             gru_backward_step(mdY, mA, mHWn, mHp, mdA, mdA_hn, t, t - lo, bm, dh, dhw)
             _sgemm_compute(fn, N, H, G, np.int64(dhw.ctypes.data), G, np.int64(packed.ctypes.data),
-                           np.int64(tmp.ctypes.data), H)
-            for n in range(N):                                   # + dhw W_hh
-                dhn, tn = dh[n], tmp[n]
-                for j in range(H):
-                    dhn[j] += tn[j]
+                           np.int64(dh.ctypes.data), H, F(1.0))                 # dh += dhw W_hh
 
     @_jit()
     def rnn_chunk_mkl(fn, packed, lo, hi, reverse, mdY, mHn, mdA, bm, dh, relu):
-        N, H = dh.shape
         for s in range(hi - lo):
             t = _chunk_step(s, lo, hi, reverse)
             rnn_backward_step(mdY, mHn, mdA, t, t - lo, bm, dh, relu)
-            a, lda = _rows_at(mdA, t - lo, bm)
-            _sgemm_compute(fn, N, H, H, a, lda, np.int64(packed.ctypes.data), np.int64(dh.ctypes.data), H)
-
-
-def _chunks(T, reverse, chunk):
-    """The backward's chunks (lo, hi) in the order ``backward_steps`` visits them."""
-    if reverse:
-        return [(lo, min(T, lo + chunk)) for lo in range(0, T, chunk)]
-    return [(max(0, hi - chunk), hi) for hi in range(T, 0, -chunk)]
+            _packed_grad(fn, packed, mdA, t - lo, bm, dh)
 
 
 def _mkl_loop(product):
@@ -573,11 +568,12 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     mkl = _mkl_loop(product)
     if mkl:
         lstm_loop_mkl(*mkl, np.ascontiguousarray(h0), mA, mCp, mTC, mO, bm, hw, b, c, T, reverse)
-        h = out[0 if reverse else T - 1]
-    for t in forward_steps(T, reverse) if not mkl else ():
-        product(h, hw)
-        lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, b, c)
-        h = out[t]
+    else:
+        for t in forward_steps(T, reverse):
+            product(h, hw)
+            lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, b, c)
+            h = out[t]
+    h = out[0 if reverse else T - 1]
     previous_states(Hp, out, h0, reverse)                        # the kernel does not read h_prev
     return out, h, c, (A, Hp, Cp, TC, None)
 
@@ -599,10 +595,12 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush):
     dc = dc.copy()
     grad = RecurrentGrad(W_hh, N, T)
     mkl = _mkl_loop(grad)
-    for lo, hi in _chunks(T, reverse, chunk) if mkl else ():
-        lstm_chunk_mkl(*mkl, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh, dc)
-        flush(lo, hi, dA[:hi - lo], None, bm)
-    for t, k, done in backward_steps(T, reverse, chunk) if not mkl else ():
+    if mkl:
+        for lo, hi in chunks(T, reverse, chunk):
+            lstm_chunk_mkl(*mkl, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh, dc)
+            flush(lo, hi, dA[:hi - lo], None, bm)
+        return dh, dc
+    for t, k, done in backward_steps(T, reverse, chunk):
         lstm_backward_step(mdY, mA, mTC, mCp, mdA, t, k, bm, dh, dc)
         grad(dA[k], dh)                                         # dh = dA W_hh
         if done:
@@ -628,12 +626,13 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     mkl = _mkl_loop(product)
     if mkl:
         gru_loop_mkl(*mkl, np.ascontiguousarray(h0), first, mA, mHWn, mO, bm, hw, b, b_hn, T, reverse)
-        h = out[0 if reverse else T - 1]
-    for i, t in enumerate(forward_steps(T, reverse) if not mkl else ()):
-        product(h, hw)
-        prev, tp = (first, 0) if i == 0 else (mO, t + step)      # h_prev: row (tp, n) of prev
-        gru_forward_step(mA, prev, tp, mHWn, mO, t, bm, hw, b, b_hn)
-        h = out[t]
+    else:
+        for i, t in enumerate(forward_steps(T, reverse)):
+            product(h, hw)
+            prev, tp = (first, 0) if i == 0 else (mO, t + step)  # h_prev: row (tp, n) of prev
+            gru_forward_step(mA, prev, tp, mHWn, mO, t, bm, hw, b, b_hn)
+            h = out[t]
+    h = out[0 if reverse else T - 1]
     previous_states(Hp, out, h0, reverse)                        # for the backward
     return out, h, (A, Hp, HWn)
 
@@ -650,10 +649,12 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     dh = dh.copy()
     grad = RecurrentGrad(W_hh, N, T)
     mkl = _mkl_loop(grad)
-    for lo, hi in _chunks(T, reverse, chunk) if mkl else ():
-        gru_chunk_mkl(*mkl, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh, dhw, tmp)
-        flush(lo, hi, dA[:hi - lo], dA_hn[:hi - lo], bm)
-    for t, k, done in backward_steps(T, reverse, chunk) if not mkl else ():
+    if mkl:
+        for lo, hi in chunks(T, reverse, chunk):
+            gru_chunk_mkl(*mkl, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh, dhw)
+            flush(lo, hi, dA[:hi - lo], dA_hn[:hi - lo], bm)
+        return dh
+    for t, k, done in backward_steps(T, reverse, chunk):
         gru_backward_step(mdY, mA, mHWn, mHp, mdA, mdA_hn, t, k, bm, dh, dhw)
         dh += grad(dhw, tmp)                                    # + dhw W_hh
         if done:
@@ -683,11 +684,12 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, defer=False
     mkl = _mkl_loop(product)
     if mkl:
         rnn_loop_mkl(*mkl, np.ascontiguousarray(h0), mA, mO, bm, hw, b, relu, T, reverse)
-        h = out[0 if reverse else T - 1]
-    for t in forward_steps(T, reverse) if not mkl else ():
-        product(h, hw)
-        rnn_forward_step(mA, mO, t, bm, hw, b, relu)
-        h = out[t]
+    else:
+        for t in forward_steps(T, reverse):
+            product(h, hw)
+            rnn_forward_step(mA, mO, t, bm, hw, b, relu)
+            h = out[t]
+    h = out[0 if reverse else T - 1]
     if defer:
         return out, h, PreviousStates((out, None, nonlinearity), out, h0.copy(), reverse)
     previous_states(Hp, out, h0, reverse)                        # the kernel does not read h_prev
@@ -722,10 +724,12 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     relu = nonlinearity == "relu"
     grad = RecurrentGrad(W_hh, N, T)
     mkl = _mkl_loop(grad)
-    for lo, hi in _chunks(T, reverse, chunk) if mkl else ():
-        rnn_chunk_mkl(*mkl, lo, hi, reverse, mdY, mHn, mdA, bm, dh, relu)
-        flush(lo, hi, dA[:hi - lo], None, bm)
-    for t, k, done in backward_steps(T, reverse, chunk) if not mkl else ():
+    if mkl:
+        for lo, hi in chunks(T, reverse, chunk):
+            rnn_chunk_mkl(*mkl, lo, hi, reverse, mdY, mHn, mdA, bm, dh, relu)
+            flush(lo, hi, dA[:hi - lo], None, bm)
+        return dh
+    for t, k, done in backward_steps(T, reverse, chunk):
         rnn_backward_step(mdY, mHn, mdA, t, k, bm, dh, relu)
         grad(dA[k], dh)                                         # dh = dA W_hh
         if done:

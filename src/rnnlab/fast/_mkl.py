@@ -4,7 +4,8 @@ Optional: ``pip install 'rnnlab[mkl]'`` installs Intel's oneMKL from PyPI (Linux
 Every step of a recurrent loop multiplies by the same W_hh. A plain GEMM (OpenBLAS's, or
 MKL's ``cblas_sgemm``) copies ("packs") W_hh into its blocked layout at every call; MKL's
 ``cblas_sgemm_pack`` does it once, and ``cblas_sgemm_compute`` then multiplies by the packed
-copy at every step. Measured on the 2-core Intel machine (AVX-512, two threads, best of 200):
+copy at every step. Measured on the 2-core Intel machine (AVX-512, two threads, best of 200;
+OpenBLAS's range covers h W_hh^T and W_hh h^T and two runs):
 
     (32, 256) x (256, 1024)    OpenBLAS 78-121 us    MKL 75 us    MKL packed 51 us
     (64, 512) x (512, 2048)    OpenBLAS 565-681 us   MKL 514 us   MKL packed 386 us

@@ -108,22 +108,25 @@ def kernel_biases(mode, b_ih, b_hh, G, dtype=np.float32):
     return b, np.ascontiguousarray(b_hh[2 * H:])
 
 
+def chunks(T, reverse, chunk):
+    """The backward's chunks of steps (lo, hi), steps lo..hi-1, in its order: from the end
+    (T - chunk..T-1 first), or from the start for the reverse direction."""
+    if reverse:
+        return [(lo, min(T, lo + chunk)) for lo in range(0, T, chunk)]
+    return [(max(0, hi - chunk), hi) for hi in range(T, 0, -chunk)]
+
+
 def backward_steps(T, reverse, chunk):
     """Yield (t, slot, done) in the backward's order (T-1..0, or 0..T-1 for the reverse direction).
 
     slot is t's row in a chunk buffer; done is (lo, hi), the chunk's steps
     lo..hi-1, at the chunk's last step, else None.
     """
-    if reverse:
-        for lo in range(0, T, chunk):
-            hi = min(T, lo + chunk)
-            for t in range(lo, hi):
-                yield t, t - lo, ((lo, hi) if t == hi - 1 else None)
-    else:
-        for hi in range(T, 0, -chunk):
-            lo = max(0, hi - chunk)
-            for t in range(hi - 1, lo - 1, -1):
-                yield t, t - lo, ((lo, hi) if t == lo else None)
+    for lo, hi in chunks(T, reverse, chunk):
+        steps = range(lo, hi) if reverse else range(hi - 1, lo - 1, -1)
+        last = hi - 1 if reverse else lo
+        for t in steps:
+            yield t, t - lo, ((lo, hi) if t == last else None)
 
 
 def recurrent_weight(W_hh, T):

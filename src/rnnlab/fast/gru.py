@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _mkl
-from ._steps import RecurrentGrad, StepProduct, backward_steps, forward_steps
+from ._steps import RecurrentGrad, StepProduct, backward_steps, forward_steps, project
 from ._threads import all_threads
 
 
@@ -25,7 +24,7 @@ def forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, mask):
     H = W_hh.shape[1]
     dt = X.dtype
     with all_threads(X.size * W_ih.shape[0]):                    # one large GEMM: every BLAS thread
-        A = _mkl.matmul(X.reshape(T * N, D), W_ih.T).reshape(T, N, 3 * H)     # xw, then the gates r, z, n
+        A = project(X, W_ih)                                     # xw, then the gates r, z, n
     if b_ih is not None:
         A += b_ih
         A[:, :, :2 * H] += b_hh[:2 * H]                          # only b_hn sits inside r * (.)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _mkl
-from ._steps import RecurrentGrad, StepProduct, backward_steps, forward_steps
+from ._steps import RecurrentGrad, StepProduct, backward_steps, forward_steps, project
 from ._threads import all_threads
 
 
@@ -45,7 +45,7 @@ def forward(X, h, c, W_ih, W_hh, b_ih, b_hh, W_hr, reverse, mask):
     Ho = W_hh.shape[1]
     dt = X.dtype
     with all_threads(X.size * W_ih.shape[0]):                    # one large GEMM: every BLAS thread
-        A = _mkl.matmul(X.reshape(T * N, D), W_ih.T).reshape(T, N, 4 * H)   # pre-activations, then gates
+        A = project(X, W_ih)                                     # pre-activations, then gates
     if b_ih is not None:
         A += b_ih + b_hh
     scale, shift = _gate_affine(H, dt)

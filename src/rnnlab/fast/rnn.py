@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _mkl
-from ._steps import RecurrentGrad, StepProduct, backward_steps, forward_steps
+from ._steps import RecurrentGrad, StepProduct, backward_steps, forward_steps, project
 from ._threads import all_threads
 
 
@@ -19,7 +18,7 @@ def forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, mask):
     H = W_hh.shape[0]
     dt = X.dtype
     with all_threads(X.size * W_ih.shape[0]):                    # one large GEMM: every BLAS thread
-        A = _mkl.matmul(X.reshape(T * N, D), W_ih.T).reshape(T, N, H)         # pre-activations (T, N, H)
+        A = project(X, W_ih)                                     # pre-activations (T, N, H)
     if b_ih is not None:
         A += b_ih + b_hh
     out = np.empty((T, N, H), dt)
