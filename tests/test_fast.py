@@ -369,23 +369,35 @@ def test_compiled_path_is_taken_for_float32(cell, monkeypatch):
                                        ("gru", {"bidirectional": True}), ("rnn", {"bidirectional": True})])
 @pytest.mark.parametrize("N", [1, 2])
 def test_tiny_batches_run_the_whole_loop_compiled(cell, opts, N, monkeypatch):
-    """N <= 2: the loop over t runs inside one compiled call (fast/_compiled.py, *_loop); it
-    gives the readable path's results, forward and backward, state and dstate included."""
+    """N <= 2: the loop over t runs inside one compiled call (fast/_compiled.py, *_loop), and the
+    backward a chunk of steps per compiled call (*_chunk_tiny; chunks of 4 // N steps here, so
+    several per direction); it gives the readable path's results, forward and backward, state
+    and dstate included."""
+    from rnnlab import fast
     from rnnlab.fast import _compiled
-    taken = []
+    taken, chunks = [], []
     name = f"{cell}_loop"
     real = getattr(_compiled, name)
     monkeypatch.setattr(_compiled, name, lambda *a: taken.append(1) or real(*a))
+    real_chunk = getattr(_compiled, f"{cell}_chunk_tiny")
+    monkeypatch.setattr(_compiled, f"{cell}_chunk_tiny",
+                        lambda *a: chunks.append((a[2], a[3])) or real_chunk(*a))
+    monkeypatch.setattr(fast, "CHUNK_ROWS", 4)
     layer = _layer(cell, np.float32, seed=6, **opts)
     rng = np.random.default_rng(7)
     T = 9
     x = rng.standard_normal((N, T, 5))
     dout = rng.standard_normal((N, T, layer.num_directions * layer.hidden_out))
     state, dstate = _state(layer, N, rng), _state(layer, N, rng)
-    fast = _run(layer, True, x, state, None, dout, dstate)
+    fast_result = _run(layer, True, x, state, None, dout, dstate)
     assert taken, "the compiled loop was not taken"
+    runs = layer.num_layers * layer.num_directions
+    assert len(taken) == runs
+    steps = sorted(t for lo, hi in chunks for t in range(lo, hi))
+    assert steps == sorted(list(range(T)) * runs), "the tiny chunks did not cover every step once"
+    assert len(chunks) == runs * -(-T // (4 // N))
     readable = _run(layer, False, x, state, None, dout, dstate)
-    _assert_close(fast, readable, 1e-5)
+    _assert_close(fast_result, readable, 1e-5)
 
 
 STREAM_CASES = [("lstm", {}), ("gru", {}), ("rnn", {}), ("rnn", {"nonlinearity": "relu"}),

@@ -35,7 +35,8 @@ import numpy as np
 
 from . import _mkl
 from ._steps import (RecurrentGrad, RecurrentProduct, as_order, backward_steps, batch_major, chunks,
-                     empty_steps, forward_steps, kernel_biases, memory, previous_states, project)
+                     empty_steps, forward_steps, kernel_biases, memory, previous_states, project,
+                     transposed)
 from ._threads import all_threads
 
 try:
@@ -484,6 +485,45 @@ if AVAILABLE:
             _packed_grad(fn, packed, mdA, t - lo, bm, dh)
 
 
+if AVAILABLE:
+    # The backward's chunks for tiny steps (``_tiny``: one or two sequences, time-major): the
+    # step kernel and dh = dA_k W_hh as ``matvec`` with W_hh^T (H_out, G), all in compiled code,
+    # as the forward's tiny loops do. A BLAS call from Python a step cost ~11 us of a ~14 us
+    # step (LSTM N=1, H=128, profiled); ``matvec`` takes about 3 us.
+    @_jit()
+    def lstm_chunk_tiny(WT, zero, lo, hi, reverse, dY, A, TC, Cp, dA, dh, dc):
+        for s in range(hi - lo):
+            t = _chunk_step(s, lo, hi, reverse)
+            lstm_backward_step(dY, A, TC, Cp, dA, t, t - lo, False, dh, dc)
+            matvec(WT, dA[t - lo], zero, dh)                   # dh = dA W_hh
+
+    @_jit()
+    def gru_chunk_tiny(WT, zero, lo, hi, reverse, dY, A, HWn, Hp, dA, dA_hn, dh, dhw, tmp):
+        N, H = dh.shape
+        for s in range(hi - lo):
+            t = _chunk_step(s, lo, hi, reverse)
+            gru_backward_step(dY, A, HWn, Hp, dA, dA_hn, t, t - lo, False, dh, dhw)
+            matvec(WT, dhw, zero, tmp)                         # dh += dhw W_hh
+            for n in range(N):
+                for j in range(H):
+                    dh[n, j] += tmp[n, j]
+
+    @_jit()
+    def rnn_chunk_tiny(WT, zero, lo, hi, reverse, dY, Hn, dA, dh, relu):
+        for s in range(hi - lo):
+            t = _chunk_step(s, lo, hi, reverse)
+            rnn_backward_step(dY, Hn, dA, t, t - lo, False, dh, relu)
+            matvec(WT, dA[t - lo], zero, dh)                   # dh = dA W_hh
+
+
+def _tiny_grad(W_hh, N, bm):
+    """(W_hh^T contiguous, zeros (H_out,)) for the tiny backward chunks when they apply (tiny
+    steps, time-major cache, which the tiny forwards always make), else None."""
+    if bm or not _tiny(N, W_hh):
+        return None
+    return transposed(W_hh), np.zeros(W_hh.shape[1], W_hh.dtype)
+
+
 def _mkl_loop(product):
     """(function address, packed weight) when the loop's product (a ``StepProduct``) is MKL's
     packed one, else None."""
@@ -593,6 +633,12 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush):
     mdY, mA, mTC, mCp, mdA = (memory(a, bm) for a in (dY, A, TC, Cp, dA))
     dh = dh.copy()
     dc = dc.copy()
+    tiny = _tiny_grad(W_hh, N, bm)
+    if tiny:
+        for lo, hi in chunks(T, reverse, chunk):
+            lstm_chunk_tiny(*tiny, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, dh, dc)
+            flush(lo, hi, dA[:hi - lo], None, bm)
+        return dh, dc
     grad = RecurrentGrad(W_hh, N, T)
     mkl = _mkl_loop(grad)
     if mkl:
@@ -647,6 +693,12 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     dhw = np.empty((N, G), F)
     tmp = np.empty((N, H), F)
     dh = dh.copy()
+    tiny = _tiny_grad(W_hh, N, bm)
+    if tiny:
+        for lo, hi in chunks(T, reverse, chunk):
+            gru_chunk_tiny(*tiny, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, dh, dhw, tmp)
+            flush(lo, hi, dA[:hi - lo], dA_hn[:hi - lo], bm)
+        return dh
     grad = RecurrentGrad(W_hh, N, T)
     mkl = _mkl_loop(grad)
     if mkl:
@@ -722,6 +774,12 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     mdY, mHn, mdA = (memory(a, bm) for a in (dY, Hn, dA))
     dh = dh.copy()
     relu = nonlinearity == "relu"
+    tiny = _tiny_grad(W_hh, N, bm)
+    if tiny:
+        for lo, hi in chunks(T, reverse, chunk):
+            rnn_chunk_tiny(*tiny, lo, hi, reverse, mdY, mHn, mdA, dh, relu)
+            flush(lo, hi, dA[:hi - lo], None, bm)
+        return dh
     grad = RecurrentGrad(W_hh, N, T)
     mkl = _mkl_loop(grad)
     if mkl:
