@@ -107,11 +107,12 @@ def test_fast_equals_readable(cell, opts, variant, dtype, rtol, compiled, monkey
         # weight gradients in chunks of 2 steps (7 = 2 + 2 + 2 + 1), not all 7 at once
         monkeypatch.setattr(rnnlab.fast, "CHUNK_ROWS", 2 * N)
     loops, chunks = [], []
-    if calls is not None and lengths is None:   # the compiled loops call MKL themselves, step by step
-        for name, seen in (("lstm_loop_mkl", loops), ("gru_loop_mkl", loops), ("rnn_loop_mkl", loops),
-                           ("lstm_chunk_mkl", chunks), ("gru_chunk_mkl", chunks), ("rnn_chunk_mkl", chunks)):
+    if compiled and lengths is None:            # the compiled loops call the BLAS (or MKL) themselves
+        for name, seen in (("lstm_loop_blas", loops), ("gru_loop_blas", loops), ("rnn_loop_blas", loops),
+                           ("lstm_chunk_blas", chunks), ("gru_chunk_blas", chunks), ("rnn_chunk_blas", chunks)):
             real = getattr(rnnlab.fast._compiled, name)
-            monkeypatch.setattr(rnnlab.fast._compiled, name, lambda *a, _f=real, _s=seen: _s.append(a[2:4]) or _f(*a))
+            monkeypatch.setattr(rnnlab.fast._compiled, name,
+                                lambda *a, _f=real, _s=seen: _s.append((a[0],) + a[5:7]) or _f(*a))
     fast = _run(layer, True, x, state, lengths, dout, dstate)
     if calls is not None:                       # the packed product in every loop, plain GEMMs in the flushes
         assert calls["cblas_sgemm"] >= 3, calls
@@ -120,9 +121,19 @@ def test_fast_equals_readable(cell, opts, variant, dtype, rtol, compiled, monkey
             assert len(loops) == runs                           # one compiled forward loop a direction
             per_run = 1 if variant == "plain" else 4            # chunks of 2 steps: 7 = 2 + 2 + 2 + 1
             assert len(chunks) == runs * per_run, chunks
-            assert sum(hi - lo for lo, hi in chunks) == runs * T
+            assert sum(hi - lo for _, lo, hi in chunks) == runs * T
+            assert {kind for kind, *_ in loops + chunks} == {rnnlab.fast._compiled.PACKED}
         else:                                   # the NumPy loops call it from Python, forward and backward
             assert calls["cblas_sgemm_compute"] >= 2 * T, calls
+    elif compiled and lengths is None and not opts.get("proj_size"):
+        # NumPy's OpenBLAS called from the compiled loops, x W (N = 4 is outside the transposed windows)
+        runs = layer.num_layers * layer.num_directions
+        if rnnlab.fast._blas.ADDRESS is not None:
+            assert len(loops) == runs and len(chunks) == runs * (1 if variant == "plain" else 4), (loops, chunks)
+            assert sum(hi - lo for _, lo, hi in chunks) == runs * T
+            assert {kind for kind, *_ in loops + chunks} == {rnnlab.fast._compiled.PLAIN}
+        else:
+            assert not loops and not chunks
     readable = _run(layer, False, x, state, lengths, dout, dstate)
     _assert_close(fast, readable, rtol)
 
@@ -606,11 +617,12 @@ def test_backward_with_the_transposed_recurrent_product_equals_the_readable_path
         cell, opts, dtype, rtol, compiled, lengths, monkeypatch):
     """From TRANSPOSED_MIN_ROWS sequences the backward computes dh = dA W_hh as (W_hh^T dA^T)^T
     (fast/_steps.py): with that many sequences it is taken, and gives the readable path's gradients."""
-    from rnnlab.fast import _steps
+    from rnnlab.fast import _blas, _compiled, _steps
     monkeypatch.setattr(rnnlab.fast, "COMPILED", compiled)
-    used = []
+    used, kinds = [], []
     real = _steps.RecurrentGrad.__call__
     monkeypatch.setattr(_steps.RecurrentGrad, "__call__", lambda self, a, o: used.append(self.transposed) or real(self, a, o))
+    _record_blas_kinds(monkeypatch, _steps.RecurrentGrad, kinds)
     N, T = _steps.TRANSPOSED_MIN_ROWS + 1, 5
     layer = _layer(cell, dtype, seed=21, **opts)
     rng = np.random.default_rng(22)
@@ -619,7 +631,12 @@ def test_backward_with_the_transposed_recurrent_product_equals_the_readable_path
     state, dstate = _state(layer, N, rng), _state(layer, N, rng)
     lens = rng.integers(1, T + 1, N) if lengths else None
     fast = _run(layer, True, x, state, lens, dout, dstate)
-    assert used and all(used), "the transposed product was not used"
+    runs = layer.num_layers * layer.num_directions
+    if compiled and _blas.ADDRESS is not None and not lengths and not opts.get("proj_size"):
+        # the compiled chunks call the BLAS themselves, the transposed way round
+        assert kinds == [_compiled.SWAPPED] * runs and not used, (kinds, used)
+    else:
+        assert used and all(used), "the transposed product was not used"
     readable = _run(layer, False, x, state, lens, dout, dstate)
     _assert_close(fast, readable, rtol)
 
@@ -633,13 +650,15 @@ def test_forward_with_the_transposed_recurrent_product_equals_the_readable_path(
     """From PRODUCT_TRANSPOSED_MIN_ROWS to _MAX_ROWS sequences the compiled forwards compute
     h W_hh^T as (W_hh h^T)^T (fast/_steps.py): with that many sequences it is taken in every
     layer and direction, and outputs and gradients are the readable path's."""
-    from rnnlab.fast import _steps
-    used = []
+    from rnnlab.fast import _blas, _compiled, _steps
+    used, kinds = [], []
     real = _steps.RecurrentProduct.__call__
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_steps.RecurrentProduct, "__call__", lambda self, h, o: used.append(self.transposed) or real(self, h, o))
+        _record_blas_kinds(mp, _steps.RecurrentProduct, kinds)
         for N in (_steps.PRODUCT_TRANSPOSED_MIN_ROWS, _steps.PRODUCT_TRANSPOSED_MAX_ROWS):
             used.clear()
+            kinds.clear()
             T = 6
             layer = _layer(cell, np.float32, seed=23, **opts)
             rng = np.random.default_rng(24)
@@ -649,11 +668,29 @@ def test_forward_with_the_transposed_recurrent_product_equals_the_readable_path(
                 x, dout = np.ascontiguousarray(x.transpose(1, 0, 2)), np.ascontiguousarray(dout.transpose(1, 0, 2))
             state, dstate = _state(layer, N, rng), _state(layer, N, rng)
             fast = _run(layer, True, x, state, None, dout, dstate)
-            assert len(used) == T * layer.num_layers * layer.num_directions and all(used), used
+            runs = layer.num_layers * layer.num_directions
+            if _blas.ADDRESS is not None:            # the compiled loops call the BLAS themselves
+                assert kinds == [_compiled.SWAPPED] * runs and not used, (kinds, used)
+            else:
+                assert len(used) == T * runs and all(used), used
             readable = _run(layer, False, x, state, None, dout, dstate)
             _assert_close(fast, readable, 1e-5)
     outside = _steps.RecurrentProduct(np.zeros((8, 2), np.float32), _steps.PRODUCT_TRANSPOSED_MAX_ROWS + 1, 5)
     assert not outside.transposed
+
+
+def _record_blas_kinds(mp, cls, kinds):
+    """Record in kinds the product kind (``_compiled.PACKED``/``PLAIN``/``SWAPPED``) of every
+    compiled loop whose product is a ``cls`` (``_steps.RecurrentProduct`` or ``RecurrentGrad``)."""
+    from rnnlab.fast import _compiled
+    real = _compiled._blas_loop
+
+    def record(product):
+        args = real(product)
+        if args is not None and type(product) is cls:
+            kinds.append(args[0])
+        return args
+    mp.setattr(_compiled, "_blas_loop", record)
 
 
 @needs_numba

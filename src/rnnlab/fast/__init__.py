@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from .._conventions import GATES
-from . import _compiled, _feature_major, _helper, _mkl, _stream, _threads, gru, lstm, rnn
+from . import _blas, _compiled, _feature_major, _helper, _mkl, _stream, _threads, gru, lstm, rnn
 from ._steps import rows, rows_view, unrows
 
 __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
@@ -216,7 +216,8 @@ def describe():
     """Which fast paths this install has (reported by ``rnnlab bench``)."""
     return {"enabled": ENABLED, "compiled": COMPILED,
             "numba": None if _compiled.numba is None else _compiled.numba.__version__,
-            "stream_helper": COMPILED and _helper.ENABLED, "mkl": _mkl.describe()}
+            "stream_helper": COMPILED and _helper.ENABLED, "mkl": _mkl.describe(),
+            "blas_loops": COMPILED and _compiled.BLAS_LOOPS and _blas.ADDRESS is not None, "blas": _blas.describe()}
 
 
 def keeps_batch_major(layer, x, lengths):

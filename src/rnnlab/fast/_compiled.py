@@ -33,7 +33,7 @@ import os
 
 import numpy as np
 
-from . import _mkl
+from . import _blas, _mkl
 from ._steps import (RecurrentGrad, RecurrentProduct, as_order, backward_steps, batch_major, chunks,
                      empty_steps, forward_steps, kernel_biases, memory, previous_states, project,
                      transposed)
@@ -394,10 +394,50 @@ if AVAILABLE:
             return context.get_dummy_value()
         return _types.void(fn, m, n, k, a, lda, b, c, ldc, beta), codegen
 
-    # The loops over t with MKL's packed product called from compiled code (``_mkl``): no Python
-    # between the steps. Each takes the per-step arrays as their memory (``_steps.memory``),
-    # batch-major or not (bm), and h_prev as the previous step's rows of the output (the initial
-    # state h0 (N, H), C-contiguous, at the first step).
+    @_intrinsic
+    def _sgemm(typingctx, fn, wide, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, beta):
+        """c (m, n) <- op(a) op(b) + beta c, row-major, alpha 1: a BLAS's ``cblas_sgemm`` called
+        through the function pointer fn (``_blas.ADDRESS``), with 64-bit integers if ``wide``
+        (NumPy's OpenBLAS), else 32-bit. ta, tb: 111 (no transpose) or 112 (transpose).
+        Integers and addresses come as ints, beta as a float32."""
+        ints = (fn, ta, tb, m, n, k, a, lda, b, ldb, c, ldc)
+        if not all(isinstance(v, _types.Integer) for v in ints) or beta != _types.float32 \
+                or wide != _types.boolean:
+            return None
+
+        def codegen(context, builder, signature, args):
+            i32, i64, vp, f32 = _ir.IntType(32), _ir.IntType(64), _ir.IntType(8).as_pointer(), _ir.FloatType()
+            f, wide_, ta_, tb_, m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_, beta_ = args
+            ptr = lambda v: builder.inttoptr(v, vp)
+            enum = lambda v: builder.trunc(v, i32) if v.type.width > 32 else v
+            one = _ir.Constant(f32, 1.0)
+
+            def call(it):
+                size = lambda v: (builder.trunc(v, it) if v.type.width > it.width
+                                  else builder.sext(v, it) if v.type.width < it.width else v)
+                fnty = _ir.FunctionType(_ir.VoidType(), [i32, i32, i32, it, it, it, f32, vp, it, vp, it,
+                                                         f32, vp, it])
+                builder.call(builder.inttoptr(f, fnty.as_pointer()),
+                             [_ir.Constant(i32, 101), enum(ta_), enum(tb_), size(m_), size(n_), size(k_),
+                              one, ptr(a_), size(lda_), ptr(b_), size(ldb_), beta_, ptr(c_), size(ldc_)])
+            with builder.if_else(wide_) as (then, otherwise):
+                with then:
+                    call(i64)
+                with otherwise:
+                    call(i32)
+            return context.get_dummy_value()
+        return _types.void(fn, wide, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, beta), codegen
+
+    # The loops over t with the per-step product called from compiled code: no Python between
+    # the steps. The product is one of three kinds (``_blas_loop`` picks it from the loop's
+    # ``_steps.StepProduct``):
+    #   PACKED   MKL's cblas_sgemm_compute with W packed once a call (``_mkl``), B its buffer;
+    #   PLAIN    the BLAS's cblas_sgemm, x (N, K) times B (K, C) contiguous;
+    #   SWAPPED  the same product as B (C, K) x^T into buf (C, N), turned back by ``transpose2d``
+    #            (the windows of batch sizes where OpenBLAS is faster that way: ``_steps``).
+    # Each loop takes the per-step arrays as their memory (``_steps.memory``), batch-major or
+    # not (bm), and h_prev as the previous step's rows of the output (the initial state h0
+    # (N, H), C-contiguous, at the first step).
     @_jit(inline="always")
     def _rows_at(m, t, bm):
         """Address and row stride (in elements) of step t's (N, K) rows in the memory m."""
@@ -407,45 +447,62 @@ if AVAILABLE:
         return base + t * m.strides[0], m.strides[1] // 4
 
     @_jit(inline="always")
-    def _packed_product(fn, packed, h0, mO, s, t, reverse, bm, hw):
+    def _product(kind, fn, wide, B, buf, a, lda, K, out, beta):
+        """out (N, C) <- x B + beta out, x (N, K) the rows at address a with row stride lda."""
+        N, C = out.shape
+        o = np.int64(out.ctypes.data)
+        if kind == PACKED:
+            _sgemm_compute(fn, N, C, K, a, lda, np.int64(B.ctypes.data), o, C, beta)
+        elif kind == PLAIN:
+            _sgemm(fn, wide, 111, 111, N, C, K, a, lda, np.int64(B.ctypes.data), C, o, C, beta)
+        else:
+            _sgemm(fn, wide, 111, 112, C, N, K, np.int64(B.ctypes.data), K, a, lda,
+                   np.int64(buf.ctypes.data), N, F(0.0))
+            if beta == F(0.0):
+                transpose2d(buf, out)
+            else:
+                for n in range(N):
+                    for j in range(C):
+                        out[n, j] += buf[j, n]
+
+    @_jit(inline="always")
+    def _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw):
         """hw <- h_prev W_hh^T at loop step s (step t), h_prev h0 or the output's previous step."""
-        N, G = hw.shape
         K = h0.shape[1]
         if s == 0:
             a, lda = np.int64(h0.ctypes.data), K
         else:
             a, lda = _rows_at(mO, t + 1 if reverse else t - 1, bm)
-        _sgemm_compute(fn, N, G, K, a, lda, np.int64(packed.ctypes.data), np.int64(hw.ctypes.data), G,
-                       F(0.0))
+        _product(kind, fn, wide, B, buf, a, lda, K, hw, F(0.0))
 
     @_jit()
-    def lstm_loop_mkl(fn, packed, h0, mA, mCp, mTC, mO, bm, hw, b, c, T, reverse):
+    def lstm_loop_blas(kind, fn, wide, B, buf, h0, mA, mCp, mTC, mO, bm, hw, b, c, T, reverse):
         for s in range(T):
             t = T - 1 - s if reverse else s
-            _packed_product(fn, packed, h0, mO, s, t, reverse, bm, hw)
+            _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw)
             lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, b, c)
 
     @_jit()
-    def gru_loop_mkl(fn, packed, h0, first, mA, mHWn, mO, bm, hw, b, b_hn, T, reverse):
+    def gru_loop_blas(kind, fn, wide, B, buf, h0, first, mA, mHWn, mO, bm, hw, b, b_hn, T, reverse):
         for s in range(T):
             t = T - 1 - s if reverse else s
-            _packed_product(fn, packed, h0, mO, s, t, reverse, bm, hw)
+            _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw)
             if s == 0:
                 gru_forward_step(mA, first, 0, mHWn, mO, t, bm, hw, b, b_hn)
             else:
                 gru_forward_step(mA, mO, t + 1 if reverse else t - 1, mHWn, mO, t, bm, hw, b, b_hn)
 
     @_jit()
-    def rnn_loop_mkl(fn, packed, h0, mA, mO, bm, hw, b, relu, T, reverse):
+    def rnn_loop_blas(kind, fn, wide, B, buf, h0, mA, mO, bm, hw, b, relu, T, reverse):
         for s in range(T):
             t = T - 1 - s if reverse else s
-            _packed_product(fn, packed, h0, mO, s, t, reverse, bm, hw)
+            _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw)
             rnn_forward_step(mA, mO, t, bm, hw, b, relu)
 
 
 if AVAILABLE:
     # The backward's steps lo..hi-1 of one chunk (T-1..0 order, 0..T-1 for the reverse
-    # direction), each the step kernel and then dh = dA_k W_hh by MKL's packed product, called
+    # direction), each the step kernel and then dh = dA_k W_hh by the loop's product, called
     # from compiled code like the forward loops above; the chunk's weight gradients (``flush``)
     # stay in Python.
     @_jit(inline="always")
@@ -453,36 +510,32 @@ if AVAILABLE:
         return lo + s if reverse else hi - 1 - s
 
     @_jit(inline="always")
-    def _packed_grad(fn, packed, mdA, k, bm, dh):
-        """dh <- the rows of slot k of the chunk buffer mdA (N, G) times the packed W_hh (G, H)."""
-        N, H = dh.shape
+    def _grad_product(kind, fn, wide, B, buf, mdA, k, bm, dh):
+        """dh <- the rows of slot k of the chunk buffer mdA (N, G) times W_hh (G, H)."""
         a, lda = _rows_at(mdA, k, bm)
-        _sgemm_compute(fn, N, H, mdA.shape[2], a, lda, np.int64(packed.ctypes.data),
-                       np.int64(dh.ctypes.data), H, F(0.0))
+        _product(kind, fn, wide, B, buf, a, lda, mdA.shape[2], dh, F(0.0))
 
     @_jit()
-    def lstm_chunk_mkl(fn, packed, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh, dc):
+    def lstm_chunk_blas(kind, fn, wide, B, buf, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh, dc):
         for s in range(hi - lo):
             t = _chunk_step(s, lo, hi, reverse)
             lstm_backward_step(mdY, mA, mTC, mCp, mdA, t, t - lo, bm, dh, dc)
-            _packed_grad(fn, packed, mdA, t - lo, bm, dh)
+            _grad_product(kind, fn, wide, B, buf, mdA, t - lo, bm, dh)
 
     @_jit()
-    def gru_chunk_mkl(fn, packed, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh, dhw):
-        N, H = dh.shape
-        G = 3 * H
+    def gru_chunk_blas(kind, fn, wide, B, buf, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh, dhw):
+        G = dhw.shape[1]
         for s in range(hi - lo):
             t = _chunk_step(s, lo, hi, reverse)
             gru_backward_step(mdY, mA, mHWn, mHp, mdA, mdA_hn, t, t - lo, bm, dh, dhw)
-            _sgemm_compute(fn, N, H, G, np.int64(dhw.ctypes.data), G, np.int64(packed.ctypes.data),
-                           np.int64(dh.ctypes.data), H, F(1.0))                 # dh += dhw W_hh
+            _product(kind, fn, wide, B, buf, np.int64(dhw.ctypes.data), G, G, dh, F(1.0))   # dh += dhw W_hh
 
     @_jit()
-    def rnn_chunk_mkl(fn, packed, lo, hi, reverse, mdY, mHn, mdA, bm, dh, relu):
+    def rnn_chunk_blas(kind, fn, wide, B, buf, lo, hi, reverse, mdY, mHn, mdA, bm, dh, relu):
         for s in range(hi - lo):
             t = _chunk_step(s, lo, hi, reverse)
             rnn_backward_step(mdY, mHn, mdA, t, t - lo, bm, dh, relu)
-            _packed_grad(fn, packed, mdA, t - lo, bm, dh)
+            _grad_product(kind, fn, wide, B, buf, mdA, t - lo, bm, dh)
 
 
 if AVAILABLE:
@@ -524,17 +577,28 @@ def _tiny_grad(W_hh, N, bm):
     return transposed(W_hh), np.zeros(W_hh.shape[1], W_hh.dtype)
 
 
-def _mkl_loop(product):
-    """(function address, packed weight) when the loop's product (a ``StepProduct``) is MKL's
-    packed one, else None."""
-    if product.packed is None or not MKL_LOOPS:
+PACKED, PLAIN, SWAPPED = 0, 1, 2       # the kinds of per-step product (``_product``)
+_NO_BUF = np.empty((1, 1), F)
+
+
+def _blas_loop(product):
+    """The compiled loops' product arguments (kind, function address, 64-bit integers, B, buf)
+    for the loop's product (a ``_steps.StepProduct``), or None where the loop steps from Python:
+    ``BLAS_LOOPS`` off, MKL in use but not packed (T <= 2), or no BLAS address (``_blas``)."""
+    if not BLAS_LOOPS:
         return None
-    return _mkl.compute_address(), product.packed.buf
+    if product.packed is not None:
+        return PACKED, _mkl.compute_address(), False, product.packed.buf, _NO_BUF
+    if _blas.ADDRESS is None or _mkl.active(F, 0):          # inside an MKL regime: MKL's GEMMs only
+        return None
+    if product.transposed:
+        return SWAPPED, _blas.ADDRESS, _blas.WIDE, product.BT, product.buf
+    return PLAIN, _blas.ADDRESS, _blas.WIDE, product.B, _NO_BUF
 
 
-# The forward loops call MKL's packed product from compiled code (``lstm_loop_mkl`` etc.);
-# ``MKL_LOOPS = False`` keeps them in Python (a BLAS call and a kernel call a step).
-MKL_LOOPS = True
+# The loops call the BLAS from compiled code (``lstm_loop_blas`` etc., ``_blas``);
+# ``BLAS_LOOPS = False`` keeps them in Python (a BLAS call and a kernel call a step).
+BLAS_LOOPS = True
 
 
 if AVAILABLE:
@@ -605,9 +669,9 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     mA, mCp, mTC, mO = (memory(a, bm) for a in (A, Cp, TC, out))
     product = RecurrentProduct(W_hh, N, T)
     h0 = h
-    mkl = _mkl_loop(product)
-    if mkl:
-        lstm_loop_mkl(*mkl, np.ascontiguousarray(h0), mA, mCp, mTC, mO, bm, hw, b, c, T, reverse)
+    blas = _blas_loop(product)
+    if blas:
+        lstm_loop_blas(*blas, np.ascontiguousarray(h0), mA, mCp, mTC, mO, bm, hw, b, c, T, reverse)
     else:
         for t in forward_steps(T, reverse):
             product(h, hw)
@@ -640,10 +704,10 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush):
             flush(lo, hi, dA[:hi - lo], None, bm)
         return dh, dc
     grad = RecurrentGrad(W_hh, N, T)
-    mkl = _mkl_loop(grad)
-    if mkl:
+    blas = _blas_loop(grad)
+    if blas:
         for lo, hi in chunks(T, reverse, chunk):
-            lstm_chunk_mkl(*mkl, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh, dc)
+            lstm_chunk_blas(*blas, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh, dc)
             flush(lo, hi, dA[:hi - lo], None, bm)
         return dh, dc
     for t, k, done in backward_steps(T, reverse, chunk):
@@ -669,9 +733,9 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     product = RecurrentProduct(W_hh, N, T)
     h0, step = h, (1 if reverse else -1)
     first = h0[:, None] if bm else h0[None]                      # h0 as a one-step sequence
-    mkl = _mkl_loop(product)
-    if mkl:
-        gru_loop_mkl(*mkl, np.ascontiguousarray(h0), first, mA, mHWn, mO, bm, hw, b, b_hn, T, reverse)
+    blas = _blas_loop(product)
+    if blas:
+        gru_loop_blas(*blas, np.ascontiguousarray(h0), first, mA, mHWn, mO, bm, hw, b, b_hn, T, reverse)
     else:
         for i, t in enumerate(forward_steps(T, reverse)):
             product(h, hw)
@@ -700,10 +764,10 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
             flush(lo, hi, dA[:hi - lo], dA_hn[:hi - lo], bm)
         return dh
     grad = RecurrentGrad(W_hh, N, T)
-    mkl = _mkl_loop(grad)
-    if mkl:
+    blas = _blas_loop(grad)
+    if blas:
         for lo, hi in chunks(T, reverse, chunk):
-            gru_chunk_mkl(*mkl, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh, dhw)
+            gru_chunk_blas(*blas, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh, dhw)
             flush(lo, hi, dA[:hi - lo], dA_hn[:hi - lo], bm)
         return dh
     for t, k, done in backward_steps(T, reverse, chunk):
@@ -733,9 +797,9 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, defer=False
     mA, mO = memory(A, bm), memory(out, bm)
     product = RecurrentProduct(W_hh, N, T)
     h0 = h
-    mkl = _mkl_loop(product)
-    if mkl:
-        rnn_loop_mkl(*mkl, np.ascontiguousarray(h0), mA, mO, bm, hw, b, relu, T, reverse)
+    blas = _blas_loop(product)
+    if blas:
+        rnn_loop_blas(*blas, np.ascontiguousarray(h0), mA, mO, bm, hw, b, relu, T, reverse)
     else:
         for t in forward_steps(T, reverse):
             product(h, hw)
@@ -781,10 +845,10 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
             flush(lo, hi, dA[:hi - lo], None, bm)
         return dh
     grad = RecurrentGrad(W_hh, N, T)
-    mkl = _mkl_loop(grad)
-    if mkl:
+    blas = _blas_loop(grad)
+    if blas:
         for lo, hi in chunks(T, reverse, chunk):
-            rnn_chunk_mkl(*mkl, lo, hi, reverse, mdY, mHn, mdA, bm, dh, relu)
+            rnn_chunk_blas(*blas, lo, hi, reverse, mdY, mHn, mdA, bm, dh, relu)
             flush(lo, hi, dA[:hi - lo], None, bm)
         return dh
     for t, k, done in backward_steps(T, reverse, chunk):
