@@ -575,12 +575,18 @@ FM_CASES = [("lstm", {}), ("gru", {}), ("lstm", {"num_layers": 2, "bidirectional
 @needs_numba
 @pytest.mark.parametrize("cell,opts", FM_CASES)
 @pytest.mark.parametrize("N", [3, 8])
-def test_eval_mode_feature_major_loop_equals_the_readable_path(cell, opts, N, monkeypatch):
+@pytest.mark.parametrize("blas_loops", [True, False])
+def test_eval_mode_feature_major_loop_equals_the_readable_path(cell, opts, N, blas_loops, monkeypatch):
     """Float32 GRU and LSTM forwards in eval mode run feature-major (fast/_feature_major.py): outputs
     and final states equal the readable path's, and a backward after it (which first transposes
-    the cache into the batch-major layout) gives the readable path's gradients."""
-    from rnnlab.fast import _feature_major, _mkl
+    the cache into the batch-major layout) gives the readable path's gradients. With
+    ``blas_loops`` the loop over t is one compiled call (``*_loop_fm``), else it steps from Python."""
+    from rnnlab.fast import _blas, _compiled, _feature_major, _mkl
     monkeypatch.setattr(_mkl, "ENABLED", False)                  # with MKL the batch-major loop runs
+    monkeypatch.setattr(_compiled, "BLAS_LOOPS", blas_loops)
+    loops = []
+    real_loop = getattr(_feature_major, f"{cell}_loop_fm")
+    monkeypatch.setattr(_feature_major, f"{cell}_loop_fm", lambda *a: loops.append(a[-1]) or real_loop(*a))
     monkeypatch.setattr(_feature_major, "MIN_STEP_WORK", {"lstm": 0, "gru": 0})   # these small layers too
     monkeypatch.setattr(_feature_major, "MIN_BATCH", 3)
     taken = []
@@ -596,6 +602,11 @@ def test_eval_mode_feature_major_loop_equals_the_readable_path(cell, opts, N, mo
     layer.fast = True
     layer.forward(x, state)
     assert isinstance(layer._cache[0][0][1][0]._later, _feature_major.Transposed), "the feature-major loop was not taken"
+    runs = layer.num_layers * layer.num_directions
+    compiled_loops = blas_loops and _blas.ADDRESS is not None
+    assert len(loops) == (runs if compiled_loops else 0)
+    if compiled_loops:                                           # each direction in its own order
+        assert sorted(loops) == sorted([False, True] * layer.num_layers if layer.bidirectional else [False] * runs)
     fast = _run(layer, True, x, state, None, dout, dstate)
     assert len(taken) == layer.num_layers * layer.num_directions      # the cache, transposed at backward
     readable = _run(layer, False, x, state, None, dout, dstate)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _compiled, _mkl
+from . import _blas, _compiled, _mkl
 from ._steps import batch_major, empty_steps, forward_steps, kernel_biases
 from ._threads import all_threads
 
@@ -95,6 +95,41 @@ if _compiled.AVAILABLE:
                 hj[n] = nn[n] + z[n] * (p - nn[n])
 
 
+    # The loops over t with W_hh h^T called from compiled code (NumPy's OpenBLAS, ``_blas``):
+    # no Python between the steps. h_prev is h0T at the first step, else the previous step's
+    # output block.
+    @_jit(inline="always")
+    def _product_fm(fn, wide, W_hh, hp, hwT):
+        """hwT (G, N) <- W_hh (G, H) hp (H, N), all C-contiguous."""
+        G, N = hwT.shape
+        H = hp.shape[0]
+        _compiled._sgemm(fn, wide, 111, 111, G, N, H, np.int64(W_hh.ctypes.data), H, np.int64(hp.ctypes.data),
+                         N, np.int64(hwT.ctypes.data), N, F(0.0))
+
+    @_jit()
+    def lstm_loop_fm(fn, wide, W_hh, AT, b, h0T, HpT, cT, CpT, TCT, OutT, hwT, T, reverse):
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            hp = h0T if s == 0 else OutT[t + 1 if reverse else t - 1]
+            _product_fm(fn, wide, W_hh, hp, hwT)
+            lstm_step_fm(AT[t], hwT, b, hp, HpT[t], cT, CpT[t], TCT[t], OutT[t])
+
+    @_jit()
+    def gru_loop_fm(fn, wide, W_hh, AT, b, b_hn, h0T, HpT, HWnT, OutT, hwT, T, reverse):
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            hp = h0T if s == 0 else OutT[t + 1 if reverse else t - 1]
+            _product_fm(fn, wide, W_hh, hp, hwT)
+            gru_step_fm(AT[t], hwT, b, b_hn, hp, HpT[t], HWnT[t], OutT[t])
+
+
+def _compiled_loop(W_hh):
+    """(function address, 64-bit integers, W_hh C-contiguous) for the compiled loops, or None
+    (no BLAS address, or ``_compiled.BLAS_LOOPS`` off): then the loop steps from Python."""
+    if _blas.ADDRESS is None or not _compiled.BLAS_LOOPS:
+        return None
+    return _blas.ADDRESS, _blas.WIDE, np.ascontiguousarray(W_hh)
+
 # Below these multiply-adds per step (N H G) the batch-major loop is faster: the gate kernels
 # here pay per unit for short rows of N. Measured inference, T = 50, best of 7 (batch-major ->
 # feature-major ms): LSTM N=3 H=128 0.59 -> 1.33, N=16 H=64 0.57 -> 0.62, N=4 H=256 2.70 -> 2.00,
@@ -144,10 +179,14 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     hwT = np.empty((G, N), F)
     hT = np.ascontiguousarray(h.T)
     cT = np.ascontiguousarray(c.T)
-    for t in forward_steps(T, reverse):
-        np.matmul(W_hh, hT, out=hwT)
-        lstm_step_fm(AT[t], hwT, b, hT, HpT[t], cT, CpT[t], TCT[t], OutT[t])
-        hT = OutT[t]
+    blas = _compiled_loop(W_hh)
+    if blas:
+        lstm_loop_fm(*blas, AT, b, hT, HpT, cT, CpT, TCT, OutT, hwT, T, reverse)
+    else:
+        for t in forward_steps(T, reverse):
+            np.matmul(W_hh, hT, out=hwT)
+            lstm_step_fm(AT[t], hwT, b, hT, HpT[t], cT, CpT[t], TCT[t], OutT[t])
+            hT = OutT[t]
     out = empty_steps(T, N, H, batch_major(X))    # in X's memory order (batch-major for batch_first)
     out[...] = OutT.transpose(0, 2, 1)
     cache = Transposed("lstm", AT, (HpT, CpT, TCT))
@@ -164,10 +203,14 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     HpT, HWnT, OutT = (np.empty((T, H, N), F) for _ in range(3))
     hwT = np.empty((G, N), F)
     hT = np.ascontiguousarray(h.T)
-    for t in forward_steps(T, reverse):
-        np.matmul(W_hh, hT, out=hwT)
-        gru_step_fm(AT[t], hwT, b, b_hn, hT, HpT[t], HWnT[t], OutT[t])
-        hT = OutT[t]
+    blas = _compiled_loop(W_hh)
+    if blas:
+        gru_loop_fm(*blas, AT, b, b_hn, hT, HpT, HWnT, OutT, hwT, T, reverse)
+    else:
+        for t in forward_steps(T, reverse):
+            np.matmul(W_hh, hT, out=hwT)
+            gru_step_fm(AT[t], hwT, b, b_hn, hT, HpT[t], HWnT[t], OutT[t])
+            hT = OutT[t]
     out = empty_steps(T, N, H, batch_major(X))    # in X's memory order (batch-major for batch_first)
     out[...] = OutT.transpose(0, 2, 1)
     cache = Transposed("gru", AT, (HpT, HWnT))
