@@ -278,6 +278,21 @@ def test_bench_runs_on_a_tiny_grid_and_writes_json(tmp_path, capsys):
     assert json.loads(path.read_text()) == loaded
 
 
+def test_the_table_names_the_blas_of_rnnlabs_loops():
+    """The table says whether rnnlab's loops ran MKL (its version and threading), or called
+    NumPy's BLAS from compiled code (the symbol), or neither."""
+    from rnnlab import bench
+    base = {"blas": [{"internal_api": "openblas", "version": "0.3.31", "architecture": "Haswell"}]}
+    mkl = {"enabled": True, "version": "oneMKL 2026.2", "threading": "gnu"}
+    lines = bench._blas_lines({**base, "fast_path": {"mkl": mkl, "blas_loops": True}})
+    assert lines[0] == "NumPy BLAS: openblas 0.3.31, Haswell kernels"
+    assert "GEMMs through oneMKL 2026.2" in lines[1] and "gnu threading" in lines[1] and len(lines) == 2
+    lines = bench._blas_lines({**base, "fast_path": {"mkl": {"enabled": False}, "blas_loops": True,
+                                                     "blas": {"symbol": "scipy_cblas_sgemm64_"}}})
+    assert lines[1] == "rnnlab's loops: NumPy's BLAS called from compiled code (scipy_cblas_sgemm64_)"
+    assert len(bench._blas_lines({**base, "fast_path": {"mkl": {}, "blas_loops": False}})) == 1
+
+
 def test_the_roofline_is_the_faster_blas_and_the_turns_time_that_one():
     """With two BLAS (NumPy's and MKL's) the roofline is the faster one's GEMM, and the GEMM
     timed in turn with the grid points is that one; a slower backend never lowers the peak."""

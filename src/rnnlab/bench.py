@@ -459,15 +459,20 @@ def _blas_info():
 
 # ---- the table ----------------------------------------------------------------------------
 def _blas_lines(result):
-    """Which BLAS NumPy ran (and MKL, when rnnlab's loops ran on it), and a warning when
+    """Which BLAS NumPy ran (and MKL, when rnnlab's loops ran on it, or whether they called
+    NumPy's from compiled code), and a warning when
     OPENBLAS_CORETYPE forced OpenBLAS's kernels."""
     blas = result.get("blas") or []
     lines = [f"NumPy BLAS: {b.get('internal_api')} {b.get('version')}, {b.get('architecture')} kernels"
              for b in blas if b.get("internal_api") != "mkl"]
-    mkl = (result.get("fast_path") or {}).get("mkl") or {}
+    fast = result.get("fast_path") or {}
+    mkl = fast.get("mkl") or {}
     if mkl.get("enabled"):
         lines.append(f"rnnlab's loops: GEMMs through {mkl.get('version') or 'MKL'}, W_hh packed once a call "
                      f"({mkl.get('threading')} threading)")
+    elif fast.get("blas_loops"):
+        lines.append(f"rnnlab's loops: NumPy's BLAS called from compiled code "
+                     f"({(fast.get('blas') or {}).get('symbol')})")
     peaks = result.get("gemm_peak_by_blas") or {}
     if len(peaks) > 1:
         lines.append("GEMM roofline, each BLAS: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
