@@ -130,12 +130,18 @@ def _compiled_loop(W_hh):
         return None
     return _blas.ADDRESS, _blas.WIDE, np.ascontiguousarray(W_hh)
 
-# Below these multiply-adds per step (N H G) the batch-major loop is faster: the gate kernels
-# here pay per unit for short rows of N. Measured inference, T = 50, best of 7 (batch-major ->
-# feature-major ms): LSTM N=3 H=128 0.59 -> 1.33, N=16 H=64 0.57 -> 0.62, N=4 H=256 2.70 -> 2.00,
-# N=8 H=256 4.54 -> 2.69; GRU N=3 H=128 0.66 -> 0.87, N=16 H=64 1.05 -> 0.48, N=8 H=256 3.59 -> 1.93.
-MIN_STEP_WORK = {"lstm": 2 ** 19, "gru": 2 ** 17}
-MIN_BATCH = 4
+# Below these multiply-adds per step (N H G), or below MIN_BATCH sequences, the batch-major loop
+# is faster: the gate kernels here pay per unit for short rows of N. Measured inference, T = 50,
+# best of 7 (batch-major -> feature-major ms), when both loops stepped from Python: LSTM N=3
+# H=128 0.59 -> 1.33, N=16 H=64 0.57 -> 0.62, N=4 H=256 2.70 -> 2.00, N=8 H=256 4.54 -> 2.69; GRU
+# N=3 H=128 0.66 -> 0.87, N=16 H=64 1.05 -> 0.48, N=8 H=256 3.59 -> 1.93. Since both call the BLAS
+# from compiled code (``_blas``) the batch-major loop has caught up (2-core AVX2 machine, T = 100,
+# D = 64, interleaved, best / median of 30, batch-major against feature-major): at N=4 it wins
+# (GRU H=128 2.81 / 3.15 against 4.14 / 5.35 ms, H=256 7.87 / 8.93 against 10.97 / 13.57; LSTM
+# H=256 11.06 / 12.65 against 12.78 / 14.54), at N=6 and 8 the two are within 10% either way
+# (GRU N=8 H=128 3.81 / 4.15 against 3.78 / 5.02), and from N=16 to 64 (T = 50) within 12%.
+MIN_STEP_WORK = {"lstm": 2 ** 19, "gru": 2 ** 19}
+MIN_BATCH = 8
 
 
 def usable(layer, X):
