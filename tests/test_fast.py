@@ -772,6 +772,7 @@ def test_recorder_after_a_feature_major_forward_sees_the_readable_paths_gradient
     forward's cache in the batch-major layout (transposed on first use)."""
     from rnnlab.fast import _feature_major
     monkeypatch.setattr(_feature_major, "MIN_STEP_WORK", {"lstm": 0, "gru": 0})
+    monkeypatch.setattr(_feature_major, "MIN_BATCH", 3)                 # six sequences here
     layer = _layer(cell, np.float32, seed=31).eval()
     rng = np.random.default_rng(32)
     x = rng.standard_normal((6, 5, 5)).astype(np.float32)
