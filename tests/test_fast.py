@@ -278,6 +278,31 @@ def test_bench_runs_on_a_tiny_grid_and_writes_json(tmp_path, capsys):
     assert json.loads(path.read_text()) == loaded
 
 
+@needs_numba
+@pytest.mark.parametrize("kind", ["PLAIN", "SWAPPED"])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_compiled_blas_product_equals_numpys(kind, beta):
+    """The compiled loops' product through NumPy's OpenBLAS (``_compiled._product``): out (N, C)
+    <- x B + beta out, x rows at a stride (a step of a batch-major array), either way round."""
+    from rnnlab.fast import _blas, _compiled
+    if _blas.ADDRESS is None:
+        pytest.skip("no cblas_sgemm address for NumPy's BLAS here")
+    import ctypes
+    assert _blas._config_wide(ctypes.CDLL(_blas.PATH)) in (None, _blas.WIDE)
+    rng = np.random.default_rng(51)
+    N, K, C, T = 5, 7, 12, 3
+    mem = rng.standard_normal((N, T, K)).astype(np.float32)     # x = mem[:, 1]: row stride T K
+    W = rng.standard_normal((C, K)).astype(np.float32)          # x B with B = W^T
+    out = rng.standard_normal((N, C)).astype(np.float32)
+    expected = mem[:, 1] @ W.T + beta * out
+    B = np.ascontiguousarray(W.T) if kind == "PLAIN" else W
+    buf = np.empty((C, N), np.float32)
+    a = mem.ctypes.data + mem.strides[1]
+    _compiled._product(getattr(_compiled, kind), _blas.ADDRESS, _blas.WIDE, B, buf, a, T * K, K, out,
+                       np.float32(beta))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_the_table_names_the_blas_of_rnnlabs_loops():
     """The table says whether rnnlab's loops ran MKL (its version and threading), or called
     NumPy's BLAS from compiled code (the symbol), or neither."""

@@ -10,7 +10,8 @@ best / median of 30: 6.52 / 7.83 ms against 7.64 / 10.31 ms from Python).
 
 NumPy's wheels bundle OpenBLAS under a prefixed name with 64-bit integers
 (``scipy_cblas_sgemm64_``); other builds export ``cblas_sgemm64_`` (64-bit) or
-plain ``cblas_sgemm`` (32-bit). The library is the one threadpoolctl reports as
+plain ``cblas_sgemm`` (32-bit); the integer width the name implies is checked against the
+build string (``USE64BITINT`` in ``openblas_get_config``). The library is the one threadpoolctl reports as
 NumPy's OpenBLAS, so the thread count ``_threads`` sets is the one these calls get.
 Anything else (no threadpoolctl, a BLAS other than OpenBLAS, no symbol found)
 leaves ``ADDRESS = None`` and the loops step from Python as before.
@@ -60,9 +61,25 @@ def _load():
         return
     for name, wide in _SYMBOLS:
         fn = getattr(lib, name, None)
-        if fn is not None:
-            ADDRESS, WIDE, SYMBOL, PATH = ctypes.cast(fn, ctypes.c_void_p).value, wide, name, path
+        if fn is None:
+            continue
+        if _config_wide(lib) not in (None, wide):      # the build says otherwise: do not guess
             return
+        ADDRESS, WIDE, SYMBOL, PATH = ctypes.cast(fn, ctypes.c_void_p).value, wide, name, path
+        return
+
+
+def _config_wide(lib):
+    """Whether OpenBLAS's own build string says 64-bit integers (``USE64BITINT``), or None if it
+    has no ``openblas_get_config`` under any of the names tried."""
+    for name in ("scipy_openblas_get_config64_", "openblas_get_config64_", "scipy_openblas_get_config",
+                 "openblas_get_config"):
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            fn.restype = ctypes.c_char_p
+            fn.argtypes = []
+            return b"USE64BITINT" in (fn() or b"")
+    return None
 
 
 _load()
