@@ -624,6 +624,7 @@ def test_eval_mode_feature_major_loop_equals_the_readable_path(cell, opts, N, bl
     from rnnlab.fast import _blas, _compiled, _feature_major, _mkl
     monkeypatch.setattr(_mkl, "ENABLED", False)                  # with MKL the batch-major loop runs
     monkeypatch.setattr(_compiled, "BLAS_LOOPS", blas_loops)
+    monkeypatch.setattr(_feature_major, "WITH_BLAS_LOOPS", True)    # taken even with the compiled BLAS loops
     loops = []
     real_loop = getattr(_feature_major, f"{cell}_loop_fm")
     monkeypatch.setattr(_feature_major, f"{cell}_loop_fm", lambda *a: loops.append(a[-1]) or real_loop(*a))
@@ -776,8 +777,16 @@ def test_eval_mode_rnn_defers_h_prev_to_a_backward(opts, monkeypatch):
 
 @needs_numba
 @pytest.mark.usefixtures("without_mkl")
-def test_feature_major_is_chosen_by_the_size_of_a_step():
-    from rnnlab.fast import _feature_major
+def test_feature_major_is_chosen_by_the_size_of_a_step(monkeypatch):
+    """The transposed loop runs in eval mode from MIN_BATCH sequences and MIN_STEP_WORK, where the
+    loops step from Python; with the compiled BLAS loops only if asked (``WITH_BLAS_LOOPS``)."""
+    from rnnlab.fast import _blas, _compiled, _feature_major
+    large = np.zeros((5, 32, 4), np.float32)
+    lstm = rnnlab.LSTM(4, 256, seed=0).eval()
+    if _blas.ADDRESS is not None:                     # the default here: batch-major
+        monkeypatch.setattr(_compiled, "BLAS_LOOPS", True)
+        assert not _feature_major.usable(lstm, large)
+    monkeypatch.setattr(_compiled, "BLAS_LOOPS", False)   # stepping from Python: by size
     small = np.zeros((5, 3, 4), np.float32)           # (T, N, D) as the loops see it
     large = np.zeros((5, 32, 4), np.float32)
     lstm, gru = rnnlab.LSTM(4, 256, seed=0).eval(), rnnlab.GRU(4, 256, seed=0).eval()
@@ -798,6 +807,7 @@ def test_recorder_after_a_feature_major_forward_sees_the_readable_paths_gradient
     from rnnlab.fast import _feature_major
     monkeypatch.setattr(_feature_major, "MIN_STEP_WORK", {"lstm": 0, "gru": 0})
     monkeypatch.setattr(_feature_major, "MIN_BATCH", 3)                 # six sequences here
+    monkeypatch.setattr(_feature_major, "WITH_BLAS_LOOPS", True)
     layer = _layer(cell, np.float32, seed=31).eval()
     rng = np.random.default_rng(32)
     x = rng.standard_normal((6, 5, 5)).astype(np.float32)
