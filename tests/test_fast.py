@@ -421,18 +421,18 @@ def test_compiled_path_is_taken_for_float32(cell, monkeypatch):
 @pytest.mark.parametrize("N", [1, 2])
 def test_tiny_batches_run_the_whole_loop_compiled(cell, opts, N, monkeypatch):
     """N <= 2: the loop over t runs inside one compiled call (fast/_compiled.py, *_loop), and the
-    backward a chunk of steps per compiled call (*_chunk_tiny; chunks of 4 // N steps here, so
-    several per direction); it gives the readable path's results, forward and backward, state
-    and dstate included."""
+    backward a chunk of steps per compiled call (*_chunk_blas with the MATVEC product; chunks of
+    4 // N steps here, so several per direction); it gives the readable path's results, forward
+    and backward, state and dstate included."""
     from rnnlab import fast
     from rnnlab.fast import _compiled
     taken, chunks = [], []
     name = f"{cell}_loop"
     real = getattr(_compiled, name)
     monkeypatch.setattr(_compiled, name, lambda *a: taken.append(1) or real(*a))
-    real_chunk = getattr(_compiled, f"{cell}_chunk_tiny")
-    monkeypatch.setattr(_compiled, f"{cell}_chunk_tiny",
-                        lambda *a: chunks.append((a[2], a[3])) or real_chunk(*a))
+    real_chunk = getattr(_compiled, f"{cell}_chunk_blas")
+    monkeypatch.setattr(_compiled, f"{cell}_chunk_blas",
+                        lambda *a: (a[0] == _compiled.MATVEC and chunks.append((a[5], a[6]))) or real_chunk(*a))
     monkeypatch.setattr(fast, "CHUNK_ROWS", 4)
     layer = _layer(cell, np.float32, seed=6, **opts)
     rng = np.random.default_rng(7)

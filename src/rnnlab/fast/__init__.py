@@ -217,7 +217,7 @@ def describe():
     return {"enabled": ENABLED, "compiled": COMPILED,
             "numba": None if _compiled.numba is None else _compiled.numba.__version__,
             "stream_helper": COMPILED and _helper.ENABLED, "mkl": _mkl.describe(),
-            "blas_loops": COMPILED and _compiled.BLAS_LOOPS and _blas.ADDRESS is not None, "blas": _blas.describe()}
+            "blas_loops": COMPILED and _compiled.blas_loops(), "blas": _blas.describe()}
 
 
 def keeps_batch_major(layer, x, lengths):

@@ -512,8 +512,11 @@ if AVAILABLE:
     @_jit(inline="always")
     def _grad_product(kind, fn, wide, B, buf, mdA, k, bm, dh):
         """dh <- the rows of slot k of the chunk buffer mdA (N, G) times W_hh (G, H)."""
-        a, lda = _rows_at(mdA, k, bm)
-        _product(kind, fn, wide, B, buf, a, lda, mdA.shape[2], dh, F(0.0))
+        if kind == MATVEC:                                     # tiny steps: time-major (``_tiny_grad``)
+            matvec(B, mdA[k], buf[dh.shape[0]], dh)
+        else:
+            a, lda = _rows_at(mdA, k, bm)
+            _product(kind, fn, wide, B, buf, a, lda, mdA.shape[2], dh, F(0.0))
 
     @_jit()
     def lstm_chunk_blas(kind, fn, wide, B, buf, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh, dc):
@@ -528,7 +531,15 @@ if AVAILABLE:
         for s in range(hi - lo):
             t = _chunk_step(s, lo, hi, reverse)
             gru_backward_step(mdY, mA, mHWn, mHp, mdA, mdA_hn, t, t - lo, bm, dh, dhw)
-            _product(kind, fn, wide, B, buf, np.int64(dhw.ctypes.data), G, G, dh, F(1.0))   # dh += dhw W_hh
+            if kind == MATVEC:                                 # dh += dhw W_hh
+                N, H = dh.shape
+                tmp = buf[:N]
+                matvec(B, dhw, buf[N], tmp)
+                for n in range(N):
+                    for j in range(H):
+                        dh[n, j] += tmp[n, j]
+            else:
+                _product(kind, fn, wide, B, buf, np.int64(dhw.ctypes.data), G, G, dh, F(1.0))
 
     @_jit()
     def rnn_chunk_blas(kind, fn, wide, B, buf, lo, hi, reverse, mdY, mHn, mdA, bm, dh, relu):
@@ -538,46 +549,19 @@ if AVAILABLE:
             _grad_product(kind, fn, wide, B, buf, mdA, t - lo, bm, dh)
 
 
-if AVAILABLE:
-    # The backward's chunks for tiny steps (``_tiny``: one or two sequences, time-major): the
-    # step kernel and dh = dA_k W_hh as ``matvec`` with W_hh^T (H_out, G), all in compiled code,
-    # as the forward's tiny loops do. A BLAS call from Python a step cost ~11 us of a ~14 us
-    # step (LSTM N=1, H=128, profiled); ``matvec`` takes about 3 us.
-    @_jit()
-    def lstm_chunk_tiny(WT, zero, lo, hi, reverse, dY, A, TC, Cp, dA, dh, dc):
-        for s in range(hi - lo):
-            t = _chunk_step(s, lo, hi, reverse)
-            lstm_backward_step(dY, A, TC, Cp, dA, t, t - lo, False, dh, dc)
-            matvec(WT, dA[t - lo], zero, dh)                   # dh = dA W_hh
-
-    @_jit()
-    def gru_chunk_tiny(WT, zero, lo, hi, reverse, dY, A, HWn, Hp, dA, dA_hn, dh, dhw, tmp):
-        N, H = dh.shape
-        for s in range(hi - lo):
-            t = _chunk_step(s, lo, hi, reverse)
-            gru_backward_step(dY, A, HWn, Hp, dA, dA_hn, t, t - lo, False, dh, dhw)
-            matvec(WT, dhw, zero, tmp)                         # dh += dhw W_hh
-            for n in range(N):
-                for j in range(H):
-                    dh[n, j] += tmp[n, j]
-
-    @_jit()
-    def rnn_chunk_tiny(WT, zero, lo, hi, reverse, dY, Hn, dA, dh, relu):
-        for s in range(hi - lo):
-            t = _chunk_step(s, lo, hi, reverse)
-            rnn_backward_step(dY, Hn, dA, t, t - lo, False, dh, relu)
-            matvec(WT, dA[t - lo], zero, dh)                   # dh = dA W_hh
-
-
 def _tiny_grad(W_hh, N, bm):
-    """(W_hh^T contiguous, zeros (H_out,)) for the tiny backward chunks when they apply (tiny
-    steps, time-major cache, which the tiny forwards always make), else None."""
+    """The backward chunks' product arguments for tiny steps (``_tiny``: one or two sequences,
+    time-major, as the tiny forwards always leave the cache), else None: dh = dA_k W_hh as
+    ``matvec`` with W_hh^T (H_out, G), in compiled code as the forward's tiny loops do (from
+    Python the BLAS call cost 10.7 us a step, cProfile, LSTM N=1, H=128; the training step went
+    from 1.66 to 1.28 ms, best of 300). buf: rows :N scratch for the GRU's sum, row N zeros
+    (``matvec``'s bias)."""
     if bm or not _tiny(N, W_hh):
         return None
-    return transposed(W_hh), np.zeros(W_hh.shape[1], W_hh.dtype)
+    return MATVEC, 0, False, transposed(W_hh), np.zeros((N + 1, W_hh.shape[1]), W_hh.dtype)
 
 
-PACKED, PLAIN, SWAPPED = 0, 1, 2       # the kinds of per-step product (``_product``)
+PACKED, PLAIN, SWAPPED, MATVEC = 0, 1, 2, 3     # the kinds of per-step product (``_product``, ``_tiny_grad``)
 _NO_BUF = np.empty((1, 1), F)
 
 
@@ -585,11 +569,11 @@ def _blas_loop(product):
     """The compiled loops' product arguments (kind, function address, 64-bit integers, B, buf)
     for the loop's product (a ``_steps.StepProduct``), or None where the loop steps from Python:
     ``BLAS_LOOPS`` off, MKL in use but not packed (T <= 2), or no BLAS address (``_blas``)."""
-    if not BLAS_LOOPS:
-        return None
-    if product.packed is not None:
-        return PACKED, _mkl.compute_address(), False, product.packed.buf, _NO_BUF
-    if _blas.ADDRESS is None or _mkl.active(F, 0):          # inside an MKL regime: MKL's GEMMs only
+    if product.packed is not None and BLAS_LOOPS:
+        # the packed buffer as a (1, size) matrix: every kind's B is 2-D, so each loop compiles
+        # once for all kinds
+        return PACKED, _mkl.compute_address(), False, product.packed.buf[None], _NO_BUF
+    if not blas_loops() or _mkl.active(F, 0):               # inside an MKL regime: MKL's GEMMs only
         return None
     if product.transposed:
         return SWAPPED, _blas.ADDRESS, _blas.WIDE, product.BT, product.buf
@@ -599,6 +583,11 @@ def _blas_loop(product):
 # The loops call the BLAS from compiled code (``lstm_loop_blas`` etc., ``_blas``);
 # ``BLAS_LOOPS = False`` keeps them in Python (a BLAS call and a kernel call a step).
 BLAS_LOOPS = True
+
+
+def blas_loops():
+    """Whether the loops call NumPy's BLAS from compiled code: ``BLAS_LOOPS`` and an address."""
+    return BLAS_LOOPS and _blas.ADDRESS is not None
 
 
 if AVAILABLE:
@@ -697,14 +686,8 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush):
     mdY, mA, mTC, mCp, mdA = (memory(a, bm) for a in (dY, A, TC, Cp, dA))
     dh = dh.copy()
     dc = dc.copy()
-    tiny = _tiny_grad(W_hh, N, bm)
-    if tiny:
-        for lo, hi in chunks(T, reverse, chunk):
-            lstm_chunk_tiny(*tiny, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, dh, dc)
-            flush(lo, hi, dA[:hi - lo], None, bm)
-        return dh, dc
     grad = RecurrentGrad(W_hh, N, T)
-    blas = _blas_loop(grad)
+    blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad)
     if blas:
         for lo, hi in chunks(T, reverse, chunk):
             lstm_chunk_blas(*blas, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh, dc)
@@ -757,14 +740,8 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     dhw = np.empty((N, G), F)
     tmp = np.empty((N, H), F)
     dh = dh.copy()
-    tiny = _tiny_grad(W_hh, N, bm)
-    if tiny:
-        for lo, hi in chunks(T, reverse, chunk):
-            gru_chunk_tiny(*tiny, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, dh, dhw, tmp)
-            flush(lo, hi, dA[:hi - lo], dA_hn[:hi - lo], bm)
-        return dh
     grad = RecurrentGrad(W_hh, N, T)
-    blas = _blas_loop(grad)
+    blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad)
     if blas:
         for lo, hi in chunks(T, reverse, chunk):
             gru_chunk_blas(*blas, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh, dhw)
@@ -838,14 +815,8 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     mdY, mHn, mdA = (memory(a, bm) for a in (dY, Hn, dA))
     dh = dh.copy()
     relu = nonlinearity == "relu"
-    tiny = _tiny_grad(W_hh, N, bm)
-    if tiny:
-        for lo, hi in chunks(T, reverse, chunk):
-            rnn_chunk_tiny(*tiny, lo, hi, reverse, mdY, mHn, mdA, dh, relu)
-            flush(lo, hi, dA[:hi - lo], None, bm)
-        return dh
     grad = RecurrentGrad(W_hh, N, T)
-    blas = _blas_loop(grad)
+    blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad)
     if blas:
         for lo, hi in chunks(T, reverse, chunk):
             rnn_chunk_blas(*blas, lo, hi, reverse, mdY, mHn, mdA, bm, dh, relu)

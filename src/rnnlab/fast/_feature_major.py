@@ -123,15 +123,10 @@ if _compiled.AVAILABLE:
             gru_step_fm(AT[t], hwT, b, b_hn, hp, HpT[t], HWnT[t], OutT[t])
 
 
-def _blas_loops():
-    """Whether the loops call the BLAS from compiled code: a BLAS address and ``BLAS_LOOPS`` on."""
-    return _blas.ADDRESS is not None and _compiled.BLAS_LOOPS
-
-
 def _compiled_loop(W_hh):
     """(function address, 64-bit integers, W_hh C-contiguous) for the compiled loops, or None
-    (``_blas_loops`` off): then the loop steps from Python."""
-    if not _blas_loops():
+    (``_compiled.blas_loops`` off): then the loop steps from Python."""
+    if not _compiled.blas_loops():
         return None
     return _blas.ADDRESS, _blas.WIDE, np.ascontiguousarray(W_hh)
 
@@ -153,8 +148,9 @@ MIN_BATCH = 8
 # at the bench's sizes (2-core AVX2 machine, interleaved, best / median of 20, batch-major against
 # feature-major: LSTM N=64, T=50, D=H=512 95.9 / 99.3 against 98.9 / 104.6 ms; N=32, T=100, D=64,
 # H=256 22.7 / 25.6 against 22.8 / 27.2; GRU N=32, T=50, D=H=512 36.0 / 36.9 against 38.9 / 40.1;
-# GRU N=64 71.1 / 73.9 against 70.0 / 72.3), and it keeps no cache to transpose; only the LSTM at
-# N=8, H=256 was faster here (5.32 / 5.88 against 5.87 / 6.61 ms). So the transposed loop runs
+# GRU N=64 70.0 / 72.3 against 71.1 / 73.9), and it keeps no cache to transpose; the feature-major
+# loop was faster only for the LSTM at N=8, H=256 (5.32 / 5.88 against 5.87 / 6.61 ms batch-major).
+# So the transposed loop runs
 # where the loops step from Python (no BLAS address, or ``_compiled.BLAS_LOOPS`` off), where it
 # was measured faster, or with WITH_BLAS_LOOPS set (tests, measurements).
 WITH_BLAS_LOOPS = False
@@ -167,7 +163,7 @@ def usable(layer, X):
     N = X.shape[1]
     work = N * layer.hidden_size * layer.weight_rows
     return (_compiled.AVAILABLE and not _mkl.active(X.dtype, work) and not layer.training
-            and (WITH_BLAS_LOOPS or not _blas_loops())
+            and (WITH_BLAS_LOOPS or not _compiled.blas_loops())
             and layer.mode in MIN_STEP_WORK
             and X.dtype == F and N >= MIN_BATCH
             and work >= MIN_STEP_WORK[layer.mode])
