@@ -287,8 +287,6 @@ def test_compiled_blas_product_equals_numpys(kind, beta):
     from rnnlab.fast import _blas, _compiled
     if _blas.ADDRESS is None:
         pytest.skip("no cblas_sgemm address for NumPy's BLAS here")
-    import ctypes
-    assert _blas._config_wide(ctypes.CDLL(_blas.PATH)) in (None, _blas.WIDE)
     rng = np.random.default_rng(51)
     N, K, C, T = 5, 7, 12, 3
     mem = rng.standard_normal((N, T, K)).astype(np.float32)     # x = mem[:, 1]: row stride T K
@@ -301,6 +299,34 @@ def test_compiled_blas_product_equals_numpys(kind, beta):
     _compiled._product(getattr(_compiled, kind), _blas.ADDRESS, _blas.WIDE, B, buf, a, T * K, K, out,
                        np.float32(beta))
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_blas_symbol_is_refused_when_the_build_says_the_other_integer_width():
+    """``_blas._pick`` takes the first cblas_sgemm name a library exports, with the integer
+    width its name implies, and refuses it when OpenBLAS's build string says otherwise."""
+    import ctypes
+    from rnnlab.fast import _blas
+    sgemm = ctypes.CFUNCTYPE(None)(lambda: None)
+    address = ctypes.cast(sgemm, ctypes.c_void_p).value
+
+    class Config:                                # openblas_get_config: _config_wide sets its types
+        def __init__(self, text):
+            self.text = text
+
+        def __call__(self):
+            return self.text
+
+    class Lib:                                   # stands in for a loaded library
+        def __init__(self, symbol, config):
+            setattr(self, symbol, sgemm)
+            if config is not None:
+                self.openblas_get_config = Config(config)
+    assert _blas._pick(Lib("cblas_sgemm64_", b"OpenBLAS USE64BITINT Haswell")) == (address, True, "cblas_sgemm64_")
+    assert _blas._pick(Lib("cblas_sgemm", b"OpenBLAS Haswell")) == (address, False, "cblas_sgemm")
+    assert _blas._pick(Lib("cblas_sgemm", None)) == (address, False, "cblas_sgemm")    # no build string
+    assert _blas._pick(Lib("cblas_sgemm", b"OpenBLAS USE64BITINT Haswell")) is None     # 32-bit name, 64-bit build
+    assert _blas._pick(Lib("cblas_sgemm64_", b"OpenBLAS Haswell")) is None
+    assert _blas._pick(Lib("sgemm_", None)) is None
 
 
 def test_the_table_names_the_blas_of_rnnlabs_loops():

@@ -59,14 +59,23 @@ def _load():
         lib = ctypes.CDLL(path)
     except OSError:
         return
+    found = _pick(lib)
+    if found is not None:
+        ADDRESS, WIDE, SYMBOL = found
+        PATH = path
+
+
+def _pick(lib):
+    """(address, 64-bit integers, symbol) of the first ``_SYMBOLS`` name lib exports, or None:
+    none exported, or the build string says the other integer width (then do not guess)."""
     for name, wide in _SYMBOLS:
         fn = getattr(lib, name, None)
         if fn is None:
             continue
-        if _config_wide(lib) not in (None, wide):      # the build says otherwise: do not guess
-            return
-        ADDRESS, WIDE, SYMBOL, PATH = ctypes.cast(fn, ctypes.c_void_p).value, wide, name, path
-        return
+        if _config_wide(lib) not in (None, wide):
+            return None
+        return ctypes.cast(fn, ctypes.c_void_p).value, wide, name
+    return None
 
 
 def _config_wide(lib):

@@ -18,8 +18,8 @@ libgomp (its threads sleep soon after a call), else on one thread (``sequential`
 
 ``RNNLAB_MKL`` chooses: ``0`` never, ``1`` whenever it is installed, unset (``auto``): when it
 is installed and the CPU is Intel's (on the 2-core AMD EPYC machine MKL's packed product was
-slower than OpenBLAS's plain GEMM: (32, 256) x (256, 1024) 216 against 152 us, (64, 512) x
-(512, 2048) 1126 against 890 us, best of 5 turns of 200 calls). ``tests/test_fast.py`` checks the loops through MKL against the readable path.
+slower than OpenBLAS's plain GEMM the faster way round, W h^T: (32, 256) x (256, 1024) 216
+against 152 us, (64, 512) x (512, 2048) 1126 against 890 us, best of 5 turns of 200 calls). ``tests/test_fast.py`` checks the loops through MKL against the readable path.
 """
 from __future__ import annotations
 
