@@ -904,3 +904,75 @@ def test_rows_and_unrows_are_inverse_in_either_memory_order(bm):
     W = rng.standard_normal((2, K))
     P = _steps.project(laid, W)
     assert _steps.batch_major(P) == bm and np.allclose(P, a @ W.T, rtol=1e-12, atol=0)
+
+
+SPLIT_CASES = [("lstm", {}), ("gru", {}), ("rnn", {}), ("rnn", {"nonlinearity": "relu"}),
+               ("lstm", {"num_layers": 2, "bidirectional": True}), ("gru", {"bidirectional": True, "bias": False}),
+               ("rnn", {"bidirectional": True}), ("lstm", {"batch_first": False}), ("gru", {"batch_first": False}),
+               ("rnn", {"batch_first": False})]
+
+
+@needs_numba
+@pytest.mark.parametrize("cell,opts", SPLIT_CASES)
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_split_forward_equals_the_readable_path(cell, opts, parts, training, without_mkl, monkeypatch):
+    """With the batch split (fast/_split.py) each part of the sequences (7 in 2 or 3 uneven parts)
+    runs its own compiled loop (``*_loop_blas``) with its own input projection: forward and
+    backward give the readable path's results, batch-first or time-major, training or eval mode."""
+    from rnnlab.fast import _blas, _compiled, _split
+    if _blas.ADDRESS is None:
+        pytest.skip("no BLAS address for the compiled loops")
+    monkeypatch.setattr(_split, "PARTS", parts)
+    rows = []
+    real = getattr(_compiled, f"{cell}_loop_blas")
+    monkeypatch.setattr(_compiled, f"{cell}_loop_blas", lambda *a: rows.append(a[5].shape[0]) or real(*a))
+    layer = _layer(cell, np.float32, seed=21, **opts)
+    layer.train(training)
+    rng = np.random.default_rng(22)
+    N, T = 7, 6
+    x = rng.standard_normal((N, T, 5) if layer.batch_first else (T, N, 5))
+    dout = rng.standard_normal(x.shape[:2] + (layer.num_directions * layer.hidden_out,))
+    state, dstate = _state(layer, N, rng), _state(layer, N, rng)
+    fast = _run(layer, True, x, state, None, dout, dstate)
+    runs = layer.num_layers * layer.num_directions
+    assert sorted(rows) == sorted([n1 - n0 for n0, n1 in zip(_split.cuts(N, parts), _split.cuts(N, parts)[1:])] * runs)
+    readable = _run(layer, False, x, state, None, dout, dstate)
+    _assert_close(fast, readable, 1e-5)
+
+
+def test_split_runs_every_part_once_and_raises_a_parts_error():
+    from rnnlab.fast import _split
+    seen = []
+    _split.run(lambda n0, n1: seen.append((n0, n1)), 10, 3)
+    assert sorted(seen) == [(0, 3), (3, 6), (6, 10)]
+
+    def body(n0, n1):
+        if n0 > 0:
+            raise ValueError(f"part {n0}..{n1} failed")
+    with pytest.raises(ValueError, match="part 5..10 failed"):
+        _split.run(body, 10, 2)
+
+
+def test_split_parts_follow_the_blas_threads_and_the_sizes(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from rnnlab.fast import _split, _threads
+    monkeypatch.setattr(_split, "ENABLED", True)
+    monkeypatch.setattr(_split, "_cpus", lambda: 2)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        assert _split.parts(32, _split.MIN_WORK) == 2
+        assert _split.parts(32, _split.MIN_WORK - 1) == 1                 # a small step: one loop
+        assert _split.parts(2 * _split.MIN_ROWS - 1, _split.MIN_WORK) == 1  # too few sequences for two
+        # the OpenBLAS that NumPy and the loops call (its count is process-wide; an OpenMP MKL's is
+        # per thread, and MKL is not called inside the parts)
+        counts = lambda: [lib.num_threads for lib in _threads._blas_libs() if lib.internal_api == "openblas"]
+        before, seen = counts(), []
+        _split.run(lambda n0, n1: seen.append(counts()), 32, 2)
+        assert before and max(before) == 2
+        assert seen == [[1] * len(before)] * 2                              # each part: a one-thread BLAS
+        assert counts() == before
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        assert _split.parts(32, _split.MIN_WORK) == 1
+    monkeypatch.setattr(_split, "ENABLED", False)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        assert _split.parts(32, _split.MIN_WORK) == 1

@@ -33,7 +33,7 @@ import os
 
 import numpy as np
 
-from . import _blas, _mkl
+from . import _blas, _mkl, _split
 from ._steps import (RecurrentGrad, RecurrentProduct, as_order, backward_steps, batch_major, chunks,
                      empty_steps, forward_steps, kernel_biases, memory, previous_states, project,
                      transposed)
@@ -475,14 +475,14 @@ if AVAILABLE:
             a, lda = _rows_at(mO, t + 1 if reverse else t - 1, bm)
         _product(kind, fn, wide, B, buf, a, lda, K, hw, F(0.0))
 
-    @_jit()
+    @_jit(nogil=True)
     def lstm_loop_blas(kind, fn, wide, B, buf, h0, mA, mCp, mTC, mO, bm, hw, b, c, T, reverse):
         for s in range(T):
             t = T - 1 - s if reverse else s
             _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw)
             lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, b, c)
 
-    @_jit()
+    @_jit(nogil=True)
     def gru_loop_blas(kind, fn, wide, B, buf, h0, first, mA, mHWn, mO, bm, hw, b, b_hn, T, reverse):
         for s in range(T):
             t = T - 1 - s if reverse else s
@@ -492,7 +492,7 @@ if AVAILABLE:
             else:
                 gru_forward_step(mA, mO, t + 1 if reverse else t - 1, mHWn, mO, t, bm, hw, b, b_hn)
 
-    @_jit()
+    @_jit(nogil=True)
     def rnn_loop_blas(kind, fn, wide, B, buf, h0, mA, mO, bm, hw, b, relu, T, reverse):
         for s in range(T):
             t = T - 1 - s if reverse else s
@@ -633,42 +633,73 @@ def _tiny(N, W_hh):
 # The per-step arrays follow X's memory order (``_steps.batch_major``): batch-major for batch_first
 # input, so that neither x, nor out, nor dout, nor dx is transposed; the kernels get the memory
 # and the order. The tiny loops run time-major (at N <= 2 the copies are a few hundred numbers).
-def _start(X, W_ih, tiny):
+def _start(X, W_ih, tiny, P=1):
     """The input projections of all steps, x W_ih^T (T, N, G), in X's memory order (time-major
-    if tiny), and that order (bm). The kernels add the biases (``kernel_biases``)."""
+    if tiny), and that order (bm). The kernels add the biases (``kernel_biases``). With the batch
+    split in P > 1 parts (``_split``) A is only made here, each part projects its own rows."""
     if tiny:
         X = np.ascontiguousarray(X)
+    if P > 1:
+        bm = batch_major(X)
+        return empty_steps(X.shape[0], X.shape[1], W_ih.shape[0], bm), bm
     with all_threads(X.size * W_ih.shape[0]):
         A = project(X, W_ih)
     return A, batch_major(A)
+
+
+def _parts(N, W_hh, tiny):
+    """How many parts the forward's sequences run in (``_split``): 1 unless the loops call the
+    BLAS from compiled code, outside MKL's regime."""
+    if tiny or not blas_loops() or _mkl.active(F, N * W_hh.size) or _mkl.active(F, 0):
+        return 1
+    return _split.parts(N, N * W_hh.size)
+
+
+def _project_part(X, W_ih, A, n0, n1, bm):
+    """A[:, n0:n1] <- X[:, n0:n1] W_ih^T: one part's input projections, on its own thread."""
+    x, a = X[:, n0:n1], A[:, n0:n1]
+    if bm:                                   # (n, T, .) slices of contiguous memory: one GEMM
+        mx, ma = memory(x, True), memory(a, True)
+        np.matmul(mx.reshape(-1, mx.shape[2]), W_ih.T, out=ma.reshape(-1, ma.shape[2]))
+    else:                                    # (T, n, .) rows of each step: a GEMM a step
+        np.matmul(x, W_ih.T, out=a)
 
 
 def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     T, N, D = X.shape
     H = W_hh.shape[0] // 4
     tiny = _tiny(N, W_hh)
-    A, bm = _start(X, W_ih, tiny)
+    P = _parts(N, W_hh, tiny)
+    A, bm = _start(X, W_ih, tiny, P)
     b, _ = kernel_biases("lstm", b_ih, b_hh, 4 * H)
     out, Hp, Cp, TC = (empty_steps(T, N, H, bm) for _ in range(4))
-    hw = np.empty((N, 4 * H), F)
     c = c.copy()
     if tiny:
+        hw = np.empty((N, 4 * H), F)
         lstm_loop(A, h, c, W_hh, b, np.zeros(4 * H, F), reverse, hw, Hp, Cp, TC, out)
         return out, out[0 if reverse else T - 1], c, (A, Hp, Cp, TC, None)
-    mA, mCp, mTC, mO = (memory(a, bm) for a in (A, Cp, TC, out))
-    product = RecurrentProduct(W_hh, N, T)
-    h0 = h
-    blas = _blas_loop(product)
-    if blas:
-        lstm_loop_blas(*blas, np.ascontiguousarray(h0), mA, mCp, mTC, mO, bm, hw, b, c, T, reverse)
-    else:
+    h0 = np.ascontiguousarray(h)
+
+    def loop(n0, n1):                                            # sequences n0..n1-1
+        if P > 1:
+            _project_part(X, W_ih, A, n0, n1, bm)
+        rows = slice(n0, n1)
+        mA, mCp, mTC, mO = (memory(a[:, rows], bm) for a in (A, Cp, TC, out))
+        product = RecurrentProduct(W_hh, n1 - n0, T)
+        hw = np.empty((n1 - n0, 4 * H), F)
+        blas = _blas_loop(product)
+        if blas:
+            lstm_loop_blas(*blas, h0[rows], mA, mCp, mTC, mO, bm, hw, b, c[rows], T, reverse)
+            return
+        h = h0                                                   # P = 1 here
         for t in forward_steps(T, reverse):
             product(h, hw)
             lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, b, c)
             h = out[t]
-    h = out[0 if reverse else T - 1]
+
+    _split.run(loop, N, P)
     previous_states(Hp, out, h0, reverse)                        # the kernel does not read h_prev
-    return out, h, c, (A, Hp, Cp, TC, None)
+    return out, out[0 if reverse else T - 1], c, (A, Hp, Cp, TC, None)
 
 
 def _grads_in_order(dY, cache, chunk):
@@ -705,29 +736,38 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     T, N, D = X.shape
     H = W_hh.shape[1]
     tiny = _tiny(N, W_hh)
-    A, bm = _start(X, W_ih, tiny)
+    P = _parts(N, W_hh, tiny)
+    A, bm = _start(X, W_ih, tiny, P)
     b, b_hn = kernel_biases("gru", b_ih, b_hh, 3 * H)
     out, Hp, HWn = (empty_steps(T, N, H, bm) for _ in range(3))
-    hw = np.empty((N, 3 * H), F)
     if tiny:
+        hw = np.empty((N, 3 * H), F)
         gru_loop(A, h, W_hh, b, np.zeros(3 * H, F), b_hn, reverse, hw, Hp, HWn, out)
         return out, out[0 if reverse else T - 1], (A, Hp, HWn)
-    mA, mHWn, mO = (memory(a, bm) for a in (A, HWn, out))
-    product = RecurrentProduct(W_hh, N, T)
-    h0, step = h, (1 if reverse else -1)
-    first = h0[:, None] if bm else h0[None]                      # h0 as a one-step sequence
-    blas = _blas_loop(product)
-    if blas:
-        gru_loop_blas(*blas, np.ascontiguousarray(h0), first, mA, mHWn, mO, bm, hw, b, b_hn, T, reverse)
-    else:
+    h0, step = np.ascontiguousarray(h), (1 if reverse else -1)
+
+    def loop(n0, n1):                                            # sequences n0..n1-1
+        if P > 1:
+            _project_part(X, W_ih, A, n0, n1, bm)
+        rows = slice(n0, n1)
+        mA, mHWn, mO = (memory(a[:, rows], bm) for a in (A, HWn, out))
+        first = h0[rows, None] if bm else h0[None, rows]         # h0 as a one-step sequence
+        product = RecurrentProduct(W_hh, n1 - n0, T)
+        hw = np.empty((n1 - n0, 3 * H), F)
+        blas = _blas_loop(product)
+        if blas:
+            gru_loop_blas(*blas, h0[rows], first, mA, mHWn, mO, bm, hw, b, b_hn, T, reverse)
+            return
+        h = h0                                                   # P = 1 here
         for i, t in enumerate(forward_steps(T, reverse)):
             product(h, hw)
             prev, tp = (first, 0) if i == 0 else (mO, t + step)  # h_prev: row (tp, n) of prev
             gru_forward_step(mA, prev, tp, mHWn, mO, t, bm, hw, b, b_hn)
             h = out[t]
-    h = out[0 if reverse else T - 1]
+
+    _split.run(loop, N, P)
     previous_states(Hp, out, h0, reverse)                        # for the backward
-    return out, h, (A, Hp, HWn)
+    return out, out[0 if reverse else T - 1], (A, Hp, HWn)
 
 
 def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
@@ -762,26 +802,36 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, defer=False
     T, N, D = X.shape
     H = W_hh.shape[0]
     tiny = _tiny(N, W_hh)
-    A, bm = _start(X, W_ih, tiny)
+    P = _parts(N, W_hh, tiny)
+    A, bm = _start(X, W_ih, tiny, P)
     b, _ = kernel_biases("rnn", b_ih, b_hh, H)
     defer = defer and not tiny                                   # the tiny loop writes h_prev as it goes
     out, Hp = empty_steps(T, N, H, bm), None if defer else empty_steps(T, N, H, bm)
-    hw = np.empty((N, H), F)
     relu = nonlinearity == "relu"
     if tiny:
+        hw = np.empty((N, H), F)
         rnn_loop(A, h, W_hh, b, np.zeros(H, F), reverse, hw, Hp, out, relu)
         return out, out[0 if reverse else T - 1], (out, Hp, nonlinearity)
-    mA, mO = memory(A, bm), memory(out, bm)
-    product = RecurrentProduct(W_hh, N, T)
-    h0 = h
-    blas = _blas_loop(product)
-    if blas:
-        rnn_loop_blas(*blas, np.ascontiguousarray(h0), mA, mO, bm, hw, b, relu, T, reverse)
-    else:
+    h0 = np.ascontiguousarray(h)
+
+    def loop(n0, n1):                                            # sequences n0..n1-1
+        if P > 1:
+            _project_part(X, W_ih, A, n0, n1, bm)
+        rows = slice(n0, n1)
+        mA, mO = memory(A[:, rows], bm), memory(out[:, rows], bm)
+        product = RecurrentProduct(W_hh, n1 - n0, T)
+        hw = np.empty((n1 - n0, H), F)
+        blas = _blas_loop(product)
+        if blas:
+            rnn_loop_blas(*blas, h0[rows], mA, mO, bm, hw, b, relu, T, reverse)
+            return
+        h = h0                                                   # P = 1 here
         for t in forward_steps(T, reverse):
             product(h, hw)
             rnn_forward_step(mA, mO, t, bm, hw, b, relu)
             h = out[t]
+
+    _split.run(loop, N, P)
     h = out[0 if reverse else T - 1]
     if defer:
         return out, h, PreviousStates((out, None, nonlinearity), out, h0.copy(), reverse)

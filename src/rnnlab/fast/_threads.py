@@ -73,3 +73,16 @@ def all_threads(work):
     finally:
         for lib, _ in saved:
             lib.set_num_threads(STEP_THREADS)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """The BLAS on one thread inside the block (``_split``'s parts each run their own); as it was after."""
+    saved = [(lib, lib.num_threads) for lib in _blas_libs() if lib.num_threads > 1]
+    for lib, _ in saved:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in saved:
+            lib.set_num_threads(n)

@@ -1,0 +1,96 @@
+"""Batch split: a compiled forward's sequences as independent loops, one per core.
+
+The sequences of a batch never meet in a recurrent layer: h_t of sequence n
+depends on sequence n's inputs only. So a forward over N sequences can run as P
+loops over t, each over N / P of the sequences (its rows of every (T, N, .)
+array), on P threads at once, each with a single-threaded BLAS for its own input
+projection and its own per-step product. Nothing is shared between the loops
+while they run: no thread waits for another until the end.
+
+With one loop and a two-threaded BLAS, the other core helps with the step's GEMM
+but sits idle through the step's gate kernel; split, each core does both for its
+half. Measured on the 2-core AVX2 machine (LSTM inference, batch-first, 15 runs
+in turn with the unsplit loop, best / median): N=32, T=100, D=64, H=256 24.7 /
+34.1 against 27.9 / 41.5 ms; N=64, T=50, D=H=512 105.6 / 118.3 against 116.6 /
+128.1 ms. The input projection must be split too: done on both BLAS threads
+first, it leaves OpenBLAS's worker spinning on the second core (for up to 2^28
+cycles) while the loops start there: 39.2 against 33.0 ms at N=32 (best of 15).
+
+Used for float32 loops that call the BLAS from compiled code (``_compiled``) when
+the BLAS may use two threads or more (its threadpoolctl count at the call, so
+``rnnlab bench --threads 1`` or ``threadpool_limits(1)`` keep one loop), each part
+has at least ``MIN_ROWS`` sequences, and a step's recurrent GEMM over the whole
+batch has at least ``MIN_WORK`` multiply-adds (below that the BLAS runs the step
+on one thread anyway: ``_threads``). ``ENABLED = False`` (or
+``RNNLAB_SPLIT=0``) keeps one loop; ``PARTS`` forces a number of parts (tests).
+Each part's results are those of the whole loop on its rows, up to the order of
+the sums inside the BLAS.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from . import _threads
+
+ENABLED = os.environ.get("RNNLAB_SPLIT", "1") != "0"
+MIN_ROWS = 8
+MIN_WORK = 2 ** 20
+PARTS = None
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def parts(N, work):
+    """How many loops a forward over N sequences runs as, with ``work`` multiply-adds in a step's
+    recurrent GEMM over all N (1: no split)."""
+    if PARTS is not None:
+        return max(1, min(PARTS, N))
+    if not ENABLED or work < MIN_WORK:
+        return 1
+    libs = _threads._blas_libs()
+    if not libs:                      # threadpoolctl cannot see the BLAS: its threads unknown
+        return 1
+    threads = min(lib.num_threads for lib in libs)
+    return max(1, min(threads, _cpus(), N // MIN_ROWS))
+
+
+def cuts(N, P):
+    """The first sequence of each of P parts, and N: as even as integers allow."""
+    return [N * i // P for i in range(P + 1)]
+
+
+def _executor(workers):
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < workers:
+            _pool = ThreadPoolExecutor(workers, thread_name_prefix="rnnlab-split")
+        return _pool
+
+
+def run(body, N, P):
+    """body(n0, n1) for the P parts of range(N): parts 1.. on the pool's threads, part 0 on
+    this one, the BLAS on one thread meanwhile; returns when all are done and raises the first
+    error any raised. With P = 1 just body(0, N), the BLAS as it is."""
+    if P <= 1:
+        body(0, N)
+        return
+    c = cuts(N, P)
+    with _threads.one_thread():
+        futures = [_executor(P - 1).submit(body, c[i], c[i + 1]) for i in range(1, P)]
+        try:
+            body(c[0], c[1])
+        finally:
+            errors = [f.exception() for f in futures]       # waits for every part
+    for e in errors:
+        if e is not None:
+            raise e
