@@ -763,8 +763,8 @@ def _record_blas_kinds(mp, cls, kinds):
     from rnnlab.fast import _compiled
     real = _compiled._blas_loop
 
-    def record(product):
-        args = real(product)
+    def record(product, panels=None):
+        args = real(product, panels)
         if args is not None and type(product) is cls:
             kinds.append(args[0])
         return args
@@ -976,3 +976,76 @@ def test_split_parts_follow_the_blas_threads_and_the_sizes(monkeypatch):
     monkeypatch.setattr(_split, "ENABLED", False)
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         assert _split.parts(32, _split.MIN_WORK) == 1
+
+
+def _panels_or_skip():
+    from rnnlab.fast import _panels
+    if _panels.address() is None:
+        pytest.skip(f"the panels kernel is unavailable: {_panels.describe()}")
+    return _panels
+
+
+@pytest.mark.parametrize("N", [1, 5, 6, 7, 12, 13])
+@pytest.mark.parametrize("K,C", [(1, 16), (7, 48), (64, 32), (300, 16)])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_panels_kernel_equals_a_float64_product(N, K, C, accumulate):
+    """``_panels``'s kernel: every row tile size (6 and the 1-5 left over), x with a row stride
+    longer than K, writing or adding; within float32 rounding of the product in float64."""
+    _panels = _panels_or_skip()
+    rng = np.random.default_rng(N * 1000 + K)
+    B = rng.standard_normal((K, C)).astype(np.float32)
+    x = rng.standard_normal((N, K + 3)).astype(np.float32)[:, 1:K + 1]     # rows 4 floats apart
+    out0 = rng.standard_normal((N, C)).astype(np.float32)
+    out = out0.copy()
+    _panels.matmul(x, _panels.pack(B), out, accumulate)
+    want = x.astype(np.float64) @ B.astype(np.float64) + (out0 if accumulate else 0)
+    scale = np.abs(x).astype(np.float64) @ np.abs(B).astype(np.float64) + np.abs(out0)
+    assert np.all(np.abs(out - want) <= 4 * K * np.finfo(np.float32).eps * scale + 1e-30)
+
+
+def test_panels_kernel_refuses_what_does_not_fit():
+    _panels = _panels_or_skip()
+    B = np.ones((4, 16), np.float32)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        _panels.matmul(np.ones((2, 4), np.float32), _panels.pack(B), np.empty((2, 8), np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        _panels.matmul(np.ones((2, 4)), _panels.pack(B), np.empty((2, 16), np.float32))
+
+
+PANEL_CASES = [("lstm", {}), ("gru", {}), ("rnn", {}), ("lstm", {"num_layers": 2, "bidirectional": True}),
+               ("gru", {"batch_first": False}), ("rnn", {"nonlinearity": "relu", "bidirectional": True})]
+
+
+@needs_numba
+@pytest.mark.parametrize("cell,opts", PANEL_CASES)
+@pytest.mark.parametrize("parts", [1, 2])
+def test_loops_with_the_panels_kernel_equal_the_readable_path(cell, opts, parts, without_mkl, monkeypatch):
+    """Where the loops' BLAS runs on one thread (here: a one-thread BLAS, or the batch split's
+    parts) and H = 16 (C a multiple of 16 forward and backward), the compiled loops' step products
+    are ``_panels``'s kernel (kind PANELS), forward and backward: the results equal the readable
+    path's."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    _panels_or_skip()
+    from rnnlab.fast import _blas, _compiled, _split
+    if _blas.ADDRESS is None:
+        pytest.skip("no BLAS address for the compiled loops")
+    monkeypatch.setattr(_split, "PARTS", parts)
+    kinds = []
+    real = _compiled._blas_loop
+    monkeypatch.setattr(_compiled, "_blas_loop", lambda product, panels=None: kinds.append(
+        real(product, panels)[0]) or real(product, panels))
+    layer = CELLS[cell](5, 16, dtype=np.float32, seed=31, **opts)
+    rng = np.random.default_rng(32)
+    layer.load_state_dict({k: rng.uniform(-0.5, 0.5, v.shape) for k, v in layer.params.items()})
+    N, T = 9, 7
+    x = rng.standard_normal((N, T, 5) if layer.batch_first else (T, N, 5))
+    dout = rng.standard_normal(x.shape[:2] + (layer.num_directions * 16,))
+    state, dstate = _state(layer, N, rng), _state(layer, N, rng)
+    with threadpoolctl.threadpool_limits(limits=1 if parts == 1 else 2, user_api="blas"):
+        fast = _run(layer, True, x, state, None, dout, dstate)
+    runs = layer.num_layers * layer.num_directions
+    # forward: one per part and direction; backward (a step this small runs on one BLAS thread,
+    # ``_threads.step_threads``): one per direction
+    assert kinds == [_compiled.PANELS] * (runs * (parts + 1)), kinds
+    readable = _run(layer, False, x, state, None, dout, dstate)
+    _assert_close(fast, readable, 1e-5)

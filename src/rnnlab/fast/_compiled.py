@@ -33,11 +33,11 @@ import os
 
 import numpy as np
 
-from . import _blas, _mkl, _split
+from . import _blas, _mkl, _panels, _split
 from ._steps import (RecurrentGrad, RecurrentProduct, as_order, backward_steps, batch_major, chunks,
                      empty_steps, forward_steps, kernel_biases, memory, previous_states, project,
                      transposed)
-from ._threads import all_threads
+from ._threads import all_threads, blas_threads
 
 try:
     if os.environ.get("RNNLAB_NUMBA", "1") == "0":
@@ -428,10 +428,31 @@ if AVAILABLE:
             return context.get_dummy_value()
         return _types.void(fn, wide, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, beta), codegen
 
+    @_intrinsic
+    def _panels_call(typingctx, fn, n, c, k, x, ldx, w, out, ldc, acc):
+        """out (n, c) <- x (n, k) B, or += if acc, B packed into panels at address w: ``_panels``'s
+        kernel through the function pointer fn (``_panels.address``)."""
+        if not all(isinstance(v, _types.Integer) for v in (fn, n, c, k, x, ldx, w, out, ldc)) \
+                or acc != _types.boolean:
+            return None
+
+        def codegen(context, builder, signature, args):
+            i32, i64, vp = _ir.IntType(32), _ir.IntType(64), _ir.IntType(8).as_pointer()
+            fnty = _ir.FunctionType(_ir.VoidType(), [i64, i64, i64, vp, i64, vp, vp, i64, i32])
+            f, n_, c_, k_, x_, ldx_, w_, o_, ldc_, acc_ = args
+            wide = lambda v: builder.sext(v, i64) if v.type.width < 64 else v
+            ptr = lambda v: builder.inttoptr(v, vp)
+            builder.call(builder.inttoptr(f, fnty.as_pointer()),
+                         [wide(n_), wide(c_), wide(k_), ptr(x_), wide(ldx_), ptr(w_), ptr(o_), wide(ldc_),
+                          builder.zext(acc_, i32)])
+            return context.get_dummy_value()
+        return _types.void(fn, n, c, k, x, ldx, w, out, ldc, acc), codegen
+
     # The loops over t with the per-step product called from compiled code: no Python between
     # the steps. The product is one of three kinds (``_blas_loop`` picks it from the loop's
     # ``_steps.StepProduct``):
     #   PACKED   MKL's cblas_sgemm_compute with W packed once a call (``_mkl``), B its buffer;
+    #   PANELS   ``_panels``'s one-core kernel, B packed once a call into its panels;
     #   PLAIN    the BLAS's cblas_sgemm, x (N, K) times B (K, C) contiguous;
     #   SWAPPED  the same product as B (C, K) x^T into buf (C, N), turned back by ``transpose2d``
     #            (the windows of batch sizes where OpenBLAS is faster that way: ``_steps``).
@@ -455,6 +476,8 @@ if AVAILABLE:
             _sgemm_compute(fn, N, C, K, a, lda, np.int64(B.ctypes.data), o, C, beta)
         elif kind == PLAIN:
             _sgemm(fn, wide, 111, 111, N, C, K, a, lda, np.int64(B.ctypes.data), C, o, C, beta)
+        elif kind == PANELS:
+            _panels_call(fn, N, C, K, a, lda, np.int64(B.ctypes.data), o, C, beta != F(0.0))
         else:
             _sgemm(fn, wide, 111, 112, C, N, K, np.int64(B.ctypes.data), K, a, lda,
                    np.int64(buf.ctypes.data), N, F(0.0))
@@ -561,14 +584,17 @@ def _tiny_grad(W_hh, N, bm):
     return MATVEC, 0, False, transposed(W_hh), np.zeros((N + 1, W_hh.shape[1]), W_hh.dtype)
 
 
-PACKED, PLAIN, SWAPPED, MATVEC = 0, 1, 2, 3     # the kinds of per-step product (``_product``, ``_tiny_grad``)
+PACKED, PLAIN, SWAPPED, MATVEC, PANELS = 0, 1, 2, 3, 4     # the kinds of per-step product (``_product``, ``_tiny_grad``)
 _NO_BUF = np.empty((1, 1), F)
 
 
-def _blas_loop(product):
+def _blas_loop(product, panels=None):
     """The compiled loops' product arguments (kind, function address, 64-bit integers, B, buf)
-    for the loop's product (a ``_steps.StepProduct``), or None where the loop steps from Python:
-    ``BLAS_LOOPS`` off, MKL in use but not packed (T <= 2), or no BLAS address (``_blas``)."""
+    for the loop's product (a ``_steps.StepProduct``, or None with ``panels``), or None where the
+    loop steps from Python: ``BLAS_LOOPS`` off, MKL in use but not packed (T <= 2), or no BLAS
+    address (``_blas``). ``panels``: B packed for ``_panels`` (``_one_core_panels``)."""
+    if panels is not None:
+        return PANELS, _panels.address(), False, panels, _NO_BUF
     if product.packed is not None and BLAS_LOOPS:
         # the packed buffer as a (1, size) matrix: every kind's B is 2-D, so each loop compiles
         # once for all kinds
@@ -578,6 +604,18 @@ def _blas_loop(product):
     if product.transposed:
         return SWAPPED, _blas.ADDRESS, _blas.WIDE, product.BT, product.buf
     return PLAIN, _blas.ADDRESS, _blas.WIDE, product.B, _NO_BUF
+
+
+def _one_core_panels(B, N, P=1):
+    """B (K, C), the per-step product's of a loop over N sequences, packed for ``_panels``'s
+    kernel where that loop runs its products on one core (the batch split's parts, P > 1, or a
+    one-thread BLAS), calls the BLAS from compiled code (not MKL's) and the kernel fits C; else
+    None (the BLAS then)."""
+    if not blas_loops() or _mkl.active(F, 0) or _mkl.active(F, N * B.size) or not _panels.usable(B.shape[1]):
+        return None
+    if P == 1 and blas_threads() != 1:
+        return None
+    return _panels.pack(B)
 
 
 # The loops call the BLAS from compiled code (``lstm_loop_blas`` etc., ``_blas``);
@@ -679,15 +717,16 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
         lstm_loop(A, h, c, W_hh, b, np.zeros(4 * H, F), reverse, hw, Hp, Cp, TC, out)
         return out, out[0 if reverse else T - 1], c, (A, Hp, Cp, TC, None)
     h0 = np.ascontiguousarray(h)
+    panels = _one_core_panels(W_hh.T, N, P)
 
     def loop(n0, n1):                                            # sequences n0..n1-1
         if P > 1:
             _project_part(X, W_ih, A, n0, n1, bm)
         rows = slice(n0, n1)
         mA, mCp, mTC, mO = (memory(a[:, rows], bm) for a in (A, Cp, TC, out))
-        product = RecurrentProduct(W_hh, n1 - n0, T)
+        product = None if panels is not None else RecurrentProduct(W_hh, n1 - n0, T)
         hw = np.empty((n1 - n0, 4 * H), F)
-        blas = _blas_loop(product)
+        blas = _blas_loop(product, panels)
         if blas:
             lstm_loop_blas(*blas, h0[rows], mA, mCp, mTC, mO, bm, hw, b, c[rows], T, reverse)
             return
@@ -717,8 +756,9 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush):
     mdY, mA, mTC, mCp, mdA = (memory(a, bm) for a in (dY, A, TC, Cp, dA))
     dh = dh.copy()
     dc = dc.copy()
-    grad = RecurrentGrad(W_hh, N, T)
-    blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad)
+    panels = None if _tiny(N, W_hh) else _one_core_panels(W_hh, N)
+    grad = None if panels is not None else RecurrentGrad(W_hh, N, T)
+    blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad, panels)
     if blas:
         for lo, hi in chunks(T, reverse, chunk):
             lstm_chunk_blas(*blas, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh, dc)
@@ -745,6 +785,7 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
         gru_loop(A, h, W_hh, b, np.zeros(3 * H, F), b_hn, reverse, hw, Hp, HWn, out)
         return out, out[0 if reverse else T - 1], (A, Hp, HWn)
     h0, step = np.ascontiguousarray(h), (1 if reverse else -1)
+    panels = _one_core_panels(W_hh.T, N, P)
 
     def loop(n0, n1):                                            # sequences n0..n1-1
         if P > 1:
@@ -752,9 +793,9 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
         rows = slice(n0, n1)
         mA, mHWn, mO = (memory(a[:, rows], bm) for a in (A, HWn, out))
         first = h0[rows, None] if bm else h0[None, rows]         # h0 as a one-step sequence
-        product = RecurrentProduct(W_hh, n1 - n0, T)
+        product = None if panels is not None else RecurrentProduct(W_hh, n1 - n0, T)
         hw = np.empty((n1 - n0, 3 * H), F)
-        blas = _blas_loop(product)
+        blas = _blas_loop(product, panels)
         if blas:
             gru_loop_blas(*blas, h0[rows], first, mA, mHWn, mO, bm, hw, b, b_hn, T, reverse)
             return
@@ -780,8 +821,9 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     dhw = np.empty((N, G), F)
     tmp = np.empty((N, H), F)
     dh = dh.copy()
-    grad = RecurrentGrad(W_hh, N, T)
-    blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad)
+    panels = None if _tiny(N, W_hh) else _one_core_panels(W_hh, N)
+    grad = None if panels is not None else RecurrentGrad(W_hh, N, T)
+    blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad, panels)
     if blas:
         for lo, hi in chunks(T, reverse, chunk):
             gru_chunk_blas(*blas, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh, dhw)
@@ -813,15 +855,16 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, defer=False
         rnn_loop(A, h, W_hh, b, np.zeros(H, F), reverse, hw, Hp, out, relu)
         return out, out[0 if reverse else T - 1], (out, Hp, nonlinearity)
     h0 = np.ascontiguousarray(h)
+    panels = _one_core_panels(W_hh.T, N, P)
 
     def loop(n0, n1):                                            # sequences n0..n1-1
         if P > 1:
             _project_part(X, W_ih, A, n0, n1, bm)
         rows = slice(n0, n1)
         mA, mO = memory(A[:, rows], bm), memory(out[:, rows], bm)
-        product = RecurrentProduct(W_hh, n1 - n0, T)
+        product = None if panels is not None else RecurrentProduct(W_hh, n1 - n0, T)
         hw = np.empty((n1 - n0, H), F)
-        blas = _blas_loop(product)
+        blas = _blas_loop(product, panels)
         if blas:
             rnn_loop_blas(*blas, h0[rows], mA, mO, bm, hw, b, relu, T, reverse)
             return
@@ -865,8 +908,9 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     mdY, mHn, mdA = (memory(a, bm) for a in (dY, Hn, dA))
     dh = dh.copy()
     relu = nonlinearity == "relu"
-    grad = RecurrentGrad(W_hh, N, T)
-    blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad)
+    panels = None if _tiny(N, W_hh) else _one_core_panels(W_hh, N)
+    grad = None if panels is not None else RecurrentGrad(W_hh, N, T)
+    blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad, panels)
     if blas:
         for lo, hi in chunks(T, reverse, chunk):
             rnn_chunk_blas(*blas, lo, hi, reverse, mdY, mHn, mdA, bm, dh, relu)

@@ -86,3 +86,10 @@ def one_thread():
     finally:
         for lib, n in saved:
             lib.set_num_threads(n)
+
+
+def blas_threads():
+    """The thread count NumPy's OpenBLAS has now (the BLAS the compiled loops call), or None if
+    threadpoolctl sees no OpenBLAS."""
+    counts = [lib.num_threads for lib in _blas_libs() if lib.internal_api == "openblas"]
+    return min(counts) if counts else None

@@ -1,0 +1,230 @@
+"""One core's GEMM for the loops' per-step products: B packed once a call, register tiles in LLVM IR.
+
+A loop's step product out (N, C) = x (N, K) B (K, C) has the same B at every
+step (W_hh^T forward, W_hh backward). OpenBLAS repacks B at every call and, on
+one thread, reached 61-70 GFLOP/s for the steps of the bench's sizes here. This
+module packs B once a call into panels of 16 columns, panel p holding
+B[:, 16p:16p+16] row after row ((C / 16, K * 16), so one step of k reads 16
+consecutive floats), and multiplies with a register-tiled kernel:
+
+    for each panel p:                  (its K x 16 floats stay in L1 / L2)
+        for each block of 6 rows of x: (1 to 5 for the last block)
+            acc (6 x 16, twelve 8-float vector registers) = 0
+            for k in 0..K-1:
+                acc[r, :] += x[r, k] * B_p[k, :]   (2 vector loads, 6 broadcasts, 12 FMAs)
+            out[rows, 16p:16p+16] = acc  (or += acc, ``acc`` set)
+
+The kernel is written as LLVM IR with explicit <8 x float> vectors and
+``llvm.fmuladd`` (one FMA where the CPU has them) and compiled for this CPU by
+llvmlite (which Numba runs on) when first used; the compiled loops call it
+through its address (``_compiled._panels_call``). Measured on the 2-core AVX2
+machine, one thread, best of 300: (16, 256) x (256, 1024) 94.9 us against
+OpenBLAS's 122.2 us (its faster way round, W h^T) = 88 against 69 GFLOP/s; (16,
+1024) x (1024, 256) 95.1 against 126.3 us; (8, 256) x (256, 1024) 73.8 against
+133.4 us; (64, 512) x (512, 2048) 1622 against 1749 us. For the input
+projections (thousands of rows) it only ties OpenBLAS, which keeps them.
+
+Used by the compiled loops where their BLAS runs on one thread (the batch
+split's parts, ``_split``, or a BLAS limited to one thread) and C is a multiple
+of 16; ``ENABLED = False`` (or ``RNNLAB_PANELS=0``) leaves the products to the
+BLAS. Sums run in k order per output (no reassociation); results differ from
+the BLAS's only by rounding.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+
+import numpy as np
+
+ENABLED = os.environ.get("RNNLAB_PANELS", "1") != "0"
+WIDTH = 16          # columns of a panel: two vectors of 8 float32
+ROWS = 6            # rows of x in a register tile (12 accumulators + 2 of B + 1 broadcast <= 16 registers)
+_VEC = 8
+
+_state = {"tried": False, "address": None, "engine": None, "error": None}
+_lock = threading.Lock()
+
+
+def _tile_ir(R):
+    """k<R>: out[0:R, 0:16] (row stride ldc) <- (or +=, if acc) x[0:R, 0:K] (row stride ldx)
+    times the panel w (K, 16); K >= 1."""
+    lines = [f"define internal void @k{R}(i64 %K, ptr %x, i64 %ldx, ptr %w, ptr %c, i64 %ldc, i1 %acc) "
+             "alwaysinline {", "entry:"]
+    add = lines.append
+    for r in range(R):
+        add(f"  %xo{r} = mul i64 {r}, %ldx")
+        add(f"  %xr{r} = getelementptr float, ptr %x, i64 %xo{r}")
+    add("  br label %loop")
+    add("loop:")
+    add("  %k = phi i64 [0, %entry], [%k1, %loop]")
+    for r in range(R):
+        for v in range(2):
+            add(f"  %a{r}_{v} = phi <8 x float> [zeroinitializer, %entry], [%n{r}_{v}, %loop]")
+    add(f"  %wo = mul i64 %k, {WIDTH}")
+    for v in range(2):
+        add(f"  %wo{v} = add i64 %wo, {v * _VEC}")
+        add(f"  %wp{v} = getelementptr float, ptr %w, i64 %wo{v}")
+        add(f"  %w{v} = load <8 x float>, ptr %wp{v}, align 4")
+    for r in range(R):
+        add(f"  %xp{r} = getelementptr float, ptr %xr{r}, i64 %k")
+        add(f"  %xs{r} = load float, ptr %xp{r}, align 4")
+        add(f"  %xi{r} = insertelement <8 x float> poison, float %xs{r}, i32 0")
+        add(f"  %xb{r} = shufflevector <8 x float> %xi{r}, <8 x float> poison, <8 x i32> zeroinitializer")
+        for v in range(2):
+            add(f"  %n{r}_{v} = call <8 x float> @llvm.fmuladd.v8f32(<8 x float> %xb{r}, <8 x float> %w{v}, "
+                f"<8 x float> %a{r}_{v})")
+    add("  %k1 = add i64 %k, 1")
+    add("  %more = icmp slt i64 %k1, %K")
+    add("  br i1 %more, label %loop, label %done")
+    add("done:")
+    for r in range(R):
+        add(f"  %co{r} = mul i64 {r}, %ldc")
+        for v in range(2):
+            add(f"  %cq{r}_{v} = add i64 %co{r}, {v * _VEC}")
+            add(f"  %cp{r}_{v} = getelementptr float, ptr %c, i64 %cq{r}_{v}")
+            add(f"  %old{r}_{v} = load <8 x float>, ptr %cp{r}_{v}, align 4")
+            add(f"  %sum{r}_{v} = fadd <8 x float> %old{r}_{v}, %n{r}_{v}")
+            add(f"  %res{r}_{v} = select i1 %acc, <8 x float> %sum{r}_{v}, <8 x float> %n{r}_{v}")
+            add(f"  store <8 x float> %res{r}_{v}, ptr %cp{r}_{v}, align 4")
+    add("  ret void")
+    add("}")
+    return "\n".join(lines)
+
+
+def _driver_ir():
+    """rnnlab_panels(N, C, K, x, ldx, panels, out, ldc, acc): out (N, C) <- (or +=) x (N, K) B,
+    B packed by ``pack``; the panels one by one, each over the row tiles of x."""
+    lines = ["define void @rnnlab_panels(i64 %N, i64 %C, i64 %K, ptr %x, i64 %ldx, ptr %wp, ptr %c, "
+             "i64 %ldc, i32 %acc32) {", "entry:"]
+    add = lines.append
+    add("  %acc = icmp ne i32 %acc32, 0")
+    add(f"  %np = udiv i64 %C, {WIDTH}")
+    add(f"  %pstride = mul i64 %K, {WIDTH}")
+    add("  %anyp = icmp sgt i64 %np, 0")
+    add("  %anyk = icmp sgt i64 %K, 0")
+    add("  %anyn = icmp sgt i64 %N, 0")
+    add("  %any0 = and i1 %anyp, %anyk")
+    add("  %any = and i1 %any0, %anyn")
+    add("  br i1 %any, label %ploop, label %exit")
+    add("ploop:")
+    add("  %p = phi i64 [0, %entry], [%p1, %pnext]")
+    add("  %wo = mul i64 %p, %pstride")
+    add("  %wpp = getelementptr float, ptr %wp, i64 %wo")
+    add(f"  %co = mul i64 %p, {WIDTH}")
+    add("  %cpp = getelementptr float, ptr %c, i64 %co")
+    add("  br label %rloop")
+    add("rloop:")
+    add("  %r = phi i64 [0, %ploop], [%r1, %rbody]")
+    add(f"  %r1 = add i64 %r, {ROWS}")
+    add("  %fits = icmp sle i64 %r1, %N")
+    add("  br i1 %fits, label %rbody, label %rest")
+    add("rbody:")
+    add("  %xo = mul i64 %r, %ldx")
+    add("  %xrp = getelementptr float, ptr %x, i64 %xo")
+    add("  %cro = mul i64 %r, %ldc")
+    add("  %crp = getelementptr float, ptr %cpp, i64 %cro")
+    add(f"  call void @k{ROWS}(i64 %K, ptr %xrp, i64 %ldx, ptr %wpp, ptr %crp, i64 %ldc, i1 %acc)")
+    add("  br label %rloop")
+    add("rest:")                                                      # the last N mod 6 rows
+    add("  %left = sub i64 %N, %r")
+    add("  %xo2 = mul i64 %r, %ldx")
+    add("  %xrp2 = getelementptr float, ptr %x, i64 %xo2")
+    add("  %cro2 = mul i64 %r, %ldc")
+    add("  %crp2 = getelementptr float, ptr %cpp, i64 %cro2")
+    add("  switch i64 %left, label %pnext [" + " ".join(f"i64 {R}, label %rem{R}" for R in range(1, ROWS)) + "]")
+    for R in range(1, ROWS):
+        add(f"rem{R}:")
+        add(f"  call void @k{R}(i64 %K, ptr %xrp2, i64 %ldx, ptr %wpp, ptr %crp2, i64 %ldc, i1 %acc)")
+        add("  br label %pnext")
+    add("pnext:")
+    add("  %p1 = add i64 %p, 1")
+    add("  %pmore = icmp slt i64 %p1, %np")
+    add("  br i1 %pmore, label %ploop, label %exit")
+    add("exit:")
+    add("  ret void")
+    add("}")
+    return "\n".join(lines)
+
+
+def module_ir():
+    """The whole module as LLVM IR text."""
+    return "\n".join(["declare <8 x float> @llvm.fmuladd.v8f32(<8 x float>, <8 x float>, <8 x float>)"]
+                     + [_tile_ir(R) for R in range(1, ROWS + 1)] + [_driver_ir()])
+
+
+def _compile():
+    import llvmlite.binding as llvm
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    module = llvm.parse_assembly(module_ir())
+    module.verify()
+    target = llvm.Target.from_default_triple()
+    machine = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
+                                           features=llvm.get_host_cpu_features().flatten(), opt=3)
+    engine = llvm.create_mcjit_compiler(module, machine)
+    engine.finalize_object()
+    return engine, engine.get_function_address("rnnlab_panels")
+
+
+def address():
+    """The kernel's address (compiled on first call), or None where it cannot be compiled (no
+    llvmlite, or it failed: the reason is in ``describe()``) or ``ENABLED`` is off."""
+    if not ENABLED:
+        return None
+    with _lock:
+        if not _state["tried"]:
+            _state["tried"] = True
+            try:
+                _state["engine"], _state["address"] = _compile()     # the engine owns the code: kept
+            except Exception as e:                                 # noqa: BLE001 (any failure: use the BLAS)
+                _state["error"] = f"{type(e).__name__}: {e}"
+        return _state["address"]
+
+
+def usable(C, dtype=np.float32):
+    """Whether a product with C output columns can run here: float32, C a multiple of ``WIDTH``."""
+    return dtype == np.float32 and C % WIDTH == 0 and C > 0 and address() is not None
+
+
+def pack(B):
+    """B (K, C) as its panels, a (C / 16, K * 16) float32 array: row p is B[:, 16p:16p+16] row by row."""
+    K, C = B.shape
+    return np.ascontiguousarray(B.reshape(K, C // WIDTH, WIDTH).transpose(1, 0, 2), np.float32).reshape(
+        C // WIDTH, K * WIDTH)
+
+
+_signature = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                              ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32)
+
+
+def matmul(x, panels, out, accumulate=False):
+    """out (N, C) <- (or +=) x (N, K) B from Python (tests; the loops call the address), with B's
+    ``pack``ed panels. x: float32 rows with unit column stride; out C-contiguous float32."""
+    N, K = x.shape
+    C = out.shape[1]
+    if (x.dtype != np.float32 or out.dtype != np.float32 or x.strides[1] != 4 or not out.flags.c_contiguous
+            or out.shape[0] != N or panels.shape != (C // WIDTH, K * WIDTH) or C % WIDTH):
+        raise ValueError(f"panels matmul: x {x.shape} {x.dtype}, panels {panels.shape}, out {out.shape} "
+                         f"{out.dtype} do not fit (float32, x rows contiguous, C a multiple of {WIDTH})")
+    fn = _signature(address())
+    fn(N, C, K, x.ctypes.data, x.strides[0] // 4, panels.ctypes.data, out.ctypes.data, C, int(accumulate))
+    return out
+
+
+def describe():
+    """For ``rnnlab.fast.describe``: whether the kernel is in use, and why not."""
+    if not ENABLED:
+        return "off (RNNLAB_PANELS=0)"
+    if address() is None:
+        return f"unavailable ({_state['error']})"
+    return f"{ROWS} x {WIDTH} register tiles, LLVM IR compiled for {_host()}"
+
+
+def _host():
+    try:
+        import llvmlite.binding as llvm
+        return llvm.get_host_cpu_name()
+    except Exception:      # noqa: BLE001
+        return "this CPU"
