@@ -917,9 +917,10 @@ SPLIT_CASES = [("lstm", {}), ("gru", {}), ("rnn", {}), ("rnn", {"nonlinearity": 
 @pytest.mark.parametrize("parts", [2, 3])
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_split_forward_equals_the_readable_path(cell, opts, parts, training, without_mkl, monkeypatch):
-    """With the batch split (fast/_split.py) each part of the sequences (7 in 2 or 3 uneven parts)
-    runs its own compiled loop (``*_loop_blas``) with its own input projection: forward and
-    backward give the readable path's results, batch-first or time-major, training or eval mode."""
+    """In eval mode, with the batch split (fast/_split.py), each part of the sequences (7 in 2 or
+    3 uneven parts) runs its own compiled loop (``*_loop_blas``) with its own input projection;
+    in training mode the forward runs whole. Forward and backward give the readable path's
+    results either way, batch-first or time-major."""
     from rnnlab.fast import _blas, _compiled, _split
     if _blas.ADDRESS is None:
         pytest.skip("no BLAS address for the compiled loops")
@@ -936,7 +937,8 @@ def test_batch_split_forward_equals_the_readable_path(cell, opts, parts, trainin
     state, dstate = _state(layer, N, rng), _state(layer, N, rng)
     fast = _run(layer, True, x, state, None, dout, dstate)
     runs = layer.num_layers * layer.num_directions
-    assert sorted(rows) == sorted([n1 - n0 for n0, n1 in zip(_split.cuts(N, parts), _split.cuts(N, parts)[1:])] * runs)
+    c = _split.cuts(N, parts)
+    assert sorted(rows) == sorted(([N] if training else [n1 - n0 for n0, n1 in zip(c, c[1:])]) * runs)
     readable = _run(layer, False, x, state, None, dout, dstate)
     _assert_close(fast, readable, 1e-5)
 
@@ -1041,6 +1043,7 @@ def test_loops_with_the_panels_kernel_equal_the_readable_path(cell, opts, parts,
     x = rng.standard_normal((N, T, 5) if layer.batch_first else (T, N, 5))
     dout = rng.standard_normal(x.shape[:2] + (layer.num_directions * 16,))
     state, dstate = _state(layer, N, rng), _state(layer, N, rng)
+    layer.eval()                                                 # (the batch split: eval mode only)
     with threadpoolctl.threadpool_limits(limits=1 if parts == 1 else 2, user_api="blas"):
         fast = _run(layer, True, x, state, None, dout, dstate)
     runs = layer.num_layers * layer.num_directions

@@ -685,10 +685,10 @@ def _start(X, W_ih, tiny, P=1):
     return A, batch_major(A)
 
 
-def _parts(N, W_hh, tiny):
-    """How many parts the forward's sequences run in (``_split``): 1 unless the loops call the
-    BLAS from compiled code, outside MKL's regime."""
-    if tiny or not blas_loops() or _mkl.active(F, N * W_hh.size) or _mkl.active(F, 0):
+def _parts(N, W_hh, tiny, split):
+    """How many parts the forward's sequences run in (``_split``): 1 unless asked (``split``: an
+    eval-mode forward) and the loops call the BLAS from compiled code, outside MKL's regime."""
+    if not split or tiny or not blas_loops() or _mkl.active(F, N * W_hh.size) or _mkl.active(F, 0):
         return 1
     return _split.parts(N, N * W_hh.size)
 
@@ -703,11 +703,11 @@ def _project_part(X, W_ih, A, n0, n1, bm):
         np.matmul(x, W_ih.T, out=a)
 
 
-def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
+def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, split=False):
     T, N, D = X.shape
     H = W_hh.shape[0] // 4
     tiny = _tiny(N, W_hh)
-    P = _parts(N, W_hh, tiny)
+    P = _parts(N, W_hh, tiny, split)
     A, bm = _start(X, W_ih, tiny, P)
     b, _ = kernel_biases("lstm", b_ih, b_hh, 4 * H)
     out, Hp, Cp, TC = (empty_steps(T, N, H, bm) for _ in range(4))
@@ -772,11 +772,11 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush):
     return dh, dc
 
 
-def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
+def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, split=False):
     T, N, D = X.shape
     H = W_hh.shape[1]
     tiny = _tiny(N, W_hh)
-    P = _parts(N, W_hh, tiny)
+    P = _parts(N, W_hh, tiny, split)
     A, bm = _start(X, W_ih, tiny, P)
     b, b_hn = kernel_biases("gru", b_ih, b_hh, 3 * H)
     out, Hp, HWn = (empty_steps(T, N, H, bm) for _ in range(3))
@@ -838,13 +838,14 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
     return dh
 
 
-def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, defer=False):
+def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, defer=False, split=False):
     """The RNN's forward. With ``defer`` (eval mode) the cache's h_prev array is not made here
-    but by a backward, if one comes: the cache is then a ``PreviousStates``."""
+    but by a backward, if one comes: the cache is then a ``PreviousStates``. ``split``: the
+    sequences may run in parts (``_split``; the three forwards, in eval mode)."""
     T, N, D = X.shape
     H = W_hh.shape[0]
     tiny = _tiny(N, W_hh)
-    P = _parts(N, W_hh, tiny)
+    P = _parts(N, W_hh, tiny, split)
     A, bm = _start(X, W_ih, tiny, P)
     b, _ = kernel_biases("rnn", b_ih, b_hh, H)
     defer = defer and not tiny                                   # the tiny loop writes h_prev as it goes

@@ -16,6 +16,16 @@ in turn with the unsplit loop, best / median): N=32, T=100, D=64, H=256 24.7 /
 first, it leaves OpenBLAS's worker spinning on the second core (for up to 2^28
 cycles) while the loops start there: 39.2 against 33.0 ms at N=32 (best of 15).
 
+Only in eval mode (inference). OpenBLAS's workers spin for up to 2^28 cycles
+(~0.1 s here) after each threaded call, and a spinning worker takes a core from
+the parts: a split forward right after a threaded GEMM took 115.4 / 157.7 ms
+against the whole loop's 107.3 / 127.9 ms (LSTM N=64, T=50, D=H=512, best /
+median of 15; 94.4 / 108.9 against 101.9 / 123.8 ms after 0.3 s idle). In
+training, the backward's weight-gradient GEMMs are threaded and the next step's
+forward would start beside a spinning worker (LSTM N=32 training steps 70.7 ms
+split against 63.1 ms whole, best of 15); an inference loop calls no threaded
+GEMM between forwards, unless the caller does.
+
 Used for float32 loops that call the BLAS from compiled code (``_compiled``) when
 the BLAS may use two threads or more (its threadpoolctl count at the call, so
 ``rnnlab bench --threads 1`` or ``threadpool_limits(1)`` keep one loop), each part
