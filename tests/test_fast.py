@@ -956,11 +956,18 @@ def test_split_runs_every_part_once_and_raises_a_parts_error():
         _split.run(body, 10, 2)
 
 
+def test_split_running_threads_are_read_where_the_system_tells():
+    from rnnlab.fast import _split
+    running = _split._running()
+    assert running is None or running >= 1                # this thread at least, where /proc/loadavg exists
+
+
 def test_split_parts_follow_the_blas_threads_and_the_sizes(monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from rnnlab.fast import _split, _threads
     monkeypatch.setattr(_split, "ENABLED", True)
     monkeypatch.setattr(_split, "_cpus", lambda: 2)
+    monkeypatch.setattr(_split, "_running", lambda: 1)                     # the machine otherwise idle
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         assert _split.parts(32, _split.MIN_WORK) == 2
         assert _split.parts(32, _split.MIN_WORK - 1) == 1                 # a small step: one loop
@@ -975,6 +982,11 @@ def test_split_parts_follow_the_blas_threads_and_the_sizes(monkeypatch):
         assert counts() == before
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
         assert _split.parts(32, _split.MIN_WORK) == 1
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        monkeypatch.setattr(_split, "_running", lambda: 2)                 # another thread running: one core left
+        assert _split.parts(32, _split.MIN_WORK) == 1
+        monkeypatch.setattr(_split, "_running", lambda: None)              # unknown: all CPUs count as idle
+        assert _split.parts(32, _split.MIN_WORK) == 2
     monkeypatch.setattr(_split, "ENABLED", False)
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         assert _split.parts(32, _split.MIN_WORK) == 1

@@ -24,7 +24,10 @@ median of 15; 94.4 / 108.9 against 101.9 / 123.8 ms after 0.3 s idle). In
 training, the backward's weight-gradient GEMMs are threaded and the next step's
 forward would start beside a spinning worker (LSTM N=32 training steps 70.7 ms
 split against 63.1 ms whole, best of 15); an inference loop calls no threaded
-GEMM between forwards, unless the caller does.
+GEMM between forwards, unless the caller does. And only onto idle cores: a part
+per CPU not taken by another running thread (``/proc/loadavg`` counts them, a
+spinning OpenBLAS worker too; reading it costs ~25 us), so a forward that would
+start beside a spinning worker, or any other busy thread, runs whole.
 
 Used for float32 loops that call the BLAS from compiled code (``_compiled``) when
 the BLAS may use two threads or more (its threadpoolctl count at the call, so
@@ -71,7 +74,24 @@ def parts(N, work):
     if not libs:                      # threadpoolctl cannot see the BLAS: its threads unknown
         return 1
     threads = min(lib.num_threads for lib in libs)
-    return max(1, min(threads, _cpus(), N // MIN_ROWS))
+    P = min(threads, _cpus(), N // MIN_ROWS)
+    return max(1, min(P, _idle_cpus())) if P > 1 else 1
+
+
+def _running():
+    """Threads running or ready to run on this machine now, this one included (Linux: field 4 of
+    /proc/loadavg), or None where that cannot be read."""
+    try:
+        with open("/proc/loadavg") as f:
+            return int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _idle_cpus():
+    """CPUs of this process not taken by another running thread (all of them if unknown)."""
+    cpus, running = _cpus(), _running()
+    return cpus if running is None else max(1, cpus - (running - 1))
 
 
 def cuts(N, P):
