@@ -917,10 +917,11 @@ SPLIT_CASES = [("lstm", {}), ("gru", {}), ("rnn", {}), ("rnn", {"nonlinearity": 
 @pytest.mark.parametrize("parts", [2, 3])
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_split_forward_equals_the_readable_path(cell, opts, parts, training, without_mkl, monkeypatch):
-    """In eval mode, with the batch split (fast/_split.py), each part of the sequences (7 in 2 or
-    3 uneven parts) runs its own compiled loop (``*_loop_blas``) with its own input projection;
-    in training mode the forward runs whole. Forward and backward give the readable path's
-    results either way, batch-first or time-major."""
+    """With the batch split (fast/_split.py) each part of the sequences (7 in 2 or 3 uneven
+    parts) runs its own compiled forward loop (``*_loop_blas``) with its own input projection,
+    and its own backward chunks (``*_chunk_blas``) with its own weight gradients, added up at the
+    end: forward and backward give the readable path's results, batch-first or time-major,
+    training or eval mode."""
     from rnnlab.fast import _blas, _compiled, _split
     if _blas.ADDRESS is None:
         pytest.skip("no BLAS address for the compiled loops")
@@ -928,6 +929,9 @@ def test_batch_split_forward_equals_the_readable_path(cell, opts, parts, trainin
     rows = []
     real = getattr(_compiled, f"{cell}_loop_blas")
     monkeypatch.setattr(_compiled, f"{cell}_loop_blas", lambda *a: rows.append(a[5].shape[0]) or real(*a))
+    back_rows = set()
+    real_chunk = getattr(_compiled, f"{cell}_chunk_blas")
+    monkeypatch.setattr(_compiled, f"{cell}_chunk_blas", lambda *a: back_rows.add(a[-2].shape[0]) or real_chunk(*a))
     layer = _layer(cell, np.float32, seed=21, **opts)
     layer.train(training)
     rng = np.random.default_rng(22)
@@ -938,7 +942,9 @@ def test_batch_split_forward_equals_the_readable_path(cell, opts, parts, trainin
     fast = _run(layer, True, x, state, None, dout, dstate)
     runs = layer.num_layers * layer.num_directions
     c = _split.cuts(N, parts)
-    assert sorted(rows) == sorted(([N] if training else [n1 - n0 for n0, n1 in zip(c, c[1:])]) * runs)
+    sizes = [n1 - n0 for n0, n1 in zip(c, c[1:])]
+    assert sorted(rows) == sorted(sizes * runs)
+    assert back_rows == set(sizes)
     readable = _run(layer, False, x, state, None, dout, dstate)
     _assert_close(fast, readable, 1e-5)
 
@@ -1059,8 +1065,7 @@ def test_loops_with_the_panels_kernel_equal_the_readable_path(cell, opts, parts,
     with threadpoolctl.threadpool_limits(limits=1 if parts == 1 else 2, user_api="blas"):
         fast = _run(layer, True, x, state, None, dout, dstate)
     runs = layer.num_layers * layer.num_directions
-    # forward: one per part and direction; backward (a step this small runs on one BLAS thread,
-    # ``_threads.step_threads``): one per direction
-    assert kinds == [_compiled.PANELS] * (runs * (parts + 1)), kinds
+    # forward and backward: one per part and direction
+    assert kinds == [_compiled.PANELS] * (runs * 2 * parts), kinds
     readable = _run(layer, False, x, state, None, dout, dstate)
     _assert_close(fast, readable, 1e-5)

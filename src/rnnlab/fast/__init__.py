@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from .._conventions import GATES
-from . import _blas, _compiled, _feature_major, _helper, _mkl, _stream, _threads, gru, lstm, rnn
+from . import _blas, _compiled, _feature_major, _helper, _mkl, _split, _stream, _threads, gru, lstm, rnn
 from ._steps import rows, rows_view, unrows
 
 __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
@@ -106,7 +106,7 @@ def _run_direction(layer, X, h, c, s, reverse, mask):
             else:
                 out, h, t = _feature_major.gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse)
             return out, h, c, Cache.later(t)
-        split = not layer.training                       # the batch split in eval mode only (fast/_split.py)
+        split = True                                     # the sequences may run in parts (fast/_split.py)
         if layer.mode == "lstm":
             out, h, c, data = _compiled.lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, split)
         elif layer.mode == "gru":
@@ -150,19 +150,29 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
     g_bih, g_bhh = g.get("bias_ih" + s), g.get("bias_hh" + s)
     H = layer.hidden_size
 
-    def flush(lo, hi, dA, extra, bm=False):
-        """Weight gradients and dX of steps lo..hi-1 from their pre-activation gradients dA
-        (hi - lo, N, G), laid out batch-major if ``bm`` (``_steps.rows``), else time-major."""
-        with _threads.all_threads(dA.size * (D + W_hh.shape[1])):     # large GEMMs: every BLAS thread
-            _flush(lo, hi, dA, extra, bm)
+    own = (g_ih, g_hh, g_bih, g_bhh)
+    private = {}                       # per part of the batch split: its own weight gradients
 
-    def _flush(lo, hi, dA, extra, bm):
+    def flush(lo, hi, dA, extra, bm=False, rows=None):
+        """Weight gradients and dX of steps lo..hi-1 from their pre-activation gradients dA
+        (hi - lo, N, G), laid out batch-major if ``bm`` (``_steps.rows``), else time-major.
+        ``rows`` (n0, n1): one part of the batch split (``_split``), on its own thread and
+        one-thread BLAS: dA holds sequences n0..n1-1 only, its weight gradients go to that part's
+        own arrays (added up after all parts are done)."""
+        if rows is not None:
+            _flush(lo, hi, dA, extra, bm, slice(*rows), private[rows[0]])
+            return
+        with _threads.all_threads(dA.size * (D + W_hh.shape[1])):     # large GEMMs: every BLAS thread
+            _flush(lo, hi, dA, extra, bm, slice(None), own)
+
+    def _flush(lo, hi, dA, extra, bm, seqs, grads):
+        g_ih, g_hh, g_bih, g_bhh = grads
         A = rows(dA, bm)                                         # ((hi - lo) N, G)
-        Xc = rows(X[lo:hi], bm)
-        Hp = rows(cache.H_prev[lo:hi], bm)
+        Xc = rows(X[lo:hi, seqs], bm)
+        Hp = rows(cache.H_prev[lo:hi, seqs], bm)
         mm = _mkl.matmul                                         # np.matmul unless MKL is in use
         mm(A.T, Xc, g_ih, accumulate=True)                       # XW = X W_ih^T
-        dXc = dX[lo:hi]
+        dXc = dX[lo:hi, seqs]
         target = rows_view(dXc, bm) if write_dX else None       # None: dX's chunk is no block of rows
         if target is not None:
             mm(A, W_ih, target)                                  # straight into dX
@@ -191,23 +201,33 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
             mm(rows(extra, bm).T, M, g["weight_hr" + s], accumulate=True)
 
     with _step_blas(X, _step_work(layer, X)):
-        return _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, compiled, chunk, flush)
+        P = _compiled.backward_parts(N, W_hh, T) if compiled else 1
+        if P > 1:
+            cache.H_prev                                         # a deferred cache made here, not in a part
+            for n0 in _split.cuts(N, P)[:-1]:
+                private[n0] = tuple(None if a is None else np.zeros_like(a) for a in own)
+        dh, dc = _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, compiled, chunk, flush, P)
+    for grads in private.values():                               # the parts' weight gradients, in order
+        for a, b in zip(own, grads):
+            if a is not None:
+                a += b
+    return dh, dc
 
 
-def _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, compiled, chunk, flush):
+def _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, compiled, chunk, flush, P):
     if layer.mode == "lstm":
         if compiled:
-            dh, dc = _compiled.lstm_backward(dY, dh, dc, cache.data, W_hh, reverse, chunk, flush)
+            dh, dc = _compiled.lstm_backward(dY, dh, dc, cache.data, W_hh, reverse, chunk, flush, P)
         else:
             dh, dc = lstm.backward(dY, dh, dc, cache.data, W_hh, W_hr, reverse, mask, recorder, chunk, flush)
     elif layer.mode == "gru":
         if compiled:
-            dh = _compiled.gru_backward(dY, dh, cache.data, W_hh, reverse, chunk, flush)
+            dh = _compiled.gru_backward(dY, dh, cache.data, W_hh, reverse, chunk, flush, P)
         else:
             dh = gru.backward(dY, dh, cache.data, W_hh, reverse, mask, recorder, chunk, flush)
     else:
         if compiled:
-            dh = _compiled.rnn_backward(dY, dh, cache.data, W_hh, reverse, chunk, flush)
+            dh = _compiled.rnn_backward(dY, dh, cache.data, W_hh, reverse, chunk, flush, P)
         else:
             dh = rnn.backward(dY, dh, cache.data, W_hh, reverse, mask, recorder, chunk, flush)
     return dh, dc

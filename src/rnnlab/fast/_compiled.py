@@ -541,14 +541,14 @@ if AVAILABLE:
             a, lda = _rows_at(mdA, k, bm)
             _product(kind, fn, wide, B, buf, a, lda, mdA.shape[2], dh, F(0.0))
 
-    @_jit()
+    @_jit(nogil=True)
     def lstm_chunk_blas(kind, fn, wide, B, buf, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh, dc):
         for s in range(hi - lo):
             t = _chunk_step(s, lo, hi, reverse)
             lstm_backward_step(mdY, mA, mTC, mCp, mdA, t, t - lo, bm, dh, dc)
             _grad_product(kind, fn, wide, B, buf, mdA, t - lo, bm, dh)
 
-    @_jit()
+    @_jit(nogil=True)
     def gru_chunk_blas(kind, fn, wide, B, buf, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh, dhw):
         G = dhw.shape[1]
         for s in range(hi - lo):
@@ -564,7 +564,7 @@ if AVAILABLE:
             else:
                 _product(kind, fn, wide, B, buf, np.int64(dhw.ctypes.data), G, G, dh, F(1.0))
 
-    @_jit()
+    @_jit(nogil=True)
     def rnn_chunk_blas(kind, fn, wide, B, buf, lo, hi, reverse, mdY, mHn, mdA, bm, dh, relu):
         for s in range(hi - lo):
             t = _chunk_step(s, lo, hi, reverse)
@@ -693,6 +693,13 @@ def _parts(N, W_hh, tiny, split):
     return _split.parts(N, N * W_hh.size)
 
 
+def backward_parts(N, W_hh, T):
+    """How many parts a backward over N sequences runs in (``_split``), as ``_parts`` for a
+    forward (the backward of any forward, trained or not); called where the BLAS has the
+    backward loop's thread count."""
+    return _parts(N, W_hh, _tiny(N, W_hh), True)
+
+
 def _project_part(X, W_ih, A, n0, n1, bm):
     """A[:, n0:n1] <- X[:, n0:n1] W_ih^T: one part's input projections, on its own thread."""
     x, a = X[:, n0:n1], A[:, n0:n1]
@@ -748,27 +755,36 @@ def _grads_in_order(dY, cache, chunk):
     return bm, as_order(dY, bm), min(chunk, cache[0].shape[0])
 
 
-def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush):
+def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush, P=1):
+    """The LSTM's backward; with P > 1 its sequences in P parts (``_split``), each its own chunk
+    loop and ``flush(lo, hi, dA, None, bm, (n0, n1))`` on its own thread."""
     A, Hp, Cp, TC, _ = cache
     T, N, G = A.shape
     bm, dY, chunk = _grads_in_order(dY, cache, chunk)
-    dA = empty_steps(chunk, N, G, bm)
-    mdY, mA, mTC, mCp, mdA = (memory(a, bm) for a in (dY, A, TC, Cp, dA))
     dh = dh.copy()
     dc = dc.copy()
-    panels = None if _tiny(N, W_hh) else _one_core_panels(W_hh, N)
-    grad = None if panels is not None else RecurrentGrad(W_hh, N, T)
-    blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad, panels)
-    if blas:
-        for lo, hi in chunks(T, reverse, chunk):
-            lstm_chunk_blas(*blas, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh, dc)
-            flush(lo, hi, dA[:hi - lo], None, bm)
-        return dh, dc
-    for t, k, done in backward_steps(T, reverse, chunk):
-        lstm_backward_step(mdY, mA, mTC, mCp, mdA, t, k, bm, dh, dc)
-        grad(dA[k], dh)                                         # dh = dA W_hh
-        if done:
-            flush(done[0], done[1], dA[:done[1] - done[0]], None, bm)
+    panels = None if _tiny(N, W_hh) else _one_core_panels(W_hh, N, P)
+
+    def part(n0, n1):
+        rows = slice(n0, n1)
+        dA = empty_steps(chunk, n1 - n0, G, bm)
+        mdY, mA, mTC, mCp = (memory(a[:, rows], bm) for a in (dY, A, TC, Cp))
+        mdA = memory(dA, bm)
+        grad = None if panels is not None else RecurrentGrad(W_hh, n1 - n0, T)
+        blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad, panels)
+        split = (n0, n1) if P > 1 else None
+        if blas:
+            for lo, hi in chunks(T, reverse, chunk):
+                lstm_chunk_blas(*blas, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh[rows], dc[rows])
+                flush(lo, hi, dA[:hi - lo], None, bm, split)
+            return
+        for t, k, done in backward_steps(T, reverse, chunk):     # P = 1 here
+            lstm_backward_step(mdY, mA, mTC, mCp, mdA, t, k, bm, dh, dc)
+            grad(dA[k], dh)                                     # dh = dA W_hh
+            if done:
+                flush(done[0], done[1], dA[:done[1] - done[0]], None, bm)
+
+    _split.run(part, N, P)
     return dh, dc
 
 
@@ -811,30 +827,38 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, split=False):
     return out, out[0 if reverse else T - 1], (A, Hp, HWn)
 
 
-def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
+def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
+    """The GRU's backward; P as in ``lstm_backward``."""
     A, Hp, HWn = cache
     T, N, G = A.shape
     H = G // 3
     bm, dY, chunk = _grads_in_order(dY, cache, chunk)
-    dA, dA_hn = empty_steps(chunk, N, G, bm), empty_steps(chunk, N, H, bm)
-    mdY, mA, mHWn, mHp, mdA, mdA_hn = (memory(a, bm) for a in (dY, A, HWn, Hp, dA, dA_hn))
-    dhw = np.empty((N, G), F)
-    tmp = np.empty((N, H), F)
     dh = dh.copy()
-    panels = None if _tiny(N, W_hh) else _one_core_panels(W_hh, N)
-    grad = None if panels is not None else RecurrentGrad(W_hh, N, T)
-    blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad, panels)
-    if blas:
-        for lo, hi in chunks(T, reverse, chunk):
-            gru_chunk_blas(*blas, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh, dhw)
-            flush(lo, hi, dA[:hi - lo], dA_hn[:hi - lo], bm)
-        return dh
-    for t, k, done in backward_steps(T, reverse, chunk):
-        gru_backward_step(mdY, mA, mHWn, mHp, mdA, mdA_hn, t, k, bm, dh, dhw)
-        dh += grad(dhw, tmp)                                    # + dhw W_hh
-        if done:
-            n = done[1] - done[0]
-            flush(done[0], done[1], dA[:n], dA_hn[:n], bm)
+    panels = None if _tiny(N, W_hh) else _one_core_panels(W_hh, N, P)
+
+    def part(n0, n1):
+        rows, n = slice(n0, n1), n1 - n0
+        dA, dA_hn = empty_steps(chunk, n, G, bm), empty_steps(chunk, n, H, bm)
+        mdY, mA, mHWn, mHp = (memory(a[:, rows], bm) for a in (dY, A, HWn, Hp))
+        mdA, mdA_hn = memory(dA, bm), memory(dA_hn, bm)
+        dhw = np.empty((n, G), F)
+        grad = None if panels is not None else RecurrentGrad(W_hh, n, T)
+        blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad, panels)
+        split = (n0, n1) if P > 1 else None
+        if blas:
+            for lo, hi in chunks(T, reverse, chunk):
+                gru_chunk_blas(*blas, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh[rows], dhw)
+                flush(lo, hi, dA[:hi - lo], dA_hn[:hi - lo], bm, split)
+            return
+        tmp = np.empty((n, H), F)
+        for t, k, done in backward_steps(T, reverse, chunk):     # P = 1 here
+            gru_backward_step(mdY, mA, mHWn, mHp, mdA, mdA_hn, t, k, bm, dh, dhw)
+            dh[...] += grad(dhw, tmp)                           # + dhw W_hh
+            if done:
+                m = done[1] - done[0]
+                flush(done[0], done[1], dA[:m], dA_hn[:m], bm)
+
+    _split.run(part, N, P)
     return dh
 
 
@@ -901,25 +925,33 @@ class PreviousStates:
         return self.data[:1] + (Hp,) + self.data[2:]
 
 
-def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush):
+def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
+    """The RNN's backward; P as in ``lstm_backward``."""
     Hn, Hp, nonlinearity = cache
     T, N, H = Hn.shape
     bm, dY, chunk = _grads_in_order(dY, cache, chunk)
-    dA = empty_steps(chunk, N, H, bm)
-    mdY, mHn, mdA = (memory(a, bm) for a in (dY, Hn, dA))
     dh = dh.copy()
     relu = nonlinearity == "relu"
-    panels = None if _tiny(N, W_hh) else _one_core_panels(W_hh, N)
-    grad = None if panels is not None else RecurrentGrad(W_hh, N, T)
-    blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad, panels)
-    if blas:
-        for lo, hi in chunks(T, reverse, chunk):
-            rnn_chunk_blas(*blas, lo, hi, reverse, mdY, mHn, mdA, bm, dh, relu)
-            flush(lo, hi, dA[:hi - lo], None, bm)
-        return dh
-    for t, k, done in backward_steps(T, reverse, chunk):
-        rnn_backward_step(mdY, mHn, mdA, t, k, bm, dh, relu)
-        grad(dA[k], dh)                                         # dh = dA W_hh
-        if done:
-            flush(done[0], done[1], dA[:done[1] - done[0]], None, bm)
+    panels = None if _tiny(N, W_hh) else _one_core_panels(W_hh, N, P)
+
+    def part(n0, n1):
+        rows = slice(n0, n1)
+        dA = empty_steps(chunk, n1 - n0, H, bm)
+        mdY, mHn = memory(dY[:, rows], bm), memory(Hn[:, rows], bm)
+        mdA = memory(dA, bm)
+        grad = None if panels is not None else RecurrentGrad(W_hh, n1 - n0, T)
+        blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad, panels)
+        split = (n0, n1) if P > 1 else None
+        if blas:
+            for lo, hi in chunks(T, reverse, chunk):
+                rnn_chunk_blas(*blas, lo, hi, reverse, mdY, mHn, mdA, bm, dh[rows], relu)
+                flush(lo, hi, dA[:hi - lo], None, bm, split)
+            return
+        for t, k, done in backward_steps(T, reverse, chunk):     # P = 1 here
+            rnn_backward_step(mdY, mHn, mdA, t, k, bm, dh, relu)
+            grad(dA[k], dh)                                     # dh = dA W_hh
+            if done:
+                flush(done[0], done[1], dA[:done[1] - done[0]], None, bm)
+
+    _split.run(part, N, P)
     return dh

@@ -1,4 +1,4 @@
-"""Batch split: a compiled forward's sequences as independent loops, one per core.
+"""Batch split: a compiled loop's sequences as independent loops, one per core.
 
 The sequences of a batch never meet in a recurrent layer: h_t of sequence n
 depends on sequence n's inputs only. So a forward over N sequences can run as P
@@ -16,18 +16,22 @@ in turn with the unsplit loop, best / median): N=32, T=100, D=64, H=256 24.7 /
 first, it leaves OpenBLAS's worker spinning on the second core (for up to 2^28
 cycles) while the loops start there: 39.2 against 33.0 ms at N=32 (best of 15).
 
-Only in eval mode (inference). OpenBLAS's workers spin for up to 2^28 cycles
-(~0.1 s here) after each threaded call, and a spinning worker takes a core from
-the parts: a split forward right after a threaded GEMM took 115.4 / 157.7 ms
-against the whole loop's 107.3 / 127.9 ms (LSTM N=64, T=50, D=H=512, best /
-median of 15; 94.4 / 108.9 against 101.9 / 123.8 ms after 0.3 s idle). In
-training, the backward's weight-gradient GEMMs are threaded and the next step's
-forward would start beside a spinning worker (LSTM N=32 training steps 70.7 ms
-split against 63.1 ms whole, best of 15); an inference loop calls no threaded
-GEMM between forwards, unless the caller does. And only onto idle cores: a part
-per CPU not taken by another running thread (``/proc/loadavg`` counts them, a
-spinning OpenBLAS worker too; reading it costs ~25 us), so a forward that would
-start beside a spinning worker, or any other busy thread, runs whole.
+The backward splits the same way: each part runs its own chunks of steps
+backwards and its own weight-gradient GEMMs into its own gradient arrays (added
+up, in part order, when all are done) and its rows of dX. So a training step
+calls no threaded BLAS at all, which matters: OpenBLAS's workers spin for up to
+2^28 cycles (~0.1 s here) after each threaded call, and a spinning worker takes
+a core from the parts. A split forward right after a threaded GEMM took 115.4 /
+157.7 ms against the whole loop's 107.3 / 127.9 ms (LSTM N=64, T=50, D=H=512,
+best / median of 15); with the forward split and the backward whole, training
+steps at N=32 took 70.7 against 63.1 ms. Hence the parts go only onto idle
+cores: one per CPU not taken by another running thread (``/proc/loadavg``
+counts them, a spinning OpenBLAS worker too; reading it costs ~25 us), so a
+forward or backward that would start beside a busy thread runs whole. Training
+steps back to back (two of three timed per turn, 10 turns, best / median), with
+the batch split and ``_panels`` against without: LSTM N=32, T=100, D=64, H=256
+48.9 / 59.3 against 58.5 / 69.4 ms; N=64, T=50, D=H=512 283.8 / 328.3 against
+313.9 / 339.0 ms; GRU N=32 41.8 / 48.2 against 53.6 / 61.4 ms.
 
 Used for float32 loops that call the BLAS from compiled code (``_compiled``) when
 the BLAS may use two threads or more (its threadpoolctl count at the call, so
@@ -36,8 +40,8 @@ has at least ``MIN_ROWS`` sequences, and a step's recurrent GEMM over the whole
 batch has at least ``MIN_WORK`` multiply-adds (below that the BLAS runs the step
 on one thread anyway: ``_threads``). ``ENABLED = False`` (or
 ``RNNLAB_SPLIT=0``) keeps one loop; ``PARTS`` forces a number of parts (tests).
-Each part's results are those of the whole loop on its rows, up to the order of
-the sums inside the BLAS.
+Each part's results are those of the whole loop on its rows, and the weight
+gradients the sums of the parts', up to the order of the sums (rounding).
 """
 from __future__ import annotations
 
