@@ -339,8 +339,10 @@ def test_the_table_names_the_blas_of_rnnlabs_loops():
     assert lines[0] == "NumPy BLAS: openblas 0.3.31, Haswell kernels"
     assert "GEMMs through oneMKL 2026.2" in lines[1] and "gnu threading" in lines[1] and len(lines) == 2
     lines = bench._blas_lines({**base, "fast_path": {"mkl": {"enabled": False}, "blas_loops": True,
-                                                     "blas": {"symbol": "scipy_cblas_sgemm64_"}}})
-    assert lines[1] == "rnnlab's loops: NumPy's BLAS called from compiled code (scipy_cblas_sgemm64_)"
+                                                     "blas": {"symbol": "scipy_cblas_sgemm64_"},
+                                                     "panels": "6 x 16 register tiles", "split": "on"}})
+    assert lines[1] == ("rnnlab's loops: NumPy's BLAS called from compiled code (scipy_cblas_sgemm64_); "
+                        "on one core: panels kernel 6 x 16 register tiles; batch split onto idle cores on")
     assert len(bench._blas_lines({**base, "fast_path": {"mkl": {}, "blas_loops": False}})) == 1
 
 
