@@ -28,7 +28,7 @@ steps at N=32 took 70.7 against 63.1 ms. Hence the parts go only onto idle
 cores: one per CPU not taken by another running thread (``/proc/loadavg``
 counts them, a spinning OpenBLAS worker too; reading it costs ~25 us), so a
 forward or backward that would start beside a busy thread runs whole. Training
-steps back to back (two of three timed per turn, 10 turns, best / median), with
+steps back to back (two of three timed per turn, 10 turns, 6 at N=64; best / median), with
 the batch split and ``_panels`` against without: LSTM N=32, T=100, D=64, H=256
 48.9 / 59.3 against 58.5 / 69.4 ms; N=64, T=50, D=H=512 283.8 / 328.3 against
 313.9 / 339.0 ms; GRU N=32 41.8 / 48.2 against 53.6 / 61.4 ms.
