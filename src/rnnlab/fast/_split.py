@@ -56,7 +56,7 @@ MIN_ROWS = 8
 MIN_WORK = 2 ** 20
 PARTS = None
 
-_pool = None
+_pool = None            # (executor, its number of threads)
 _pool_lock = threading.Lock()
 
 
@@ -104,11 +104,12 @@ def cuts(N, P):
 
 
 def _executor(workers):
+    """A pool of at least ``workers`` threads, made once (again only if more are needed)."""
     global _pool
     with _pool_lock:
-        if _pool is None or _pool._max_workers < workers:
-            _pool = ThreadPoolExecutor(workers, thread_name_prefix="rnnlab-split")
-        return _pool
+        if _pool is None or _pool[1] < workers:
+            _pool = (ThreadPoolExecutor(workers, thread_name_prefix="rnnlab-split"), workers)
+        return _pool[0]
 
 
 def run(body, N, P):
