@@ -449,8 +449,8 @@ if AVAILABLE:
         return _types.void(fn, n, c, k, x, ldx, w, out, ldc, acc), codegen
 
     # The loops over t with the per-step product called from compiled code: no Python between
-    # the steps. The product is one of three kinds (``_blas_loop`` picks it from the loop's
-    # ``_steps.StepProduct``):
+    # the steps. The product is one of these kinds (``_blas_loop`` picks it from the loop's
+    # ``_steps.StepProduct`` and, where the loop runs on one core, ``_one_core_panels``):
     #   PACKED   MKL's cblas_sgemm_compute with W packed once a call (``_mkl``), B its buffer;
     #   PANELS   ``_panels``'s one-core kernel, B packed once a call into its panels;
     #   PLAIN    the BLAS's cblas_sgemm, x (N, K) times B (K, C) contiguous;
