@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import time
 
 import numpy as np
@@ -967,7 +968,10 @@ def test_split_runs_every_part_once_and_raises_a_parts_error():
 def test_split_running_threads_are_read_where_the_system_tells():
     from rnnlab.fast import _split
     running = _split._running()
-    assert running is None or running >= 1                # this thread at least, where /proc/loadavg exists
+    if os.path.exists("/proc/loadavg"):
+        assert running is not None and running >= 1      # this thread at least
+    else:
+        assert running is None
 
 
 def test_split_parts_follow_the_blas_threads_and_the_sizes(monkeypatch):
@@ -984,9 +988,18 @@ def test_split_parts_follow_the_blas_threads_and_the_sizes(monkeypatch):
         # per thread, and MKL is not called inside the parts)
         counts = lambda: [lib.num_threads for lib in _threads._blas_libs() if lib.internal_api == "openblas"]
         before, seen = counts(), []
-        _split.run(lambda n0, n1: seen.append(counts()), 32, 2)
+
+        def part(n0, n1):
+            with _threads.all_threads(2 ** 40):                              # a part's large GEMM: still one thread
+                seen.append(counts())
+        _split.run(part, 32, 2)
         assert before and max(before) == 2
         assert seen == [[1] * len(before)] * 2                              # each part: a one-thread BLAS
+        assert counts() == before
+        seen.clear()
+        with _threads.step_threads(0):          # inside a loop whose steps lowered the BLAS to one thread,
+            _split.run(part, 32, 2)             # all_threads in a part must not raise it back
+        assert seen == [[1] * len(before)] * 2
         assert counts() == before
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
         assert _split.parts(32, _split.MIN_WORK) == 1

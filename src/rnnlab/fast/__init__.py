@@ -159,11 +159,9 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
         ``rows`` (n0, n1): one part of the batch split (``_split``), on its own thread and
         one-thread BLAS: dA holds sequences n0..n1-1 only, its weight gradients go to that part's
         own arrays (added up after all parts are done)."""
-        if rows is not None:
-            _flush(lo, hi, dA, extra, bm, slice(*rows), private[rows[0]])
-            return
+        seqs, grads = (slice(None), own) if rows is None else (slice(*rows), private[rows[0]])
         with _threads.all_threads(dA.size * (D + W_hh.shape[1])):     # large GEMMs: every BLAS thread
-            _flush(lo, hi, dA, extra, bm, slice(None), own)
+            _flush(lo, hi, dA, extra, bm, seqs, grads)               # (a part's own, in a part)
 
     def _flush(lo, hi, dA, extra, bm, seqs, grads):
         g_ih, g_hh, g_bih, g_bhh = grads
@@ -201,7 +199,7 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
             mm(rows(extra, bm).T, M, g["weight_hr" + s], accumulate=True)
 
     with _step_blas(X, _step_work(layer, X)):
-        P = _compiled.backward_parts(N, W_hh, T) if compiled else 1
+        P = _compiled.backward_parts(N, W_hh) if compiled else 1
         if P > 1:
             cache.H_prev                                         # a deferred cache made here, not in a part
             for n0 in _split.cuts(N, P)[:-1]:

@@ -671,43 +671,52 @@ def _tiny(N, W_hh):
 # The per-step arrays follow X's memory order (``_steps.batch_major``): batch-major for batch_first
 # input, so that neither x, nor out, nor dout, nor dx is transposed; the kernels get the memory
 # and the order. The tiny loops run time-major (at N <= 2 the copies are a few hundred numbers).
-def _start(X, W_ih, tiny, P=1):
-    """The input projections of all steps, x W_ih^T (T, N, G), in X's memory order (time-major
-    if tiny), and that order (bm). The kernels add the biases (``kernel_biases``). With the batch
-    split in P > 1 parts (``_split``) A is only made here, each part projects its own rows."""
+def _start(X, W_ih, tiny):
+    """The array for the input projections of all steps, x W_ih^T (T, N, G), in X's memory order
+    (time-major if tiny), that order (bm), and X so (contiguous if tiny). The loops fill it
+    (``_project``), each part of the batch split its own rows; the kernels add the biases
+    (``kernel_biases``)."""
     if tiny:
         X = np.ascontiguousarray(X)
-    if P > 1:
-        bm = batch_major(X)
-        return empty_steps(X.shape[0], X.shape[1], W_ih.shape[0], bm), bm
-    with all_threads(X.size * W_ih.shape[0]):
-        A = project(X, W_ih)
-    return A, batch_major(A)
+    bm = batch_major(X)
+    return empty_steps(X.shape[0], X.shape[1], W_ih.shape[0], bm), bm, X
+
+
+def _project(X, W_ih, A, rows):
+    """A[:, rows] <- X[:, rows] W_ih^T: the input projections of the sequences ``rows``, on every
+    BLAS thread (``all_threads``; in a part of the batch split that is the part's one thread)."""
+    x = X[:, rows]
+    with all_threads(x.size * W_ih.shape[0]):
+        project(x, W_ih, A[:, rows])
 
 
 def _parts(N, W_hh, tiny, split):
-    """How many parts the forward's sequences run in (``_split``): 1 unless asked (``split``: an
-    eval-mode forward) and the loops call the BLAS from compiled code, outside MKL's regime."""
+    """How many parts the forward's sequences run in (``_split``): 1 unless asked (``split``) and
+    the loops call the BLAS from compiled code, outside MKL's regime."""
     if not split or tiny or not blas_loops() or _mkl.active(F, N * W_hh.size) or _mkl.active(F, 0):
         return 1
     return _split.parts(N, N * W_hh.size)
 
 
-def backward_parts(N, W_hh, T):
+def backward_parts(N, W_hh):
     """How many parts a backward over N sequences runs in (``_split``), as ``_parts`` for a
-    forward (the backward of any forward, trained or not); called where the BLAS has the
-    backward loop's thread count."""
+    forward; called where the BLAS has the backward loop's thread count."""
     return _parts(N, W_hh, _tiny(N, W_hh), True)
 
 
-def _project_part(X, W_ih, A, n0, n1, bm):
-    """A[:, n0:n1] <- X[:, n0:n1] W_ih^T: one part's input projections, on its own thread."""
-    x, a = X[:, n0:n1], A[:, n0:n1]
-    if bm:                                   # (n, T, .) slices of contiguous memory: one GEMM
-        mx, ma = memory(x, True), memory(a, True)
-        np.matmul(mx.reshape(-1, mx.shape[2]), W_ih.T, out=ma.reshape(-1, ma.shape[2]))
-    else:                                    # (T, n, .) rows of each step: a GEMM a step
-        np.matmul(x, W_ih.T, out=a)
+def _forward_product(W_hh, n, T, panels):
+    """A loop over n sequences' product h_prev W_hh^T: the compiled loops' arguments
+    (``_blas_loop``, or None where the loop steps from Python) and the ``RecurrentProduct`` for
+    that Python loop (None with ``panels``)."""
+    product = None if panels is not None else RecurrentProduct(W_hh, n, T)
+    return _blas_loop(product, panels), product
+
+
+def _backward_product(W_hh, N, n, T, bm, panels):
+    """As ``_forward_product`` for the backward's dh = dA W_hh over n of the N sequences (the
+    tiny backward's ``matvec`` where N is tiny)."""
+    grad = None if panels is not None else RecurrentGrad(W_hh, n, T)
+    return _tiny_grad(W_hh, N, bm) or _blas_loop(grad, panels), grad
 
 
 def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, split=False):
@@ -715,11 +724,12 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, split=False):
     H = W_hh.shape[0] // 4
     tiny = _tiny(N, W_hh)
     P = _parts(N, W_hh, tiny, split)
-    A, bm = _start(X, W_ih, tiny, P)
+    A, bm, X = _start(X, W_ih, tiny)
     b, _ = kernel_biases("lstm", b_ih, b_hh, 4 * H)
     out, Hp, Cp, TC = (empty_steps(T, N, H, bm) for _ in range(4))
     c = c.copy()
     if tiny:
+        _project(X, W_ih, A, slice(None))
         hw = np.empty((N, 4 * H), F)
         lstm_loop(A, h, c, W_hh, b, np.zeros(4 * H, F), reverse, hw, Hp, Cp, TC, out)
         return out, out[0 if reverse else T - 1], c, (A, Hp, Cp, TC, None)
@@ -727,13 +737,11 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, split=False):
     panels = _one_core_panels(W_hh.T, N, P)
 
     def loop(n0, n1):                                            # sequences n0..n1-1
-        if P > 1:
-            _project_part(X, W_ih, A, n0, n1, bm)
         rows = slice(n0, n1)
+        _project(X, W_ih, A, rows)
         mA, mCp, mTC, mO = (memory(a[:, rows], bm) for a in (A, Cp, TC, out))
-        product = None if panels is not None else RecurrentProduct(W_hh, n1 - n0, T)
         hw = np.empty((n1 - n0, 4 * H), F)
-        blas = _blas_loop(product, panels)
+        blas, product = _forward_product(W_hh, n1 - n0, T, panels)
         if blas:
             lstm_loop_blas(*blas, h0[rows], mA, mCp, mTC, mO, bm, hw, b, c[rows], T, reverse)
             return
@@ -770,8 +778,7 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush, P=1):
         dA = empty_steps(chunk, n1 - n0, G, bm)
         mdY, mA, mTC, mCp = (memory(a[:, rows], bm) for a in (dY, A, TC, Cp))
         mdA = memory(dA, bm)
-        grad = None if panels is not None else RecurrentGrad(W_hh, n1 - n0, T)
-        blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad, panels)
+        blas, grad = _backward_product(W_hh, N, n1 - n0, T, bm, panels)
         split = (n0, n1) if P > 1 else None
         if blas:
             for lo, hi in chunks(T, reverse, chunk):
@@ -793,10 +800,11 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, split=False):
     H = W_hh.shape[1]
     tiny = _tiny(N, W_hh)
     P = _parts(N, W_hh, tiny, split)
-    A, bm = _start(X, W_ih, tiny, P)
+    A, bm, X = _start(X, W_ih, tiny)
     b, b_hn = kernel_biases("gru", b_ih, b_hh, 3 * H)
     out, Hp, HWn = (empty_steps(T, N, H, bm) for _ in range(3))
     if tiny:
+        _project(X, W_ih, A, slice(None))
         hw = np.empty((N, 3 * H), F)
         gru_loop(A, h, W_hh, b, np.zeros(3 * H, F), b_hn, reverse, hw, Hp, HWn, out)
         return out, out[0 if reverse else T - 1], (A, Hp, HWn)
@@ -804,14 +812,12 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, split=False):
     panels = _one_core_panels(W_hh.T, N, P)
 
     def loop(n0, n1):                                            # sequences n0..n1-1
-        if P > 1:
-            _project_part(X, W_ih, A, n0, n1, bm)
         rows = slice(n0, n1)
+        _project(X, W_ih, A, rows)
         mA, mHWn, mO = (memory(a[:, rows], bm) for a in (A, HWn, out))
         first = h0[rows, None] if bm else h0[None, rows]         # h0 as a one-step sequence
-        product = None if panels is not None else RecurrentProduct(W_hh, n1 - n0, T)
         hw = np.empty((n1 - n0, 3 * H), F)
-        blas = _blas_loop(product, panels)
+        blas, product = _forward_product(W_hh, n1 - n0, T, panels)
         if blas:
             gru_loop_blas(*blas, h0[rows], first, mA, mHWn, mO, bm, hw, b, b_hn, T, reverse)
             return
@@ -842,8 +848,7 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
         mdY, mA, mHWn, mHp = (memory(a[:, rows], bm) for a in (dY, A, HWn, Hp))
         mdA, mdA_hn = memory(dA, bm), memory(dA_hn, bm)
         dhw = np.empty((n, G), F)
-        grad = None if panels is not None else RecurrentGrad(W_hh, n, T)
-        blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad, panels)
+        blas, grad = _backward_product(W_hh, N, n, T, bm, panels)
         split = (n0, n1) if P > 1 else None
         if blas:
             for lo, hi in chunks(T, reverse, chunk):
@@ -870,12 +875,13 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, defer=False
     H = W_hh.shape[0]
     tiny = _tiny(N, W_hh)
     P = _parts(N, W_hh, tiny, split)
-    A, bm = _start(X, W_ih, tiny, P)
+    A, bm, X = _start(X, W_ih, tiny)
     b, _ = kernel_biases("rnn", b_ih, b_hh, H)
     defer = defer and not tiny                                   # the tiny loop writes h_prev as it goes
     out, Hp = empty_steps(T, N, H, bm), None if defer else empty_steps(T, N, H, bm)
     relu = nonlinearity == "relu"
     if tiny:
+        _project(X, W_ih, A, slice(None))
         hw = np.empty((N, H), F)
         rnn_loop(A, h, W_hh, b, np.zeros(H, F), reverse, hw, Hp, out, relu)
         return out, out[0 if reverse else T - 1], (out, Hp, nonlinearity)
@@ -883,13 +889,11 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, defer=False
     panels = _one_core_panels(W_hh.T, N, P)
 
     def loop(n0, n1):                                            # sequences n0..n1-1
-        if P > 1:
-            _project_part(X, W_ih, A, n0, n1, bm)
         rows = slice(n0, n1)
+        _project(X, W_ih, A, rows)
         mA, mO = memory(A[:, rows], bm), memory(out[:, rows], bm)
-        product = None if panels is not None else RecurrentProduct(W_hh, n1 - n0, T)
         hw = np.empty((n1 - n0, H), F)
-        blas = _blas_loop(product, panels)
+        blas, product = _forward_product(W_hh, n1 - n0, T, panels)
         if blas:
             rnn_loop_blas(*blas, h0[rows], mA, mO, bm, hw, b, relu, T, reverse)
             return
@@ -939,8 +943,7 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
         dA = empty_steps(chunk, n1 - n0, H, bm)
         mdY, mHn = memory(dY[:, rows], bm), memory(Hn[:, rows], bm)
         mdA = memory(dA, bm)
-        grad = None if panels is not None else RecurrentGrad(W_hh, n1 - n0, T)
-        blas = _tiny_grad(W_hh, N, bm) or _blas_loop(grad, panels)
+        blas, grad = _backward_product(W_hh, N, n1 - n0, T, bm, panels)
         split = (n0, n1) if P > 1 else None
         if blas:
             for lo, hi in chunks(T, reverse, chunk):

@@ -2,7 +2,8 @@
 
 A loop's step product out (N, C) = x (N, K) B (K, C) has the same B at every
 step (W_hh^T forward, W_hh backward). OpenBLAS repacks B at every call and, on
-one thread, reached 61-70 GFLOP/s for the steps of the bench's sizes here. This
+one thread, reached 57-76 GFLOP/s for the steps of the bench's sizes here (best
+of 300, its faster way round at each size). This
 module packs B once a call into panels of 16 columns, panel p holding
 B[:, 16p:16p+16] row after row ((C / 16, K * 16), so one step of k reads 16
 consecutive floats), and multiplies with a register-tiled kernel:

@@ -68,9 +68,18 @@ def unrows(M, T, bm):
     return M.reshape(T, -1, M.shape[1])
 
 
-def project(X, W):
+def project(X, W, out=None):
     """X W^T for every step (T, N, G), one GEMM over all T N rows in X's memory order, the
-    result in the same order."""
+    result in the same order; or into ``out`` (T, N, G), one GEMM over its rows where they form
+    one matrix (``rows_view``; a batch-major part of the sequences does), else a GEMM a step."""
+    if out is not None:
+        bm = batch_major(out)
+        target = rows_view(out, bm)
+        if target is None:
+            np.matmul(X, W.T, out=out)
+        else:
+            _mkl.matmul(rows(X, bm), W.T, target)
+        return out
     bm = batch_major(X)
     m = memory(X, bm)
     P = _mkl.matmul(m.reshape(-1, m.shape[2]), W.T).reshape(m.shape[:2] + (-1,))

@@ -77,13 +77,16 @@ def all_threads(work):
 
 @contextlib.contextmanager
 def one_thread():
-    """The BLAS on one thread inside the block (``_split``'s parts each run their own); as it was after."""
+    """The BLAS on one thread inside the block (``_split``'s parts each run their own); as it was
+    after. ``all_threads`` inside it changes nothing: a part's large GEMMs stay on its thread."""
     saved = [(lib, lib.num_threads) for lib in _blas_libs() if lib.num_threads > 1]
     for lib, _ in saved:
         lib.set_num_threads(1)
+    _saved.append([])
     try:
         yield
     finally:
+        _saved.pop()
         for lib, n in saved:
             lib.set_num_threads(n)
 
