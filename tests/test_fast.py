@@ -978,7 +978,7 @@ def test_split_parts_follow_the_blas_threads_and_the_sizes(monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from rnnlab.fast import _split, _threads
     monkeypatch.setattr(_split, "ENABLED", True)
-    monkeypatch.setattr(_split, "_cpus", lambda: 2)
+    monkeypatch.setattr(_threads, "cpus", lambda: 2)
     monkeypatch.setattr(_split, "_running", lambda: 1)                     # the machine otherwise idle
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         assert _split.parts(32, _split.MIN_WORK) == 2

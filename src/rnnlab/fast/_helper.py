@@ -225,11 +225,7 @@ def allowed(layers):
     most ``MAX_LAYERS``, two CPUs for this process and the BLAS allowed two threads or more."""
     if not (ENABLED and _compiled.AVAILABLE and layers <= MAX_LAYERS):
         return False
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    if cpus < 2:
+    if _threads.cpus() < 2:
         return False
     libs = _threads._blas_libs()
     return not libs or max(lib.num_threads for lib in libs) >= 2

@@ -60,13 +60,6 @@ _pool = None            # (executor, its number of threads)
 _pool_lock = threading.Lock()
 
 
-def _cpus():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def parts(N, work):
     """How many loops a forward over N sequences runs as, with ``work`` multiply-adds in a step's
     recurrent GEMM over all N (1: no split)."""
@@ -74,11 +67,10 @@ def parts(N, work):
         return max(1, min(PARTS, N))
     if not ENABLED or work < MIN_WORK:
         return 1
-    libs = _threads._blas_libs()
-    if not libs:                      # threadpoolctl cannot see the BLAS: its threads unknown
+    threads = _threads.blas_threads()
+    if threads is None:               # threadpoolctl cannot see NumPy's OpenBLAS: its threads unknown
         return 1
-    threads = min(lib.num_threads for lib in libs)
-    P = min(threads, _cpus(), N // MIN_ROWS)
+    P = min(threads, _threads.cpus(), N // MIN_ROWS)
     return max(1, min(P, _idle_cpus())) if P > 1 else 1
 
 
@@ -94,7 +86,7 @@ def _running():
 
 def _idle_cpus():
     """CPUs of this process not taken by another running thread (all of them if unknown)."""
-    cpus, running = _cpus(), _running()
+    cpus, running = _threads.cpus(), _running()
     return cpus if running is None else max(1, cpus - (running - 1))
 
 

@@ -19,6 +19,7 @@ is switched. ``STEP_THREADS = None`` leaves the BLAS alone.
 from __future__ import annotations
 
 import contextlib
+import os
 
 STEP_THREADS = 1
 STEP_ALL_THREADS_MIN_WORK = 2 ** 20
@@ -96,3 +97,11 @@ def blas_threads():
     threadpoolctl sees no OpenBLAS."""
     counts = [lib.num_threads for lib in _blas_libs() if lib.internal_api == "openblas"]
     return min(counts) if counts else None
+
+
+def cpus():
+    """The CPUs this process may run on (its affinity where the OS tells, else the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
