@@ -341,9 +341,11 @@ def test_the_table_names_the_blas_of_rnnlabs_loops():
     assert "GEMMs through oneMKL 2026.2" in lines[1] and "gnu threading" in lines[1] and len(lines) == 2
     lines = bench._blas_lines({**base, "fast_path": {"mkl": {"enabled": False}, "blas_loops": True,
                                                      "blas": {"symbol": "scipy_cblas_sgemm64_"},
-                                                     "panels": "6 x 16 register tiles", "split": "on"}})
+                                                     "panels": "6 x 16 register tiles", "split": "on",
+                                                     "pair": "on"}})
     assert lines[1] == ("rnnlab's loops: NumPy's BLAS called from compiled code (scipy_cblas_sgemm64_); "
-                        "on one core: panels kernel 6 x 16 register tiles; batch split onto idle cores on")
+                        "on one core: panels kernel 6 x 16 register tiles; batch split onto idle cores on; "
+                        "tiny LSTM loops' units on two cores on")
     assert len(bench._blas_lines({**base, "fast_path": {"mkl": {}, "blas_loops": False}})) == 1
 
 
@@ -391,7 +393,8 @@ def test_bench_times_the_users_own_sizes_and_cells_and_skips_parts(tmp_path, cap
                  "--skip", "stream", "--skip", "sample", "--skip", "memory", "--json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "train GRU N=2 T=3 D=4 H=5" in out and "infer GRU N=1 T=2 D=3 H=4" in out
-    assert "LSTM" not in out and "stream" not in out and "sample" not in out
+    points = [line for line in out.splitlines() if line.startswith(("train ", "infer ", "stream ", "sample "))]
+    assert len(points) == 4 and not any("LSTM" in line or "stream" in line or "sample" in line for line in points)
     loaded = json.loads(path.read_text())
     assert [(p["kind"], p["cell"], p["N"], p["H"]) for p in loaded["points"]] == [
         ("train", "gru", 2, 5), ("infer", "gru", 2, 5), ("train", "gru", 1, 4), ("infer", "gru", 1, 4)]

@@ -473,7 +473,8 @@ def _blas_lines(result):
     elif fast.get("blas_loops"):
         lines.append(f"rnnlab's loops: NumPy's BLAS called from compiled code "
                      f"({(fast.get('blas') or {}).get('symbol')}); on one core: panels kernel "
-                     f"{fast.get('panels')}; batch split onto idle cores {fast.get('split')}")
+                     f"{fast.get('panels')}; batch split onto idle cores {fast.get('split')}; tiny LSTM loops' "
+                     f"units on two cores {fast.get('pair', 'off')}")
     peaks = result.get("gemm_peak_by_blas") or {}
     if len(peaks) > 1:
         lines.append("GEMM roofline, each BLAS: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))

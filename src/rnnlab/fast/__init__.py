@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from .._conventions import GATES
-from . import _blas, _compiled, _feature_major, _helper, _mkl, _panels, _split, _stream, _threads, gru, lstm, rnn
+from . import _blas, _compiled, _feature_major, _helper, _mkl, _pair, _panels, _split, _stream, _threads, gru, lstm, rnn
 from ._steps import rows, rows_view, unrows
 
 __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
@@ -238,7 +238,8 @@ def describe():
             "stream_helper": COMPILED and _helper.ENABLED, "mkl": _mkl.describe(),
             "blas_loops": COMPILED and _compiled.blas_loops(), "blas": _blas.describe(),
             "panels": _panels.describe() if COMPILED else "off (no Numba)",
-            "split": "on" if _split.ENABLED else "off (RNNLAB_SPLIT=0)"}
+            "split": "on" if _split.ENABLED else "off (RNNLAB_SPLIT=0)",
+            "pair": "on" if COMPILED and _pair.ENABLED else "off (RNNLAB_PAIR=0 or no Numba)"}
 
 
 def keeps_batch_major(layer, x, lengths):

@@ -157,16 +157,16 @@ if AVAILABLE:
                                     fastmath={"reassoc", "contract", "arcp", "nsz", "afn"})
 
     @_jit_dot
-    def matvec(W, x, b, out):
-        """out (N, G) = x (N, K) W^T + b, W (G, K): dot products along the rows of W, four
-        rows at a time (one pass over x for four outputs: 2.7 against 3.7 us a call at
-        G = 512, K = 128, measured)."""
+    def matvec_rows(W, x, b, out, r0, r1):
+        """out[:, r0:r1] = x (N, K) W[r0:r1]^T + b[r0:r1], W (G, K): dot products along the rows
+        of W, four rows at a time (one pass over x for four outputs: 2.7 against 3.7 us a call at
+        G = 512, K = 128, measured). A row's sum does not depend on r0 and r1 where r0 is a
+        multiple of 4 (the two cores of ``_pair`` each take a range of rows)."""
         N, K = x.shape
-        G = W.shape[0]
         for n in range(N):
             xn, on = x[n], out[n]
-            g = 0
-            while g + 4 <= G:
+            g = r0
+            while g + 4 <= r1:
                 W0, W1, W2, W3 = W[g], W[g + 1], W[g + 2], W[g + 3]
                 a0 = F(0.0)
                 a1 = F(0.0)
@@ -183,12 +183,17 @@ if AVAILABLE:
                 on[g + 2] = a2 + b[g + 2]
                 on[g + 3] = a3 + b[g + 3]
                 g += 4
-            for r in range(g, G):                       # the last G mod 4 rows
+            for r in range(g, r1):                      # the last rows, fewer than 4
                 Wr = W[r]
                 acc = F(0.0)
                 for k in range(K):
                     acc += Wr[k] * xn[k]
                 on[r] = acc + b[r]
+
+    @_jit_dot
+    def matvec(W, x, b, out):
+        """out (N, G) = x (N, K) W^T + b, W (G, K) (``matvec_rows`` over all G rows)."""
+        matvec_rows(W, x, b, out, 0, W.shape[0])
 
     # ---- per-step kernels ------------------------------------------------------------------
     # Each per-step array comes as its memory m (``_steps.memory``): (T, N, K) time-major or
@@ -211,24 +216,35 @@ if AVAILABLE:
         N, G = hw.shape
         H = G // 4
         for n in range(N):
-            an, hwn = _at(A, t, n, bm), hw[n]
-            for j in range(2 * H):                             # i, f
-                an[j] = sigmoid32(an[j] + hwn[j] + b[j])
-            # Loops over range(H) with offsets: written as range(3 * H, G) the o loop ran 14x
-            # slower (measured at N=32, H=256: 85 vs 6 us; LLVM left it unvectorised).
-            for j in range(H):                                 # g
-                an[2 * H + j] = tanh32(an[2 * H + j] + hwn[2 * H + j] + b[2 * H + j])
-            for j in range(H):                                 # o
-                an[3 * H + j] = sigmoid32(an[3 * H + j] + hwn[3 * H + j] + b[3 * H + j])
-            cn, cpn = c[n], _at(Cp, t, n, bm)
-            for j in range(H):                                 # c = f * c_prev + i * g
-                cpn[j] = cn[j]
-                cn[j] = an[H + j] * cn[j] + an[j] * an[2 * H + j]
-            tcn, hn = _at(TC, t, n, bm), _at(O, t, n, bm)
-            for j in range(H):                                 # h = o * tanh(c)
-                v = tanh32(cn[j])
-                tcn[j] = v
-                hn[j] = an[3 * H + j] * v
+            lstm_units(_at(A, t, n, bm), hw[n], b, c[n], _at(Cp, t, n, bm), _at(TC, t, n, bm), _at(O, t, n, bm),
+                       H, 0, H)
+
+    @_jit(inline="always")
+    def lstm_units(an, hwn, b, cn, cpn, tcn, hn, H, u0, u1):
+        """Units u0..u1-1 of one sequence's step (``lstm_forward_step``; ``_pair`` splits a step's
+        units between two cores): an (4H,) x W_ih^T in, gates out; hwn (4H,) = h_prev W_hh^T;
+        cn (H,) c_prev in, c_t out; cpn <- c_prev, tcn <- tanh(c_t), hn <- h_t."""
+        # Each loop runs over slices from index 0: with a run-time offset inside the index (an[o + j])
+        # Numba cannot rule out a negative index, and its wrap-around check stopped LLVM from
+        # vectorising (8x slower, measured: N=1, H=128, 0.79 against 6.3 us a step).
+        for q in range(4):                                     # i, f, g, o
+            aq, hq, bq = an[q * H + u0:q * H + u1], hwn[q * H + u0:q * H + u1], b[q * H + u0:q * H + u1]
+            if q == 2:
+                for j in range(aq.shape[0]):
+                    aq[j] = tanh32(aq[j] + hq[j] + bq[j])
+            else:
+                for j in range(aq.shape[0]):
+                    aq[j] = sigmoid32(aq[j] + hq[j] + bq[j])
+        i, f, g, o = an[u0:u1], an[H + u0:H + u1], an[2 * H + u0:2 * H + u1], an[3 * H + u0:3 * H + u1]
+        cu, cpu = cn[u0:u1], cpn[u0:u1]
+        for j in range(cu.shape[0]):                           # c = f * c_prev + i * g
+            cpu[j] = cu[j]
+            cu[j] = f[j] * cu[j] + i[j] * g[j]
+        tcu, hu = tcn[u0:u1], hn[u0:u1]
+        for j in range(cu.shape[0]):                           # h = o * tanh(c)
+            v = tanh32(cu[j])
+            tcu[j] = v
+            hu[j] = o[j] * v
 
     @_jit()
     def lstm_backward_step(dY, A, TC, Cp, dA, t, k, bm, dh, dc):
@@ -731,7 +747,10 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, split=False):
     if tiny:
         _project(X, W_ih, A, slice(None))
         hw = np.empty((N, 4 * H), F)
-        lstm_loop(A, h, c, W_hh, b, np.zeros(4 * H, F), reverse, hw, Hp, Cp, TC, out)
+        zero = np.zeros(4 * H, F)
+        if not (_pair.usable(H) and _pair.PAIR.lstm_loop(A, np.ascontiguousarray(h), c, np.ascontiguousarray(W_hh),
+                                                          b, zero, reverse, hw, Hp, Cp, TC, out)):
+            lstm_loop(A, h, c, W_hh, b, zero, reverse, hw, Hp, Cp, TC, out)
         return out, out[0 if reverse else T - 1], c, (A, Hp, Cp, TC, None)
     h0 = np.ascontiguousarray(h)
     panels = _one_core_panels(W_hh.T, N, P)
@@ -958,3 +977,6 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
 
     _split.run(part, N, P)
     return dh
+
+
+from . import _pair  # noqa: E402  (imports this module: the tiny LSTM loop's second core)

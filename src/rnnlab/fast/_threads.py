@@ -99,6 +99,17 @@ def blas_threads():
     return min(counts) if counts else None
 
 
+def outer_blas_threads():
+    """NumPy's OpenBLAS thread count as the code around the loops set it: inside ``step_threads``
+    the count it saved (it lowered it for the loop), inside ``one_thread`` 1; None if
+    threadpoolctl sees no OpenBLAS."""
+    if _saved:
+        for lib, n in _saved[-1]:
+            if lib.internal_api == "openblas":
+                return n
+    return blas_threads()
+
+
 def cpus():
     """The CPUs this process may run on (its affinity where the OS tells, else the machine's)."""
     try:

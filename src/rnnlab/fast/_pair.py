@@ -1,0 +1,287 @@
+"""A second core for the tiny loops: half of every step's hidden units on a helper thread.
+
+A tiny LSTM loop (one or two sequences, ``_compiled.lstm_loop``) spends most of a
+step reading W_hh (4H x H) for h_{t-1} W_hh^T: at H = 128, 256 KB from L2 a step,
+3.5 of the step's 3.9 us here. Hidden unit u's step needs rows u, H + u, 2H + u,
+3H + u of W_hh, the full h_{t-1} and its own c; nothing of the other units. So
+the step splits by units: units 0..u-1 on the calling thread, u..H-1 on a helper
+thread on the other core, each reading half of W_hh, and the two meet once a
+step, as h_t must be whole before step t + 1.
+
+They meet through atomics (``_helper``'s) on one int64 array, ``ctl``. Steps are
+numbered across calls (1, 2, ...; a call's first is one past the last claimed):
+
+* the caller publishes step s (``ctl[POST] = s``), computes its units of step s,
+  then tries to claim the helper's half: that half belongs to whoever first moves
+  ``ctl[CLAIM]`` from s - 1 to s (compare-and-swap). The helper, spinning, claims
+  it as soon as it sees the post; with no helper running, or a late one, the
+  caller claims it and does the step whole;
+* the caller publishes step s + 1 as soon as its own units of step s are written
+  (and the helper's, if it did those too): the helper's next input is then whole
+  but for its own half, so it goes on to step s + 1 without waiting for the
+  caller, and only the caller waits, for ``ctl[DONE] >= s``, the helper's mark
+  after its half of step s (the helper may be a step ahead: DONE = s + 1).
+
+So a step costs half its work and one hand-over each way, ~0.1 us (a round trip
+between the cores measured 100-140 ns). Forwards of N = 1, T = 100, D = 32,
+H = 128, each process in turn with the pair off and on, five times (best / median
+of 2000 calls, us): 511 / 783 against 398 / 522, 499 / 530 against 400 / 583,
+543 / 811 against 395 / 414, 523 / 769 against 430 / 609, 577 / 655 against
+551 / 666.
+
+A unit's numbers are the same whoever computes it (``matvec_rows`` and
+``lstm_units``, the kernels of the one-thread loop), so results do not depend on
+the helper, and they equal ``lstm_loop``'s bit for bit. The call's arrays reach
+the helper as addresses in ``ctl`` (``JOB``..), written before the call's first
+post, and the helper touches them only in a half it claimed, which the caller
+waits for: they are never used after the call returns.
+
+The helper thread is ``_helper``'s kind: it spins (x86 ``pause``) for
+``_helper.IDLE_SPINS`` after its last half (about 1.2 ms), polls with short sleeps
+for ``_helper.IDLE_POLLS`` (about 0.3 s), then sleeps in Python until a call
+wakes it. A call that waited long for the helper's half several times (its core
+taken by something else: ``SLOW_LIMIT`` waits over ``_helper.SLOW_SPINS`` spins)
+sends it away for ``_helper.COOLDOWN_S``. One call uses it at a time; a call
+from another thread meanwhile runs the one-thread loop.
+
+Used for float32 tiny LSTM forwards (``_compiled._tiny``) with H >= ``MIN_H``, a
+multiple of 8, where two CPUs are available to the process and NumPy's BLAS was
+given two threads or more (``_threads.outer_blas_threads``: the setting the
+forward was called with, so ``threadpoolctl`` limits and ``rnnlab bench --threads
+1`` keep the loop on one core). ``ENABLED = False`` (or ``RNNLAB_PAIR=0``) turns
+it off.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+
+from . import _compiled, _helper, _threads
+
+ENABLED = os.environ.get("RNNLAB_PAIR", "1") != "0"
+MIN_H = 128         # measured: H = 128 gains, H = 64 loses (forwards 268-337 against 214-226 us best)
+SLOW_LIMIT = 3
+
+# ctl slots (int64), each on a 64-byte line of its own: POST (the helper spins on it), CLAIM
+# (both threads compare-and-swap it), DONE (the caller spins on it), STOP with GRACE (0 but in
+# tests: how many spins the caller leaves the helper to claim a half before it tries itself); the
+# call's description from JOB on.
+POST, CLAIM, DONE, STOP, GRACE = 0, 8, 16, 24, 25
+JOB = 32
+T_, N_, H_, U_, BASE_, REVERSE_ = range(JOB, JOB + 6)
+A_, W_, B_, ZERO_, C_, CP_, TC_, OUT_, H0_, HW_ = range(JOB + 6, JOB + 16)
+CTL_SIZE = JOB + 16
+
+if _compiled.AVAILABLE:
+    import numba
+    from numba.core import types as _types
+    from numba.extending import intrinsic as _intrinsic
+
+    from ._helper import claim, load_acquire, pause, sleep_us, store_release
+
+    @_intrinsic
+    def _floats(typingctx, address):
+        """An int64 address as a float32 pointer (for ``numba.carray``)."""
+        if not isinstance(address, _types.Integer):
+            return None
+        sig = _types.CPointer(_types.float32)(address)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+        return sig, codegen
+
+    @_compiled._jit(inline="always")
+    def _lstm_half(W, x, zero, hw, A, b, c, Cp, TC, out, t, H, u0, u1):
+        """Units u0..u1-1 of step t: their rows of h_prev W_hh^T (x the whole h_prev), then their
+        gates, c, tanh(c) and h."""
+        for q in range(4):
+            _compiled.matvec_rows(W, x, zero, hw, q * H + u0, q * H + u1)
+        for n in range(x.shape[0]):
+            _compiled.lstm_units(A[t, n], hw[n], b, c[n], Cp[t, n], TC[t, n], out[t, n], H, u0, u1)
+
+    @_compiled._jit(inline="always")
+    def _previous(out, h0, t, s, reverse):
+        """h_{t-1} of loop step s (step t): h0, or the previous step's output."""
+        if s == 0:
+            return h0
+        return out[t + 1] if reverse else out[t - 1]
+
+    @_compiled._jit(nogil=True)
+    def serve(ctl, idle_spins, idle_polls):
+        """The helper's loop: for each step posted, the half ``ctl[U]``..H-1 of the call described
+        in ``ctl``, if it claims it first. Between steps it spins, then after ``idle_spins`` spins
+        polls with ``_helper.POLL_US`` sleeps; returns after ``idle_polls`` polls without a new
+        step, or when told to stop (``ctl[STOP]``)."""
+        last = load_acquire(ctl, POST)
+        spins = polls = 0
+        while True:
+            s = load_acquire(ctl, POST)
+            if s == last:
+                if load_acquire(ctl, STOP) != 0:
+                    return
+                if spins < idle_spins:
+                    spins += 1
+                    pause()
+                elif polls < idle_polls:
+                    polls += 1
+                    sleep_us(_helper.POLL_US)
+                else:
+                    return
+                continue
+            if load_acquire(ctl, STOP) != 0:
+                return
+            last, spins, polls = s, 0, 0
+            if not claim(ctl, CLAIM, s - 1, s):
+                continue
+            T, N, H, u = ctl[T_], ctl[N_], ctl[H_], ctl[U_]
+            G = 4 * H
+            k = s - ctl[BASE_]
+            t = T - 1 - k if ctl[REVERSE_] != 0 else k
+            A = numba.carray(_floats(ctl[A_]), (T, N, G))
+            W = numba.carray(_floats(ctl[W_]), (G, H))
+            b = numba.carray(_floats(ctl[B_]), (G,))
+            zero = numba.carray(_floats(ctl[ZERO_]), (G,))
+            c = numba.carray(_floats(ctl[C_]), (N, H))
+            Cp = numba.carray(_floats(ctl[CP_]), (T, N, H))
+            TC = numba.carray(_floats(ctl[TC_]), (T, N, H))
+            out = numba.carray(_floats(ctl[OUT_]), (T, N, H))
+            h0 = numba.carray(_floats(ctl[H0_]), (N, H))
+            hw = numba.carray(_floats(ctl[HW_]), (N, G))
+            x = _previous(out, h0, t, k, ctl[REVERSE_] != 0)
+            _lstm_half(W, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H)
+            store_release(ctl, DONE, s)
+
+    @_compiled._jit(nogil=True)
+    def lstm_loop(ctl, A, h0, c, W_hh, b, zero, reverse, hw, Hp, Cp, TC, out, u, slow_spins):
+        """The caller's loop: ``_compiled.lstm_loop``'s steps, numbered on from the last claimed,
+        units 0..u-1 here and u..H-1 wherever they are claimed. Describes the call in ``ctl``
+        for the helper first. Returns how many of those halves the helper computed, and how many
+        times the caller waited more than ``slow_spins`` spins for one."""
+        T, N, G = A.shape
+        base = ctl[CLAIM] + 1
+        ctl[T_], ctl[N_], ctl[H_], ctl[U_], ctl[BASE_], ctl[REVERSE_] = T, N, G // 4, u, base, reverse
+        ctl[A_], ctl[W_], ctl[B_], ctl[ZERO_] = A.ctypes.data, W_hh.ctypes.data, b.ctypes.data, zero.ctypes.data
+        ctl[C_], ctl[CP_], ctl[TC_], ctl[OUT_] = c.ctypes.data, Cp.ctypes.data, TC.ctypes.data, out.ctypes.data
+        ctl[H0_], ctl[HW_] = h0.ctypes.data, hw.ctypes.data
+        H = G // 4
+        slow = helped = 0
+        grace = ctl[GRACE]
+        store_release(ctl, POST, base)
+        for k in range(T):
+            t = T - 1 - k if reverse else k
+            x = _previous(out, h0, t, k, reverse)
+            Hp[t] = x
+            s = base + k
+            _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, 0, u)
+            wait = grace
+            while wait > 0 and load_acquire(ctl, CLAIM) != s:
+                wait -= 1
+                pause()
+            mine = claim(ctl, CLAIM, s - 1, s)
+            if mine:
+                _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H)
+            if k + 1 < T:
+                store_release(ctl, POST, s + 1)    # h_s is whole but for the helper's half, its own next input
+            if mine:
+                continue
+            helped += 1
+            spins = 0
+            while load_acquire(ctl, DONE) < s:     # the helper may be a step ahead: DONE s + 1
+                pause()
+                spins += 1
+            if spins > slow_spins:
+                slow += 1
+        return helped, slow
+
+
+def usable(H):
+    """Whether a tiny loop with H hidden units may run on two cores here (the module docstring)."""
+    if not (ENABLED and _compiled.AVAILABLE and H >= MIN_H and H % 8 == 0):
+        return False
+    if _threads.cpus() < 2:
+        return False
+    n = _threads.outer_blas_threads()
+    return n is not None and n >= 2
+
+
+class Pair:
+    """The helper thread and its control array; the thread starts on first use."""
+
+    def __init__(self):
+        self.ctl = np.zeros(CTL_SIZE, np.int64)
+        self.busy = threading.Lock()       # held by the call using the pair
+        self._wake = threading.Event()
+        self._thread = None
+        self.serving = False               # inside serve (spinning, polling or computing)
+        self.off_until = 0.0
+        self.helped = 0                    # halves the helper computed in the last call
+
+    def lstm_loop(self, A, h0, c, W_hh, b, zero, reverse, hw, Hp, Cp, TC, out):
+        """``_compiled.lstm_loop`` with half of each step's units on the helper when it is there.
+        Returns False (nothing done) if another call holds the pair."""
+        if not self.busy.acquire(blocking=False):
+            return False
+        try:
+            for a in (A, W_hh, b, zero, c, Cp, TC, out, h0, hw):      # the helper takes them by address
+                if not (a.flags.c_contiguous and a.dtype == np.float32):
+                    raise ValueError("the pair's arrays must be C-contiguous float32")
+            self.helped, slow = lstm_loop(self.ctl, A, h0, c, W_hh, b, zero, reverse, hw, Hp, Cp, TC, out,
+                                          A.shape[2] // 8, _helper.SLOW_SPINS)
+        finally:
+            self.busy.release()
+        if slow >= SLOW_LIMIT:
+            self.retire(cooldown=True)
+        else:
+            self.offer()
+        return True
+
+    def offer(self):
+        """Wake the helper if it is not serving (unless cooling down)."""
+        if self.serving or self.off_until > time.monotonic():
+            return
+        self.ctl[STOP] = 0
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="rnnlab-pair", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def retire(self, cooldown=False):
+        """Send the helper back to sleep; with ``cooldown`` not woken again for ``_helper.COOLDOWN_S``."""
+        self.ctl[STOP] = 1
+        if cooldown:
+            self.off_until = time.monotonic() + _helper.COOLDOWN_S
+
+    def _run(self):
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self.ctl[STOP] != 0:
+                continue
+            self.serving = True
+            try:
+                serve(self.ctl, _helper.IDLE_SPINS, _helper.IDLE_POLLS)
+            finally:
+                self.serving = False
+
+    def stop(self, timeout=1.0):
+        """Send the helper away and wait up to ``timeout`` s for it to be asleep (tests)."""
+        self.retire()
+        end = time.monotonic() + timeout
+        while self.serving and time.monotonic() < end:
+            time.sleep(0.001)
+        return not self.serving
+
+
+PAIR = Pair()
+
+
+def _after_fork():
+    global PAIR
+    PAIR = Pair()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

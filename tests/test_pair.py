@@ -1,0 +1,230 @@
+"""The tiny LSTM loop on two cores (fast/_pair.py): half of each step's hidden units computed by a
+helper thread give the one-core loop's results bit for bit and the readable path's forward and
+backward; without the helper the caller does every step; a busy pair, one allowed thread, a
+small H or the switch keep the one-core loop; a helper that keeps the caller waiting is sent
+away, and an idle one goes back to sleep."""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import rnnlab
+from rnnlab.fast import _compiled
+
+pytestmark = pytest.mark.skipif(not _compiled.AVAILABLE, reason="Numba not installed")
+two_cpus = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the pair needs two CPUs")
+
+if _compiled.AVAILABLE:
+    from rnnlab.fast import _helper, _pair, _threads
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+H = 128           # the smallest H the pair takes (MIN_H)
+GRACE = 10 ** 8   # in a test the caller leaves the helper up to ~3 s to claim each half
+
+
+def _two_blas_threads():
+    return threadpoolctl.threadpool_limits(2, user_api="blas")
+
+
+def _layer(seed=0, **opts):
+    layer = rnnlab.LSTM(5, H, dtype=np.float32, seed=seed, **opts)
+    rng = np.random.default_rng(seed + 1)
+    for k, v in layer.params.items():        # random non-zero weights and biases
+        v[...] = rng.uniform(-0.3, 0.3, v.shape)
+    return layer
+
+
+@contextlib.contextmanager
+def _grace():
+    """The caller leaves the helper time to claim each half (so, once serving, it does them all)."""
+    _pair.PAIR.ctl[_pair.GRACE] = GRACE
+    try:
+        yield
+    finally:
+        _pair.PAIR.ctl[_pair.GRACE] = 0
+
+
+def _calls(monkeypatch):
+    """Record the halves the helper computed in each call of the pair."""
+    helped = []
+    real = _pair.Pair.lstm_loop
+
+    def spy(self, *a):
+        done = real(self, *a)
+        if done:
+            helped.append(self.helped)
+        return done
+    monkeypatch.setattr(_pair.Pair, "lstm_loop", spy)
+    return helped
+
+
+def _served(timeout=120.0):
+    """Run forwards until the helper serves and computed a half (its first use compiles ``serve``)."""
+    layer = _layer(seed=9)
+    x = np.zeros((1, 3, 5), np.float32)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        layer.forward(x)
+        if _pair.PAIR.serving and _pair.PAIR.helped:
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"the helper did not serve (serving {_pair.PAIR.serving}, usable {_pair.usable(H)})")
+
+
+@two_cpus
+@pytest.mark.parametrize("opts", [{}, {"bidirectional": True}, {"num_layers": 2, "bias": False}])
+@pytest.mark.parametrize("N", [1, 2])
+def test_units_on_the_helper_equal_the_one_core_loop_and_the_readable_path(opts, N, monkeypatch):
+    layer = _layer(seed=3, **opts)
+    rng = np.random.default_rng(4)
+    T = 9
+    x = rng.standard_normal((N, T, 5)).astype(np.float32)
+    dout = rng.standard_normal((N, T, layer.num_directions * H)).astype(np.float32)
+    with _two_blas_threads():
+        monkeypatch.setattr(_pair, "ENABLED", False)
+        one_out, (one_h, one_c) = layer.forward(x)
+        monkeypatch.setattr(_pair, "ENABLED", True)
+        _served()
+        helped = _calls(monkeypatch)
+        layer.zero_grad()
+        with _grace():
+            out, (h, c) = layer.forward(x)
+        dx, _ = layer.backward(dout)
+    runs = layer.num_layers * layer.num_directions
+    assert helped == [T] * runs, "the helper did not compute every step's second half"
+    for a, b in ((out, one_out), (h, one_h), (c, one_c)):
+        assert np.array_equal(a, b)
+    grads = {k: v.copy() for k, v in layer.grads.items()}
+    layer.fast = False
+    layer.zero_grad()
+    r_out, (r_h, r_c) = layer.forward(x)
+    r_dx, _ = layer.backward(dout)
+    for a, b in [(out, r_out), (h, r_h), (c, r_c), (dx, r_dx)] + [(grads[k], layer.grads[k]) for k in grads]:
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@two_cpus
+def test_without_the_helper_the_caller_does_every_step(monkeypatch):
+    layer = _layer(seed=5)
+    x = np.random.default_rng(6).standard_normal((1, 7, 5)).astype(np.float32)
+    with _two_blas_threads():
+        monkeypatch.setattr(_pair, "ENABLED", False)
+        ref = layer.forward(x)[0]
+        monkeypatch.setattr(_pair, "ENABLED", True)
+        assert _pair.PAIR.stop()
+        monkeypatch.setattr(_pair.Pair, "offer", lambda self: None)        # never woken
+        helped = _calls(monkeypatch)
+        out = layer.forward(x)[0]
+    assert helped == [0]
+    assert np.array_equal(out, ref)
+
+
+@two_cpus
+def test_a_busy_pair_leaves_the_call_to_the_one_core_loop(monkeypatch):
+    layer = _layer(seed=7)
+    x = np.random.default_rng(8).standard_normal((1, 6, 5)).astype(np.float32)
+    ones = []
+    real = _compiled.lstm_loop
+    monkeypatch.setattr(_compiled, "lstm_loop", lambda *a: ones.append(1) or real(*a))
+    with _two_blas_threads():
+        monkeypatch.setattr(_pair, "ENABLED", False)
+        ref = layer.forward(x)[0]
+        monkeypatch.setattr(_pair, "ENABLED", True)
+        ones.clear()
+        assert _pair.PAIR.busy.acquire(blocking=False)     # as if another thread were using it
+        try:
+            out = layer.forward(x)[0]
+        finally:
+            _pair.PAIR.busy.release()
+    assert ones == [1]
+    assert np.array_equal(out, ref)
+
+
+def test_off_with_one_thread_a_small_h_one_cpu_or_when_disabled(monkeypatch):
+    with _two_blas_threads():
+        with threadpoolctl.threadpool_limits(1, user_api="blas"), _threads.step_threads(0):
+            assert not _pair.usable(H)                      # the user's one thread
+        with _threads.one_thread():
+            assert not _pair.usable(H)                      # a part of the batch split
+        assert not _pair.usable(64) and not _pair.usable(132)
+        monkeypatch.setattr(_pair, "ENABLED", False)
+        assert not _pair.usable(H)
+        monkeypatch.setattr(_pair, "ENABLED", True)
+        monkeypatch.setattr(_threads, "cpus", lambda: 1)
+        assert not _pair.usable(H)
+
+
+@two_cpus
+def test_the_outer_thread_count_is_the_users_inside_the_loops_setting():
+    if _threads.blas_threads() is None:
+        pytest.skip("threadpoolctl sees no OpenBLAS")
+    with _two_blas_threads():
+        with _threads.step_threads(0):
+            assert _threads.blas_threads() == 1 and _threads.outer_blas_threads() == 2
+            assert _pair.usable(H)
+
+
+@two_cpus
+def test_a_helper_that_keeps_the_caller_waiting_is_sent_away_for_a_while(monkeypatch):
+    layer = _layer(seed=11)
+    x = np.random.default_rng(12).standard_normal((1, 8, 5)).astype(np.float32)
+    with _two_blas_threads():
+        monkeypatch.setattr(_pair, "ENABLED", False)
+        ref = layer.forward(x)[0]
+        monkeypatch.setattr(_pair, "ENABLED", True)
+        _served()
+        monkeypatch.setattr(_helper, "SLOW_SPINS", -1)     # every wait for the helper counts as long
+        with _grace():
+            out = layer.forward(x)[0]
+        assert _pair.PAIR.helped >= _pair.SLOW_LIMIT
+        assert _pair.PAIR.off_until > time.monotonic() and _pair.PAIR.ctl[_pair.STOP] == 1
+        woken = []
+        monkeypatch.setattr(_pair.PAIR._wake, "set", lambda: woken.append(1))
+        layer.forward(x)
+        assert woken == []                                  # cooling down: not woken again yet
+    assert np.array_equal(out, ref)
+    monkeypatch.setattr(_pair.PAIR, "off_until", 0.0)
+
+
+@two_cpus
+def test_the_helper_goes_back_to_sleep_when_the_calls_stop(monkeypatch):
+    monkeypatch.setattr(_helper, "IDLE_SPINS", 1000)
+    monkeypatch.setattr(_helper, "IDLE_POLLS", 10)
+    with _two_blas_threads():
+        assert _pair.PAIR.stop()
+        _served()
+        end = time.monotonic() + 5
+        while _pair.PAIR.serving and time.monotonic() < end:
+            time.sleep(0.005)
+        assert not _pair.PAIR.serving
+        _served()                                           # and a new call wakes it again
+
+
+@two_cpus
+def test_calls_from_two_threads_at_once_both_come_out_right():
+    layer_a, layer_b = _layer(seed=13), _layer(seed=14)
+    rng = np.random.default_rng(15)
+    xa, xb = (rng.standard_normal((1, 20, 5)).astype(np.float32) for _ in range(2))
+    ref_a, ref_b = layer_a.forward(xa)[0].copy(), layer_b.forward(xb)[0].copy()
+    results, errors = {}, []
+
+    def work(name, layer, x):
+        try:
+            for _ in range(30):
+                results[name] = layer.forward(x)[0]
+                assert np.array_equal(results[name], ref_a if name == "a" else ref_b)
+        except Exception as e:           # noqa: BLE001 (reported below)
+            errors.append(e)
+    with _two_blas_threads():
+        threads = [threading.Thread(target=work, args=a) for a in (("a", layer_a, xa), ("b", layer_b, xb))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors
