@@ -50,6 +50,20 @@ def _grace():
         _pair.PAIR.ctl[_pair.GRACE] = 0
 
 
+def _case(seed, T):
+    """A layer and one sequence of T steps for it."""
+    x = np.random.default_rng(seed + 1).standard_normal((1, T, 5)).astype(np.float32)
+    return _layer(seed=seed), x
+
+
+def _one_core(layer, x, monkeypatch):
+    """The layer's forward with the pair off (the one-core loop); the pair on again after."""
+    monkeypatch.setattr(_pair, "ENABLED", False)
+    result = layer.forward(x)
+    monkeypatch.setattr(_pair, "ENABLED", True)
+    return result
+
+
 def _calls(monkeypatch):
     """Record the halves the helper computed in each call of the pair."""
     helped = []
@@ -87,9 +101,7 @@ def test_units_on_the_helper_equal_the_one_core_loop_and_the_readable_path(opts,
     x = rng.standard_normal((N, T, 5)).astype(np.float32)
     dout = rng.standard_normal((N, T, layer.num_directions * H)).astype(np.float32)
     with _two_blas_threads():
-        monkeypatch.setattr(_pair, "ENABLED", False)
-        one_out, (one_h, one_c) = layer.forward(x)
-        monkeypatch.setattr(_pair, "ENABLED", True)
+        one_out, (one_h, one_c) = _one_core(layer, x, monkeypatch)
         _served()
         helped = _calls(monkeypatch)
         layer.zero_grad()
@@ -111,12 +123,9 @@ def test_units_on_the_helper_equal_the_one_core_loop_and_the_readable_path(opts,
 
 @two_cpus
 def test_without_the_helper_the_caller_does_every_step(monkeypatch):
-    layer = _layer(seed=5)
-    x = np.random.default_rng(6).standard_normal((1, 7, 5)).astype(np.float32)
+    layer, x = _case(5, 7)
     with _two_blas_threads():
-        monkeypatch.setattr(_pair, "ENABLED", False)
-        ref = layer.forward(x)[0]
-        monkeypatch.setattr(_pair, "ENABLED", True)
+        ref = _one_core(layer, x, monkeypatch)[0]
         assert _pair.PAIR.stop()
         monkeypatch.setattr(_pair.Pair, "offer", lambda self: None)        # never woken
         helped = _calls(monkeypatch)
@@ -127,15 +136,12 @@ def test_without_the_helper_the_caller_does_every_step(monkeypatch):
 
 @two_cpus
 def test_a_busy_pair_leaves_the_call_to_the_one_core_loop(monkeypatch):
-    layer = _layer(seed=7)
-    x = np.random.default_rng(8).standard_normal((1, 6, 5)).astype(np.float32)
+    layer, x = _case(7, 6)
     ones = []
     real = _compiled.lstm_loop
     monkeypatch.setattr(_compiled, "lstm_loop", lambda *a: ones.append(1) or real(*a))
     with _two_blas_threads():
-        monkeypatch.setattr(_pair, "ENABLED", False)
-        ref = layer.forward(x)[0]
-        monkeypatch.setattr(_pair, "ENABLED", True)
+        ref = _one_core(layer, x, monkeypatch)[0]
         ones.clear()
         assert _pair.PAIR.busy.acquire(blocking=False)     # as if another thread were using it
         try:
@@ -172,12 +178,9 @@ def test_the_outer_thread_count_is_the_users_inside_the_loops_setting():
 
 @two_cpus
 def test_a_helper_that_keeps_the_caller_waiting_is_sent_away_for_a_while(monkeypatch):
-    layer = _layer(seed=11)
-    x = np.random.default_rng(12).standard_normal((1, 8, 5)).astype(np.float32)
+    layer, x = _case(11, 8)
     with _two_blas_threads():
-        monkeypatch.setattr(_pair, "ENABLED", False)
-        ref = layer.forward(x)[0]
-        monkeypatch.setattr(_pair, "ENABLED", True)
+        ref = _one_core(layer, x, monkeypatch)[0]
         _served()
         monkeypatch.setattr(_helper, "SLOW_SPINS", -1)     # every wait for the helper counts as long
         with _grace():

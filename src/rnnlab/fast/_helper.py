@@ -149,31 +149,39 @@ if _compiled.AVAILABLE:
             return context.get_dummy_value()
         return _types.void(us), codegen
 
+    @_compiled._jit(inline="always")
+    def next_post(ctl, post, stop, last, idle_spins, idle_polls):
+        """A helper's wait for work: the first number in ``ctl[post]`` other than ``last``, or -1
+        when it should leave: told to stop (``ctl[stop]``, checked before anything new is
+        claimed), or ``idle_spins`` spins and then ``idle_polls`` sleeps of ``POLL_US`` passed
+        without a new number."""
+        spins = polls = 0
+        while True:
+            if load_acquire(ctl, stop) != 0:
+                return -1
+            s = load_acquire(ctl, post)
+            if s != last:
+                return -1 if load_acquire(ctl, stop) != 0 else s
+            if spins < idle_spins:
+                spins += 1
+                pause()
+            elif polls < idle_polls:
+                polls += 1
+                sleep_us(POLL_US)
+            else:
+                return -1
+
     @_compiled._jit(nogil=True)
     def serve(ctl, Hp, W_hh, B_hh, HW, idle_spins, idle_polls):
         """The helper's loop: for each step posted, every layer's HW[k] = Hp[k] W_hh[k]^T + B_hh[k]
         it can claim, in order. Between steps it spins, then after ``idle_spins`` spins polls
         with ``POLL_US`` sleeps; returns after ``idle_polls`` polls without a new step, or when
         told to stop (``ctl[STOP]``, checked before claiming anything of a new step)."""
-        last = load_acquire(ctl, POST)
-        spins = polls = 0
+        s = load_acquire(ctl, POST)
         while True:
-            s = load_acquire(ctl, POST)
-            if s == last:
-                if load_acquire(ctl, STOP) != 0:
-                    return
-                if spins < idle_spins:
-                    spins += 1
-                    pause()
-                elif polls < idle_polls:
-                    polls += 1
-                    sleep_us(POLL_US)
-                else:
-                    return
-                continue
-            if load_acquire(ctl, STOP) != 0:
+            s = next_post(ctl, POST, STOP, s, idle_spins, idle_polls)
+            if s < 0:
                 return
-            last, spins, polls = s, 0, 0
             for k in range(Hp.shape[0]):
                 if claim(ctl, CLAIM + k, s - 1, s):
                     _compiled.matvec(W_hh[k], Hp[k], B_hh[k], HW[k])

@@ -80,7 +80,7 @@ if _compiled.AVAILABLE:
     from numba.core import types as _types
     from numba.extending import intrinsic as _intrinsic
 
-    from ._helper import claim, load_acquire, pause, sleep_us, store_release
+    from ._helper import claim, load_acquire, next_post, pause, store_release
 
     @_intrinsic
     def _floats(typingctx, address):
@@ -115,25 +115,11 @@ if _compiled.AVAILABLE:
         in ``ctl``, if it claims it first. Between steps it spins, then after ``idle_spins`` spins
         polls with ``_helper.POLL_US`` sleeps; returns after ``idle_polls`` polls without a new
         step, or when told to stop (``ctl[STOP]``)."""
-        last = load_acquire(ctl, POST)
-        spins = polls = 0
+        s = load_acquire(ctl, POST)
         while True:
-            s = load_acquire(ctl, POST)
-            if s == last:
-                if load_acquire(ctl, STOP) != 0:
-                    return
-                if spins < idle_spins:
-                    spins += 1
-                    pause()
-                elif polls < idle_polls:
-                    polls += 1
-                    sleep_us(_helper.POLL_US)
-                else:
-                    return
-                continue
-            if load_acquire(ctl, STOP) != 0:
+            s = next_post(ctl, POST, STOP, s, idle_spins, idle_polls)
+            if s < 0:
                 return
-            last, spins, polls = s, 0, 0
             if not claim(ctl, CLAIM, s - 1, s):
                 continue
             T, N, H, u = ctl[T_], ctl[N_], ctl[H_], ctl[U_]
