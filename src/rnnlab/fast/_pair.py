@@ -207,13 +207,14 @@ class Pair:
 
     def lstm_loop(self, A, h0, c, W_hh, b, zero, reverse, hw, Hp, Cp, TC, out):
         """``_compiled.lstm_loop`` with half of each step's units on the helper when it is there.
-        Returns False (nothing done) if another call holds the pair."""
+        Returns False (nothing done) if another call holds the pair, or an array is not
+        C-contiguous float32 (the helper takes them by address)."""
+        for a in (A, W_hh, b, zero, c, Cp, TC, out, h0, hw):
+            if not (a.flags.c_contiguous and a.dtype == np.float32):
+                return False
         if not self.busy.acquire(blocking=False):
             return False
         try:
-            for a in (A, W_hh, b, zero, c, Cp, TC, out, h0, hw):      # the helper takes them by address
-                if not (a.flags.c_contiguous and a.dtype == np.float32):
-                    raise ValueError("the pair's arrays must be C-contiguous float32")
             self.helped, slow = lstm_loop(self.ctl, A, h0, c, W_hh, b, zero, reverse, hw, Hp, Cp, TC, out,
                                           A.shape[2] // 8, _helper.SLOW_SPINS)
         finally:
