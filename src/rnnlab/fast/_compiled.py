@@ -21,7 +21,9 @@ loop over t is compiled too (``lstm_loop`` etc.): the recurrent product is then
 a matrix-vector product done in the kernel (``matvec``, dot products with
 reassociated sums), cheaper than a BLAS call per step (measured N = 1,
 H = 128, T = 100 LSTM inference: 0.68 -> 0.43 ms). The forward with T = 1
-(streaming) uses the same ``matvec`` (``fast/_stream.py``).
+(streaming) uses the same ``matvec`` (``fast/_stream.py``). The tiny LSTM loop
+with H >= 128 runs half of each step's hidden units on a second core where one
+is free (``fast/_pair.py``, with ``matvec_rows`` and ``lstm_units``).
 
 Kernels are compiled on first use and cached on disk (``cache=True``).
 Set ``RNNLAB_NUMBA=0`` to do without them.
