@@ -239,7 +239,7 @@ def test_arrays_the_helper_cannot_take_by_address_leave_the_call_to_the_one_core
     A = np.zeros((T, N, 4 * H), np.float32)
     args = [A, np.zeros((N, H), np.float32), np.zeros((N, H), np.float32), np.zeros((4 * H, H), np.float32),
             np.zeros(4 * H, np.float32), np.zeros(4 * H, np.float32), False, np.zeros((N, 4 * H), np.float32)]
-    steps = [np.zeros((T, N, H), np.float32) for _ in range(4)]
+    steps = [np.zeros((T, N, H), np.float32) for _ in range(3)]
     strided = np.zeros((4 * H, 2 * H), np.float32)[:, ::2]              # W_hh not contiguous
     assert not _pair.PAIR.lstm_loop(*args[:3], strided, *args[4:], *steps)
     assert not _pair.PAIR.lstm_loop(*args[:3], args[3].astype(np.float64), *args[4:], *steps)

@@ -106,14 +106,13 @@ def _run_direction(layer, X, h, c, s, reverse, mask):
             else:
                 out, h, t = _feature_major.gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse)
             return out, h, c, Cache.later(t)
-        split = True                                     # the sequences may run in parts (fast/_split.py)
-        if layer.mode == "lstm":
-            out, h, c, data = _compiled.lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, split)
+        if layer.mode == "lstm":                         # the sequences may run in parts (fast/_split.py)
+            out, h, c, data = _compiled.lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse)
         elif layer.mode == "gru":
-            out, h, data = _compiled.gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, split)
+            out, h, data = _compiled.gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse)
         else:
             out, h, data = _compiled.rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, layer.nonlinearity, reverse,
-                                                 defer=not layer.training, split=split)
+                                                 defer=not layer.training)
             if isinstance(data, _compiled.PreviousStates):      # eval mode: h_prev made at backward, if any
                 return out, h, c, Cache.later(data)
         return out, h, c, Cache(data, data[1])

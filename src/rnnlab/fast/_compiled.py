@@ -226,9 +226,10 @@ if AVAILABLE:
         """Units u0..u1-1 of one sequence's step (``lstm_forward_step``; ``_pair`` splits a step's
         units between two cores): an (4H,) x W_ih^T in, gates out; hwn (4H,) = h_prev W_hh^T;
         cn (H,) c_prev in, c_t out; cpn <- c_prev, tcn <- tanh(c_t), hn <- h_t."""
-        # Each loop runs over slices from index 0: with a run-time offset inside the index (an[o + j])
-        # Numba cannot rule out a negative index, and its wrap-around check stopped LLVM from
-        # vectorising (8x slower, measured: N=1, H=128, 0.79 against 6.3 us a step).
+        # Each loop runs over slices from index 0. Indexed with a run-time offset instead (an[o + j],
+        # where Numba cannot rule out a negative index, the likely cause) the same loops over two
+        # halves of the units were 4.6x slower (measured, best of 11: N=1, H=128 3.94 against 0.85
+        # us a step; N=32, H=256 268 against 58 us).
         for q in range(4):                                     # i, f, g, o
             aq, hq, bq = an[q * H + u0:q * H + u1], hwn[q * H + u0:q * H + u1], b[q * H + u0:q * H + u1]
             if q == 2:
@@ -358,11 +359,10 @@ if AVAILABLE:
     # than calling BLAS for it, so the loop over t runs here and Python is left once a sequence.
     # These take time-major arrays (the caller makes them so: at N <= 2 a copy costs nothing).
     @_jit()
-    def lstm_loop(A, h, c, W_hh, b, zero, reverse, hw, Hp, Cp, TC, out):
+    def lstm_loop(A, h, c, W_hh, b, zero, reverse, hw, Cp, TC, out):
         T = A.shape[0]
-        for s in range(T):
+        for s in range(T):                                     # h_prev: ``previous_states`` after
             t = T - 1 - s if reverse else s
-            Hp[t] = h
             matvec(W_hh, h, zero, hw)
             lstm_forward_step(A, Cp, TC, out, t, False, hw, b, c)
             h = out[t]
@@ -629,7 +629,7 @@ def _one_core_panels(B, N, P=1):
     kernel where that loop runs its products on one core (the batch split's parts, P > 1, or a
     one-thread BLAS), calls the BLAS from compiled code (not MKL's) and the kernel fits C; else
     None (the BLAS then)."""
-    if not blas_loops() or _mkl.active(F, 0) or _mkl.active(F, N * B.size) or not _panels.usable(B.shape[1]):
+    if not _numpy_blas_loops(N * B.size) or not _panels.usable(B.shape[1]):
         return None
     if P == 1 and blas_threads() != 1:
         return None
@@ -708,10 +708,16 @@ def _project(X, W_ih, A, rows):
         project(x, W_ih, A[:, rows])
 
 
-def _parts(N, W_hh, tiny, split):
-    """How many parts the forward's sequences run in (``_split``): 1 unless asked (``split``) and
-    the loops call the BLAS from compiled code, outside MKL's regime."""
-    if not split or tiny or not blas_loops() or _mkl.active(F, N * W_hh.size) or _mkl.active(F, 0):
+def _numpy_blas_loops(work):
+    """Whether a loop whose step product has ``work`` multiply-adds calls NumPy's BLAS from
+    compiled code (``blas_loops``), outside MKL's regime (``_mkl``)."""
+    return blas_loops() and not _mkl.active(F, 0) and not _mkl.active(F, work)
+
+
+def _parts(N, W_hh, tiny):
+    """How many parts a loop over N sequences runs in (``_split``): 1 for a tiny one, or where
+    the loops do not call NumPy's BLAS from compiled code (``_numpy_blas_loops``)."""
+    if tiny or not _numpy_blas_loops(N * W_hh.size):
         return 1
     return _split.parts(N, N * W_hh.size)
 
@@ -719,7 +725,7 @@ def _parts(N, W_hh, tiny, split):
 def backward_parts(N, W_hh):
     """How many parts a backward over N sequences runs in (``_split``), as ``_parts`` for a
     forward; called where the BLAS has the backward loop's thread count."""
-    return _parts(N, W_hh, _tiny(N, W_hh), True)
+    return _parts(N, W_hh, _tiny(N, W_hh))
 
 
 def _forward_product(W_hh, n, T, panels):
@@ -737,44 +743,51 @@ def _backward_product(W_hh, N, n, T, bm, panels):
     return _tiny_grad(W_hh, N, bm) or _blas_loop(grad, panels), grad
 
 
-def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, split=False):
+def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     T, N, D = X.shape
     H = W_hh.shape[0] // 4
     tiny = _tiny(N, W_hh)
-    P = _parts(N, W_hh, tiny, split)
+    P = _parts(N, W_hh, tiny)
     A, bm, X = _start(X, W_ih, tiny)
     b, _ = kernel_biases("lstm", b_ih, b_hh, 4 * H)
     out, Hp, Cp, TC = (empty_steps(T, N, H, bm) for _ in range(4))
     c = c.copy()
+    h0 = np.ascontiguousarray(h)
     if tiny:
         _project(X, W_ih, A, slice(None))
-        hw = np.empty((N, 4 * H), F)
-        zero = np.zeros(4 * H, F)
-        if not (_pair.usable(H) and _pair.PAIR.lstm_loop(A, np.ascontiguousarray(h), c, np.ascontiguousarray(W_hh),
-                                                          b, zero, reverse, hw, Hp, Cp, TC, out)):
-            lstm_loop(A, h, c, W_hh, b, zero, reverse, hw, Hp, Cp, TC, out)
-        return out, out[0 if reverse else T - 1], c, (A, Hp, Cp, TC, None)
-    h0 = np.ascontiguousarray(h)
-    panels = _one_core_panels(W_hh.T, N, P)
+        _lstm_tiny(A, h0, c, W_hh, b, reverse, Cp, TC, out)
+    else:
+        panels = _one_core_panels(W_hh.T, N, P)
 
-    def loop(n0, n1):                                            # sequences n0..n1-1
-        rows = slice(n0, n1)
-        _project(X, W_ih, A, rows)
-        mA, mCp, mTC, mO = (memory(a[:, rows], bm) for a in (A, Cp, TC, out))
-        hw = np.empty((n1 - n0, 4 * H), F)
-        blas, product = _forward_product(W_hh, n1 - n0, T, panels)
-        if blas:
-            lstm_loop_blas(*blas, h0[rows], mA, mCp, mTC, mO, bm, hw, b, c[rows], T, reverse)
-            return
-        h = h0                                                   # P = 1 here
-        for t in forward_steps(T, reverse):
-            product(h, hw)
-            lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, b, c)
-            h = out[t]
+        def loop(n0, n1):                                        # sequences n0..n1-1
+            rows = slice(n0, n1)
+            _project(X, W_ih, A, rows)
+            mA, mCp, mTC, mO = (memory(a[:, rows], bm) for a in (A, Cp, TC, out))
+            hw = np.empty((n1 - n0, 4 * H), F)
+            blas, product = _forward_product(W_hh, n1 - n0, T, panels)
+            if blas:
+                lstm_loop_blas(*blas, h0[rows], mA, mCp, mTC, mO, bm, hw, b, c[rows], T, reverse)
+                return
+            h = h0                                               # P = 1 here
+            for t in forward_steps(T, reverse):
+                product(h, hw)
+                lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, b, c)
+                h = out[t]
 
-    _split.run(loop, N, P)
-    previous_states(Hp, out, h0, reverse)                        # the kernel does not read h_prev
+        _split.run(loop, N, P)
+    previous_states(Hp, out, h0, reverse)                        # the loops do not write h_prev
     return out, out[0 if reverse else T - 1], c, (A, Hp, Cp, TC, None)
+
+
+def _lstm_tiny(A, h0, c, W_hh, b, reverse, Cp, TC, out):
+    """The tiny loop over all steps (time-major arrays): half of each step's hidden units on a
+    second core where ``_pair`` can take them, else ``lstm_loop`` on this one."""
+    N, G = A.shape[1:]
+    hw = np.empty((N, G), F)
+    zero = np.zeros(G, F)
+    if not (_pair.usable(G // 4) and _pair.PAIR.lstm_loop(A, h0, c, np.ascontiguousarray(W_hh), b, zero, reverse,
+                                                           hw, Cp, TC, out)):
+        lstm_loop(A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out)
 
 
 def _grads_in_order(dY, cache, chunk):
@@ -816,11 +829,11 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush, P=1):
     return dh, dc
 
 
-def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, split=False):
+def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse):
     T, N, D = X.shape
     H = W_hh.shape[1]
     tiny = _tiny(N, W_hh)
-    P = _parts(N, W_hh, tiny, split)
+    P = _parts(N, W_hh, tiny)
     A, bm, X = _start(X, W_ih, tiny)
     b, b_hn = kernel_biases("gru", b_ih, b_hh, 3 * H)
     out, Hp, HWn = (empty_steps(T, N, H, bm) for _ in range(3))
@@ -888,14 +901,13 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
     return dh
 
 
-def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, defer=False, split=False):
+def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, defer=False):
     """The RNN's forward. With ``defer`` (eval mode) the cache's h_prev array is not made here
-    but by a backward, if one comes: the cache is then a ``PreviousStates``. ``split``: the
-    sequences may run in parts (``_split``; the three forwards, in eval mode)."""
+    but by a backward, if one comes: the cache is then a ``PreviousStates``."""
     T, N, D = X.shape
     H = W_hh.shape[0]
     tiny = _tiny(N, W_hh)
-    P = _parts(N, W_hh, tiny, split)
+    P = _parts(N, W_hh, tiny)
     A, bm, X = _start(X, W_ih, tiny)
     b, _ = kernel_biases("rnn", b_ih, b_hh, H)
     defer = defer and not tiny                                   # the tiny loop writes h_prev as it goes

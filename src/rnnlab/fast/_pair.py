@@ -141,7 +141,7 @@ if _compiled.AVAILABLE:
             store_release(ctl, DONE, s)
 
     @_compiled._jit(nogil=True)
-    def lstm_loop(ctl, A, h0, c, W_hh, b, zero, reverse, hw, Hp, Cp, TC, out, u, slow_spins):
+    def lstm_loop(ctl, A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out, u, slow_spins):
         """The caller's loop: ``_compiled.lstm_loop``'s steps, numbered on from the last claimed,
         units 0..u-1 here and u..H-1 wherever they are claimed. Describes the call in ``ctl``
         for the helper first. Returns how many of those halves the helper computed, and how many
@@ -159,7 +159,6 @@ if _compiled.AVAILABLE:
         for k in range(T):
             t = T - 1 - k if reverse else k
             x = _previous(out, h0, t, k, reverse)
-            Hp[t] = x
             s = base + k
             _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, 0, u)
             wait = grace
@@ -205,7 +204,7 @@ class Pair:
         self.off_until = 0.0
         self.helped = 0                    # halves the helper computed in the last call
 
-    def lstm_loop(self, A, h0, c, W_hh, b, zero, reverse, hw, Hp, Cp, TC, out):
+    def lstm_loop(self, A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out):
         """``_compiled.lstm_loop`` with half of each step's units on the helper when it is there.
         Returns False (nothing done) if another call holds the pair, or an array is not
         C-contiguous float32 (the helper takes them by address)."""
@@ -215,7 +214,7 @@ class Pair:
         if not self.busy.acquire(blocking=False):
             return False
         try:
-            self.helped, slow = lstm_loop(self.ctl, A, h0, c, W_hh, b, zero, reverse, hw, Hp, Cp, TC, out,
+            self.helped, slow = lstm_loop(self.ctl, A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out,
                                           A.shape[2] // 8, _helper.SLOW_SPINS)
         finally:
             self.busy.release()

@@ -71,12 +71,17 @@ def unrows(M, T, bm):
 def project(X, W, out=None):
     """X W^T for every step (T, N, G), one GEMM over all T N rows in X's memory order, the
     result in the same order; or into ``out`` (T, N, G), one GEMM over its rows where they form
-    one matrix (``rows_view``; a batch-major part of the sequences does), else a GEMM a step."""
+    one matrix (``rows_view``; a batch-major part of the sequences does), else one GEMM over X's
+    rows gathered time-major and its result copied into out (a time-major part of the sequences;
+    ``np.matmul`` over out's steps, a GEMM a step, repacks W at every step: for half of N=64, T=50,
+    D=512, G=2048 on one thread 38.6 / 44.7 against 48.3 / 54.3 ms, best / median of 10,
+    interleaved)."""
     if out is not None:
         bm = batch_major(out)
         target = rows_view(out, bm)
         if target is None:
-            np.matmul(X, W.T, out=out)
+            T, n = out.shape[:2]
+            out[...] = _mkl.matmul(np.ascontiguousarray(X).reshape(T * n, -1), W.T).reshape(T, n, -1)
         else:
             _mkl.matmul(rows(X, bm), W.T, target)
         return out

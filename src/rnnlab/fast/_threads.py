@@ -37,25 +37,31 @@ def _blas_libs():
     return _libs
 
 
-_saved = []      # per active step_threads block: [(lib, its own thread count)]
+_saved = []      # per active step_threads or one_thread block: [(lib, its own thread count)]
 
 
-@contextlib.contextmanager
 def step_threads(work=0):
     """BLAS on ``STEP_THREADS`` threads inside the block (if it has more) when a step's GEMM has
     ``work`` < ``STEP_ALL_THREADS_MIN_WORK`` multiply-adds; as it was after."""
     limit = STEP_THREADS is not None and work < STEP_ALL_THREADS_MIN_WORK
-    saved = [(lib, lib.num_threads) for lib in _blas_libs()
-             if limit and lib.num_threads > STEP_THREADS]
+    return _lowered(STEP_THREADS if limit else None, restorable=True)
+
+
+@contextlib.contextmanager
+def _lowered(n, restorable):
+    """Every BLAS with more than n threads on n inside the block (none changed if n is None), its
+    own count back after. The block's frame on ``_saved`` holds the counts lowered if
+    ``restorable`` (``all_threads`` inside then gives them back for a large GEMM), else none."""
+    saved = [(lib, lib.num_threads) for lib in _blas_libs() if n is not None and lib.num_threads > n]
     for lib, _ in saved:
-        lib.set_num_threads(STEP_THREADS)
-    _saved.append(saved)
+        lib.set_num_threads(n)
+    _saved.append(saved if restorable else [])
     try:
         yield
     finally:
         _saved.pop()
-        for lib, n in saved:
-            lib.set_num_threads(n)
+        for lib, m in saved:
+            lib.set_num_threads(m)
 
 
 # Multiply-adds below which a GEMM stays on one thread too: waking a second thread for a
@@ -76,20 +82,10 @@ def all_threads(work):
             lib.set_num_threads(STEP_THREADS)
 
 
-@contextlib.contextmanager
 def one_thread():
     """The BLAS on one thread inside the block (``_split``'s parts each run their own); as it was
     after. ``all_threads`` inside it changes nothing: a part's large GEMMs stay on its thread."""
-    saved = [(lib, lib.num_threads) for lib in _blas_libs() if lib.num_threads > 1]
-    for lib, _ in saved:
-        lib.set_num_threads(1)
-    _saved.append([])
-    try:
-        yield
-    finally:
-        _saved.pop()
-        for lib, n in saved:
-            lib.set_num_threads(n)
+    return _lowered(1, restorable=False)
 
 
 def blas_threads():
