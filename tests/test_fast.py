@@ -1023,12 +1023,13 @@ def _panels_or_skip():
     return _panels
 
 
-@pytest.mark.parametrize("N", [1, 5, 6, 7, 12, 13])
+@pytest.mark.parametrize("N", [1, 2, 5, 6, 7, 8, 12, 13, 14, 32])
 @pytest.mark.parametrize("K,C", [(1, 16), (7, 48), (64, 32), (300, 16)])
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_panels_kernel_equals_a_float64_product(N, K, C, accumulate):
-    """``_panels``'s kernel: every row tile size (6 and the 1-5 left over), x with a row stride
-    longer than K, writing or adding; within float32 rounding of the product in float64."""
+    """``_panels``'s kernel: every row tile size (6, 4 + 3 and 4 + 4 for the last 7 or 8 rows,
+    and the 1-5 left over), x with a row stride longer than K, writing or adding; within float32
+    rounding of the product in float64."""
     _panels = _panels_or_skip()
     rng = np.random.default_rng(N * 1000 + K)
     B = rng.standard_normal((K, C)).astype(np.float32)
@@ -1039,6 +1040,21 @@ def test_panels_kernel_equals_a_float64_product(N, K, C, accumulate):
     want = x.astype(np.float64) @ B.astype(np.float64) + (out0 if accumulate else 0)
     scale = np.abs(x).astype(np.float64) @ np.abs(B).astype(np.float64) + np.abs(out0)
     assert np.all(np.abs(out - want) <= 4 * K * np.finfo(np.float32).eps * scale + 1e-30)
+
+
+@pytest.mark.parametrize("N", [7, 8, 13, 14, 32])
+def test_panels_kernel_rows_do_not_depend_on_their_tile(N):
+    """A row's result is the same bits whichever tile computes it (6, 4 or 3 rows, or alone):
+    every output sums over k in order, so how the rows are blocked changes only the speed."""
+    _panels = _panels_or_skip()
+    rng = np.random.default_rng(N)
+    B = rng.standard_normal((200, 48)).astype(np.float32)
+    x = rng.standard_normal((N, 200)).astype(np.float32)
+    panels = _panels.pack(B)
+    whole = _panels.matmul(x, panels, np.empty((N, 48), np.float32))
+    for n in range(N):
+        alone = _panels.matmul(x[n:n + 1], panels, np.empty((1, 48), np.float32))
+        assert np.array_equal(whole[n], alone[0]), f"row {n} of {N}"
 
 
 def test_panels_kernel_refuses_what_does_not_fit():

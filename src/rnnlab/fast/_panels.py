@@ -9,7 +9,8 @@ B[:, 16p:16p+16] row after row ((C / 16, K * 16), so one step of k reads 16
 consecutive floats), and multiplies with a register-tiled kernel:
 
     for each panel p:                  (its K x 16 floats stay in L1 / L2)
-        for each block of 6 rows of x: (1 to 5 for the last block)
+        for each block of 6 rows of x: (the last 7 or 8 rows as 4 + 3 or 4 + 4;
+                                        1 to 5 for the last block otherwise)
             acc (6 x 16, twelve 8-float vector registers) = 0
             for k in 0..K-1:
                 acc[r, :] += x[r, k] * B_p[k, :]   (2 vector loads, 6 broadcasts, 12 FMAs)
@@ -24,6 +25,17 @@ OpenBLAS's 122.2 us (its faster way round, W h^T) = 88 against 69 GFLOP/s; (16,
 1024) x (1024, 256) 95.1 against 126.3 us; (8, 256) x (256, 1024) 73.8 against
 133.4 us; (64, 512) x (512, 2048) 1622 against 1749 us. For the input
 projections (thousands of rows) it only ties OpenBLAS, which keeps them.
+
+The last rows: a tile of r rows keeps 2r chains of FMAs going, and Zen 3 needs 8
+(two FMA units, 4 cycles each) to stay busy, so a tile of 1 or 2 rows runs at a
+quarter or half speed. Rows left over after the 6-row tiles as 7 or 8 therefore
+go as 4 + 3 or 4 + 4 (``SPLIT_TAIL``; ``RNNLAB_PANELS_TAIL=0`` restores 6 + 1 and
+6 + 2). Interleaved in one process, 20 rounds, median of the rounds' best of 30:
+(32, 512) x (512, 2048) 693 against 721 us, (32, 2048) x (2048, 512) 686 against
+717 us, (32, 256) x (256, 1024) 178 against 186 us, (8, 256) x (256, 1024) 50.5
+against 59.8 us; (64, 512) x (512, 2048), whose tiles did not change, 1365
+against 1353 us. A row's sums do not depend on its tile: the results are the
+same bits.
 
 Used by the compiled loops where their BLAS runs on one thread (the batch
 split's parts, ``_split``, or a BLAS limited to one thread) and C is a multiple
@@ -41,6 +53,7 @@ import numpy as np
 
 ENABLED = os.environ.get("RNNLAB_PANELS", "1") != "0"
 WIDTH = 16          # columns of a panel: two vectors of 8 float32
+SPLIT_TAIL = os.environ.get("RNNLAB_PANELS_TAIL", "1") != "0"
 ROWS = 6            # rows of x in a register tile (12 accumulators + 2 of B + 1 broadcast <= 16 registers)
 _VEC = 8
 
@@ -119,7 +132,15 @@ def _driver_ir():
     add("rloop:")
     add("  %r = phi i64 [0, %ploop], [%r1, %rbody]")
     add(f"  %r1 = add i64 %r, {ROWS}")
-    add("  %fits = icmp sle i64 %r1, %N")
+    add("  %fits6 = icmp sle i64 %r1, %N")
+    # 7 or 8 rows left go as 4 + 3 or 4 + 4, not 6 + 1 or 6 + 2 (``SPLIT_TAIL``)
+    add("  %left0 = sub i64 %N, %r")
+    add("  %is7 = icmp eq i64 %left0, 7")
+    add("  %is8 = icmp eq i64 %left0, 8")
+    add("  %tail = or i1 %is7, %is8")
+    add(f"  %split = and i1 %tail, {'true' if SPLIT_TAIL else 'false'}")
+    add("  %nsplit = xor i1 %split, true")
+    add("  %fits = and i1 %fits6, %nsplit")
     add("  br i1 %fits, label %rbody, label %rest")
     add("rbody:")
     add("  %xo = mul i64 %r, %ldx")
@@ -134,10 +155,20 @@ def _driver_ir():
     add("  %xrp2 = getelementptr float, ptr %x, i64 %xo2")
     add("  %cro2 = mul i64 %r, %ldc")
     add("  %crp2 = getelementptr float, ptr %cpp, i64 %cro2")
-    add("  switch i64 %left, label %pnext [" + " ".join(f"i64 {R}, label %rem{R}" for R in range(1, ROWS)) + "]")
+    add("  %xo4 = mul i64 4, %ldx")
+    add("  %xrp4 = getelementptr float, ptr %xrp2, i64 %xo4")
+    add("  %co4 = mul i64 4, %ldc")
+    add("  %crp4 = getelementptr float, ptr %crp2, i64 %co4")
+    add("  switch i64 %left, label %pnext [" + " ".join(f"i64 {R}, label %rem{R}" for R in range(1, ROWS))
+        + " i64 7, label %rem7 i64 8, label %rem8]")
     for R in range(1, ROWS):
         add(f"rem{R}:")
         add(f"  call void @k{R}(i64 %K, ptr %xrp2, i64 %ldx, ptr %wpp, ptr %crp2, i64 %ldc, i1 %acc)")
+        add("  br label %pnext")
+    for R in (7, 8):
+        add(f"rem{R}:")
+        add("  call void @k4(i64 %K, ptr %xrp2, i64 %ldx, ptr %wpp, ptr %crp2, i64 %ldc, i1 %acc)")
+        add(f"  call void @k{R - 4}(i64 %K, ptr %xrp4, i64 %ldx, ptr %wpp, ptr %crp4, i64 %ldc, i1 %acc)")
         add("  br label %pnext")
     add("pnext:")
     add("  %p1 = add i64 %p, 1")
