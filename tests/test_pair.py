@@ -198,7 +198,7 @@ def test_a_helper_that_keeps_the_caller_waiting_is_sent_away_for_a_while(monkeyp
 @two_cpus
 def test_the_helper_goes_back_to_sleep_when_the_calls_stop(monkeypatch):
     monkeypatch.setattr(_helper, "IDLE_SPINS", 1000)
-    monkeypatch.setattr(_helper, "IDLE_POLLS", 10)
+    monkeypatch.setattr(_helper, "IDLE_WAITS", 10)
     with _two_blas_threads():
         assert _pair.PAIR.stop()
         _served()
@@ -207,6 +207,47 @@ def test_the_helper_goes_back_to_sleep_when_the_calls_stop(monkeypatch):
             time.sleep(0.005)
         assert not _pair.PAIR.serving
         _served()                                           # and a new call wakes it again
+
+
+def _asleep(ctl, serving, timeout=10.0):
+    """Wait until the helper sleeps in ``_helper.futex_wait`` (ctl[SLEEP] = 1), still serving."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if ctl[_helper.SLEEP] == 1 and serving():
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"the helper did not go to sleep (SLEEP {ctl[_helper.SLEEP]}, serving {serving()})")
+
+
+@two_cpus
+@pytest.mark.skipif(not (_compiled.AVAILABLE and _helper.FUTEX), reason="futex waits are Linux x86-64's")
+def test_a_sleeping_helper_is_woken_by_the_next_call(monkeypatch):
+    """Asleep after its spins (each sleep up to a minute here), the helper takes the next call's
+    halves: the call's first post wakes it, not the end of its sleep."""
+    monkeypatch.setattr(_helper, "IDLE_SPINS", 1000)
+    monkeypatch.setattr(_helper, "WAIT_US", 60_000_000)
+    with _two_blas_threads():
+        assert _pair.PAIR.stop()
+        _served()
+        _asleep(_pair.PAIR.ctl, lambda: _pair.PAIR.serving)
+        layer, x = _case(seed=21, T=12)
+        t0 = time.monotonic()
+        with _grace():
+            layer.forward(x)
+        assert _pair.PAIR.helped == 12 and time.monotonic() - t0 < 30
+        assert _pair.PAIR.stop()
+
+
+@two_cpus
+@pytest.mark.skipif(not (_compiled.AVAILABLE and _helper.FUTEX), reason="futex waits are Linux x86-64's")
+def test_sending_a_sleeping_helper_away_wakes_it(monkeypatch):
+    monkeypatch.setattr(_helper, "IDLE_SPINS", 1000)
+    monkeypatch.setattr(_helper, "WAIT_US", 60_000_000)
+    with _two_blas_threads():
+        assert _pair.PAIR.stop()
+        _served()
+        _asleep(_pair.PAIR.ctl, lambda: _pair.PAIR.serving)
+        assert _pair.PAIR.stop(timeout=10.0)                # not after the minute's sleep
 
 
 @two_cpus

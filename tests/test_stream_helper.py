@@ -187,10 +187,53 @@ def test_off_with_one_thread_with_a_large_step_or_when_disabled(monkeypatch):
     assert layer._stream_ws.blas and layer._stream_ws.helper is False
 
 
+def _asleep(ws, timeout=10.0):
+    """Wait until the helper sleeps in ``_helper.futex_wait`` (ctl[SLEEP] = 1), still serving ws."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if ws.ctl[_helper.SLEEP] == 1 and _helper.HELPER.serving and _helper.HELPER.ws is ws:
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"the helper did not go to sleep (SLEEP {ws.ctl[_helper.SLEEP]})")
+
+
+@two_cpus
+@pytest.mark.skipif(not (_compiled.AVAILABLE and _helper.FUTEX), reason="futex waits are Linux x86-64's")
+def test_a_sleeping_helper_is_woken_by_the_next_step(monkeypatch):
+    """Asleep after its spins (each sleep up to a minute here), the helper computes the next
+    step's recurrent products: the step's post wakes it, not the end of its sleep."""
+    monkeypatch.setattr(_helper, "IDLE_SPINS", 1000)
+    monkeypatch.setattr(_helper, "WAIT_US", 60_000_000)
+    _helper.HELPER.stop()
+    layer = rnnlab.LSTM(4, 6, num_layers=2, dtype=np.float32, seed=0).eval()
+    ws = _served(layer)
+    _asleep(ws)
+    ws.ctl[_helper.GRACE] = GRACE
+    try:
+        t0 = time.monotonic()
+        layer.forward(np.ones((1, 1, 4), np.float32))
+    finally:
+        ws.ctl[_helper.GRACE] = 0
+    assert ws.ctl[_helper.DONE] == ws.ctl[_helper.STEP] and time.monotonic() - t0 < 30
+    assert _helper.HELPER.stop()
+
+
+@two_cpus
+@pytest.mark.skipif(not (_compiled.AVAILABLE and _helper.FUTEX), reason="futex waits are Linux x86-64's")
+def test_sending_a_sleeping_helper_away_wakes_it(monkeypatch):
+    monkeypatch.setattr(_helper, "IDLE_SPINS", 1000)
+    monkeypatch.setattr(_helper, "WAIT_US", 60_000_000)
+    _helper.HELPER.stop()
+    layer = rnnlab.LSTM(4, 6, num_layers=2, dtype=np.float32, seed=0).eval()
+    ws = _served(layer)
+    _asleep(ws)
+    assert _helper.HELPER.stop(timeout=10.0)               # not after the minute's sleep
+
+
 @two_cpus
 def test_the_helper_goes_back_to_sleep_when_the_steps_stop(monkeypatch):
     monkeypatch.setattr(_helper, "IDLE_SPINS", 1000)
-    monkeypatch.setattr(_helper, "IDLE_POLLS", 10)
+    monkeypatch.setattr(_helper, "IDLE_WAITS", 10)
     _helper.HELPER.stop()
     layer = rnnlab.LSTM(4, 6, num_layers=2, dtype=np.float32, seed=0).eval()
     _served(layer)

@@ -23,7 +23,8 @@ The two threads meet through atomics on one int64 array per workspace, ``ctl``:
 
 So the results do not depend on who computed what (the same ``matvec`` on the
 same numbers). The helper spins (x86 ``pause``) for ``IDLE_SPINS`` after its last
-product, then polls with short sleeps for ``IDLE_POLLS``, then returns to Python
+product, then sleeps in the kernel until a step is posted (a futex on ``ctl[POST]``:
+``next_post``, ``post``) for up to ``IDLE_WAITS`` x ``WAIT_US``, then returns to Python
 and sleeps until a step wakes it. It serves one workspace at a time (another
 layer streaming meanwhile runs on one core). It
 holds the weights it was given, so their memory is not reused while it serves:
@@ -41,6 +42,8 @@ turns it off.
 from __future__ import annotations
 
 import os
+import platform
+import sys
 import threading
 import time
 
@@ -55,7 +58,8 @@ ENABLED = os.environ.get("RNNLAB_STREAM_HELPER", "1") != "0"
 # caller leaves the helper to claim a product before it tries itself); the claims, the dones,
 # and the data addresses of the weights the helper was given (WPTR: W_hh, BPTR: b_hh of each
 # layer) on one line each, for up to 8 layers (a deeper stack runs without the helper).
-POST, STOP, SLOW, STEP, BOUND, GRACE, CLAIM, DONE, WPTR, BPTR = 0, 8, 9, 10, 11, 12, 16, 24, 32, 40
+# SLEEP (on POST's line) is 1 while the helper sleeps in ``futex_wait`` (``next_post``).
+POST, SLEEP, STOP, SLOW, STEP, BOUND, GRACE, CLAIM, DONE, WPTR, BPTR = 0, 1, 8, 9, 10, 11, 12, 16, 24, 32, 40
 MAX_LAYERS = 8
 CTL_SIZE = 48
 # Spins of the wait loops: a spin (an atomic load and ``pause``) takes 30 ns here (AMD Zen 3,
@@ -65,12 +69,21 @@ CTL_SIZE = 48
 # or the OS taking the helper's core for a moment) costs less than going without it.
 IDLE_SPINS = 40_000
 SLOW_SPINS = 8_000
-# After spinning, the helper polls with short sleeps (usleep(POLL_US): 160 us each here, measured,
-# with the kernel's timer slack) for IDLE_POLLS more (about 0.3 s) before it goes back to Python to sleep: a caller that pauses
-# between steps (a program doing other work, or a benchmark taking turns) finds it within a poll,
-# where waking it from Python takes the interpreter lock, which the caller holds for up to 5 ms.
+# After spinning, the helper sleeps in the kernel on the step number itself (Linux's futex, in
+# waits of up to WAIT_US) for IDLE_WAITS waits (about 10 s) before it goes back to Python to
+# sleep; the caller that posts a step while it sleeps wakes it (``post``). On this VM that took
+# 310-380 us (a 2-step pair forward 10 ms after the helper fell asleep against the same forward
+# with the helper spinning, difference of medians of 30, two runs): the host must run the idle
+# virtual CPU again. Waking it from Python instead takes the interpreter lock, which a caller
+# streaming steps holds for up to 5 ms (the switch interval): in ``rnnlab bench``'s turns, 0.45 s
+# apart, the helper that had gone back to Python after 0.3 s of polling missed 754 of the 3614
+# steps of 7 turns (H = 128; 226 with the stacks releasing the lock, none with this wait).
+# Without futexes (not Linux on x86-64) a wait is a usleep(POLL_US) poll (160 us here with the
+# kernel's timer slack) and IDLE_WAITS of them last about 0.3 s.
+FUTEX = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
 POLL_US = 100
-IDLE_POLLS = 2_000
+WAIT_US = 100_000 if FUTEX else POLL_US
+IDLE_WAITS = 100 if FUTEX else 2_000
 SLOW_WINDOW = 4096
 SLOW_LIMIT = 3
 COOLDOWN_S = 1.0
@@ -149,37 +162,130 @@ if _compiled.AVAILABLE:
             return context.get_dummy_value()
         return _types.void(us), codegen
 
+    @_intrinsic
+    def store_seqcst(typingctx, ctl, i, v):
+        """ctl[i] = v, an atomic store in the single total order of sequentially consistent
+        operations (``post`` and ``next_post`` need it: each stores, then loads the other's slot)."""
+        if not _is_ctl(ctl):
+            return None
+
+        def codegen(context, builder, sig, args):
+            v = context.cast(builder, args[2], sig.args[2], _types.int64)
+            builder.store_atomic(v, _slot(context, builder, sig.args[0], args[0], args[1]), "seq_cst", 8)
+            return context.get_dummy_value()
+        return _types.void(ctl, i, v), codegen
+
+    @_intrinsic
+    def load_seqcst(typingctx, ctl, i):
+        """ctl[i], an atomic load in the same total order as ``store_seqcst``."""
+        if not _is_ctl(ctl):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return builder.load_atomic(_slot(context, builder, sig.args[0], args[0], args[1]), "seq_cst", 8)
+        return _types.int64(ctl, i), codegen
+
+    _SYS_FUTEX, _FUTEX_WAIT_PRIVATE, _FUTEX_WAKE_PRIVATE = 202, 128, 129      # x86-64 Linux
+
+    def _syscall(builder, args):
+        i64 = _ir.IntType(64)
+        fn = _cgutils.get_or_insert_function(builder.module, _ir.FunctionType(i64, [i64], var_arg=True),
+                                             "syscall")
+        builder.call(fn, [_ir.Constant(i64, a) if isinstance(a, int) else a for a in args])
+
+    @_intrinsic
+    def futex_wait(typingctx, ctl, i, expected, us):
+        """Sleep until woken (``futex_wake``) or ``us`` microseconds passed, unless the low 32
+        bits of ctl[i] differ from those of ``expected`` (checked by the kernel as it goes to
+        sleep, so a wake between the caller's check and the sleep is not lost). Without
+        futexes (``FUTEX``): usleep(min(us, POLL_US))."""
+        if not (_is_ctl(ctl) and isinstance(expected, _types.Integer) and isinstance(us, _types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            i32, i64 = _ir.IntType(32), _ir.IntType(64)
+            us_ = context.cast(builder, args[3], sig.args[3], _types.int64)
+            if not FUTEX:
+                fn = _cgutils.get_or_insert_function(builder.module, _ir.FunctionType(i32, [i32]), "usleep")
+                short = builder.select(builder.icmp_signed("<", us_, _ir.Constant(i64, POLL_US)), us_,
+                                       _ir.Constant(i64, POLL_US))
+                builder.call(fn, [builder.trunc(short, i32)])
+                return context.get_dummy_value()
+            addr = builder.ptrtoint(_slot(context, builder, sig.args[0], args[0], args[1]), i64)
+            e = context.cast(builder, args[2], sig.args[2], _types.int64)
+            low = builder.and_(e, _ir.Constant(i64, 0xFFFFFFFF))
+            ts = _cgutils.alloca_once(builder, _ir.LiteralStructType([i64, i64]))     # struct timespec
+            million = _ir.Constant(i64, 1_000_000)
+            builder.store(builder.sdiv(us_, million), builder.gep(ts, [_ir.Constant(i32, 0), _ir.Constant(i32, 0)]))
+            builder.store(builder.mul(builder.srem(us_, million), _ir.Constant(i64, 1000)),
+                          builder.gep(ts, [_ir.Constant(i32, 0), _ir.Constant(i32, 1)]))
+            _syscall(builder, [_SYS_FUTEX, addr, _FUTEX_WAIT_PRIVATE, low, builder.ptrtoint(ts, i64), 0, 0])
+            return context.get_dummy_value()
+        return _types.void(ctl, i, expected, us), codegen
+
+    @_intrinsic
+    def futex_wake(typingctx, ctl, i):
+        """Wake a thread sleeping in ``futex_wait`` on ctl[i] (nothing without futexes)."""
+        if not _is_ctl(ctl):
+            return None
+
+        def codegen(context, builder, sig, args):
+            if FUTEX:
+                addr = builder.ptrtoint(_slot(context, builder, sig.args[0], args[0], args[1]),
+                                        _ir.IntType(64))
+                _syscall(builder, [_SYS_FUTEX, addr, _FUTEX_WAKE_PRIVATE, 1, 0, 0, 0])
+            return context.get_dummy_value()
+        return _types.void(ctl, i), codegen
+
     @_compiled._jit(inline="always")
-    def next_post(ctl, post, stop, last, idle_spins, idle_polls):
-        """A helper's wait for work: the first number in ``ctl[post]`` other than ``last``, or -1
+    def post(ctl, post_, sleep, s):
+        """The caller: publish step s in ``ctl[post_]``, and wake the helper if it sleeps
+        (``ctl[sleep]``). The store and the load are sequentially consistent, as are the
+        helper's in ``next_post``, so one of the two sees the other's: a helper about to sleep
+        either sees s or is woken (and a wake before it sleeps finds ctl[post_] changed)."""
+        store_seqcst(ctl, post_, s)
+        if load_seqcst(ctl, sleep) != 0:
+            futex_wake(ctl, post_)
+
+    @_compiled._jit()
+    def wake(ctl, post_):
+        """Wake the helper sleeping on ``ctl[post_]`` (from Python, after setting its STOP)."""
+        futex_wake(ctl, post_)
+
+    @_compiled._jit(inline="always")
+    def next_post(ctl, post_, sleep, stop, last, idle_spins, idle_waits, wait_us):
+        """A helper's wait for work: the first number in ``ctl[post_]`` other than ``last``, or -1
         when it should leave: told to stop (``ctl[stop]``, checked before anything new is
-        claimed), or ``idle_spins`` spins and then ``idle_polls`` sleeps of ``POLL_US`` passed
-        without a new number."""
-        spins = polls = 0
+        claimed), or ``idle_spins`` spins and then ``idle_waits`` sleeps (``futex_wait``, up to
+        ``wait_us`` each, ``ctl[sleep]`` = 1 meanwhile) passed without a new number."""
+        spins = waits = 0
         while True:
             if load_acquire(ctl, stop) != 0:
                 return -1
-            s = load_acquire(ctl, post)
+            s = load_acquire(ctl, post_)
             if s != last:
                 return -1 if load_acquire(ctl, stop) != 0 else s
             if spins < idle_spins:
                 spins += 1
                 pause()
-            elif polls < idle_polls:
-                polls += 1
-                sleep_us(POLL_US)
+            elif waits < idle_waits:
+                waits += 1
+                store_seqcst(ctl, sleep, 1)
+                if load_seqcst(ctl, post_) == last and load_acquire(ctl, stop) == 0:
+                    futex_wait(ctl, post_, last, wait_us)
+                store_release(ctl, sleep, 0)
             else:
                 return -1
 
     @_compiled._jit(nogil=True)
-    def serve(ctl, Hp, W_hh, B_hh, HW, idle_spins, idle_polls):
+    def serve(ctl, Hp, W_hh, B_hh, HW, idle_spins, idle_waits, wait_us):
         """The helper's loop: for each step posted, every layer's HW[k] = Hp[k] W_hh[k]^T + B_hh[k]
-        it can claim, in order. Between steps it spins, then after ``idle_spins`` spins polls
-        with ``POLL_US`` sleeps; returns after ``idle_polls`` polls without a new step, or when
-        told to stop (``ctl[STOP]``, checked before claiming anything of a new step)."""
+        it can claim, in order. Between steps it spins, then after ``idle_spins`` spins sleeps
+        until woken (``next_post``); returns after ``idle_waits`` sleeps without a new step, or
+        when told to stop (``ctl[STOP]``, checked before claiming anything of a new step)."""
         s = load_acquire(ctl, POST)
         while True:
-            s = next_post(ctl, POST, STOP, s, idle_spins, idle_polls)
+            s = next_post(ctl, POST, SLEEP, STOP, s, idle_spins, idle_waits, wait_us)
             if s < 0:
                 return
             for k in range(Hp.shape[0]):
@@ -206,7 +312,7 @@ if _compiled.AVAILABLE:
             return s, DONE_SLOW
         if s % SLOW_WINDOW == 0:
             ctl[SLOW] = 0                    # a new window for counting slow waits
-        store_release(ctl, POST, s)
+        post(ctl, POST, SLEEP, s)
         return s, DONE_OK
 
     @_compiled._jit(inline="always")
@@ -285,7 +391,7 @@ class Helper:
             ctl[STOP] = 0
             ctl[BOUND] = 1
             self.ws = ws
-            self.args = (ctl, ws.Hp, Ws[1::2], Bs[1::2], ws.HW, IDLE_SPINS, IDLE_POLLS)   # keeps the weights alive
+            self.args = (ctl, ws.Hp, Ws[1::2], Bs[1::2], ws.HW, IDLE_SPINS, IDLE_WAITS, WAIT_US)   # keeps the weights alive
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="rnnlab-stream-helper", daemon=True)
                 self._thread.start()
@@ -298,6 +404,8 @@ class Helper:
         ctl = ws.ctl
         ctl[BOUND] = 0
         ctl[STOP] = 1
+        if _compiled.AVAILABLE:
+            wake(ctl, POST)                  # a helper asleep on this workspace sees STOP now
         if cooldown:
             ctl[SLOW] = 0
             ws.off_until = time.monotonic() + COOLDOWN_S

@@ -37,8 +37,9 @@ post, and the helper touches them only in a half it claimed, which the caller
 waits for: they are never used after the call returns.
 
 The helper thread is ``_helper``'s kind: it spins (x86 ``pause``) for
-``_helper.IDLE_SPINS`` after its last half (about 1.2 ms), polls with short sleeps
-for ``_helper.IDLE_POLLS`` (about 0.3 s), then sleeps in Python until a call
+``_helper.IDLE_SPINS`` after its last half (about 1.2 ms), sleeps in the kernel
+until the next call's first post wakes it (``_helper.next_post``, about 10 s at
+most), then sleeps in Python until a call
 wakes it. A call that waited long for the helper's half several times (its core
 taken by something else: ``SLOW_LIMIT`` waits over ``_helper.SLOW_SPINS`` spins)
 sends it away for ``_helper.COOLDOWN_S``. One call uses it at a time; a call
@@ -69,7 +70,7 @@ SLOW_LIMIT = 3
 # (both threads compare-and-swap it), DONE (the caller spins on it), STOP with GRACE (0 but in
 # tests: how many spins the caller leaves the helper to claim a half before it tries itself); the
 # call's description from JOB on.
-POST, CLAIM, DONE, STOP, GRACE = 0, 8, 16, 24, 25
+POST, SLEEP, CLAIM, DONE, STOP, GRACE = 0, 1, 8, 16, 24, 25     # SLEEP: see ``_helper.next_post``
 JOB = 32
 T_, N_, H_, U_, BASE_, REVERSE_ = range(JOB, JOB + 6)
 A_, W_, B_, ZERO_, C_, CP_, TC_, OUT_, H0_, HW_ = range(JOB + 6, JOB + 16)
@@ -80,7 +81,7 @@ if _compiled.AVAILABLE:
     from numba.core import types as _types
     from numba.extending import intrinsic as _intrinsic
 
-    from ._helper import claim, load_acquire, next_post, pause, store_release
+    from ._helper import claim, load_acquire, next_post, pause, post, store_release, wake
 
     @_intrinsic
     def _floats(typingctx, address):
@@ -110,14 +111,14 @@ if _compiled.AVAILABLE:
         return out[t + 1] if reverse else out[t - 1]
 
     @_compiled._jit(nogil=True)
-    def serve(ctl, idle_spins, idle_polls):
+    def serve(ctl, idle_spins, idle_waits, wait_us):
         """The helper's loop: for each step posted, the half ``ctl[U]``..H-1 of the call described
         in ``ctl``, if it claims it first. Between steps it spins, then after ``idle_spins`` spins
-        polls with ``_helper.POLL_US`` sleeps; returns after ``idle_polls`` polls without a new
-        step, or when told to stop (``ctl[STOP]``)."""
+        sleeps until woken (``_helper.next_post``); returns after ``idle_waits`` sleeps without a
+        new step, or when told to stop (``ctl[STOP]``)."""
         s = load_acquire(ctl, POST)
         while True:
-            s = next_post(ctl, POST, STOP, s, idle_spins, idle_polls)
+            s = next_post(ctl, POST, SLEEP, STOP, s, idle_spins, idle_waits, wait_us)
             if s < 0:
                 return
             if not claim(ctl, CLAIM, s - 1, s):
@@ -155,7 +156,7 @@ if _compiled.AVAILABLE:
         H = G // 4
         slow = helped = 0
         grace = ctl[GRACE]
-        store_release(ctl, POST, base)
+        post(ctl, POST, SLEEP, base)
         for k in range(T):
             t = T - 1 - k if reverse else k
             x = _previous(out, h0, t, k, reverse)
@@ -169,7 +170,7 @@ if _compiled.AVAILABLE:
             if mine:
                 _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H)
             if k + 1 < T:
-                store_release(ctl, POST, s + 1)    # h_s is whole but for the helper's half, its own next input
+                post(ctl, POST, SLEEP, s + 1)    # h_s is whole but for the helper's half, its own next input
             if mine:
                 continue
             helped += 1
@@ -200,7 +201,7 @@ class Pair:
         self.busy = threading.Lock()       # held by the call using the pair
         self._wake = threading.Event()
         self._thread = None
-        self.serving = False               # inside serve (spinning, polling or computing)
+        self.serving = False               # inside serve (spinning, asleep in it or computing)
         self.off_until = 0.0
         self.helped = 0                    # halves the helper computed in the last call
 
@@ -237,6 +238,8 @@ class Pair:
     def retire(self, cooldown=False):
         """Send the helper back to sleep; with ``cooldown`` not woken again for ``_helper.COOLDOWN_S``."""
         self.ctl[STOP] = 1
+        if _compiled.AVAILABLE:
+            wake(self.ctl, POST)             # a helper asleep in ``serve`` sees STOP now
         if cooldown:
             self.off_until = time.monotonic() + _helper.COOLDOWN_S
 
@@ -248,7 +251,7 @@ class Pair:
                 continue
             self.serving = True
             try:
-                serve(self.ctl, _helper.IDLE_SPINS, _helper.IDLE_POLLS)
+                serve(self.ctl, _helper.IDLE_SPINS, _helper.IDLE_WAITS, _helper.WAIT_US)
             finally:
                 self.serving = False
 

@@ -161,7 +161,7 @@ if _compiled.AVAILABLE:
             Hp[k] = h0[k]
         return _helper.begin(ctl, Ws, Bs)
 
-    @_compiled._jit()
+    @_compiled._jit(nogil=True)
     def lstm_stack(ctl, x3, h0, c0, Ws, Bs, zero, A, Hp, Cp, TC, O, HW, hT, cT, out3):
         """x3 (N, 1, D) or (1, N, D), seen as x (N, D); out3 likewise (N, H); h0, c0 (L, N, H);
         Ws = (W_ih_l0, W_hh_l0, W_ih_l1, ...), Bs the biases (zeros when bias=False), zero (4H,)
@@ -182,7 +182,7 @@ if _compiled.AVAILABLE:
         out[:, :] = inp
         return status
 
-    @_compiled._jit()
+    @_compiled._jit(nogil=True)
     def gru_stack(ctl, x3, h0, Ws, Bs, zero, A, Hp, HWn, O, HW, hT, out3):
         """As ``lstm_stack``."""
         x, out = _flat(x3), _flat(out3)
@@ -198,7 +198,7 @@ if _compiled.AVAILABLE:
         out[:, :] = inp
         return status
 
-    @_compiled._jit()
+    @_compiled._jit(nogil=True)
     def rnn_stack(ctl, x3, h0, Ws, Bs, zero, A, Hp, O, HW, hT, out3, relu):
         x, out = _flat(x3), _flat(out3)
         if not (_finite(x) and _finite(h0)):
