@@ -161,7 +161,10 @@ if _compiled.AVAILABLE:
             Hp[k] = h0[k]
         return _helper.begin(ctl, Ws, Bs)
 
-    @_compiled._jit(nogil=True)
+    # The stacks hold the interpreter lock while they run: a workspace (its arrays, its ctl and
+    # step numbers) serves one step at a time, and two threads streaming one layer would
+    # otherwise run their steps in it at once.
+    @_compiled._jit()
     def lstm_stack(ctl, x3, h0, c0, Ws, Bs, zero, A, Hp, Cp, TC, O, HW, hT, cT, out3):
         """x3 (N, 1, D) or (1, N, D), seen as x (N, D); out3 likewise (N, H); h0, c0 (L, N, H);
         Ws = (W_ih_l0, W_hh_l0, W_ih_l1, ...), Bs the biases (zeros when bias=False), zero (4H,)
@@ -182,7 +185,7 @@ if _compiled.AVAILABLE:
         out[:, :] = inp
         return status
 
-    @_compiled._jit(nogil=True)
+    @_compiled._jit()
     def gru_stack(ctl, x3, h0, Ws, Bs, zero, A, Hp, HWn, O, HW, hT, out3):
         """As ``lstm_stack``."""
         x, out = _flat(x3), _flat(out3)
@@ -198,7 +201,7 @@ if _compiled.AVAILABLE:
         out[:, :] = inp
         return status
 
-    @_compiled._jit(nogil=True)
+    @_compiled._jit()
     def rnn_stack(ctl, x3, h0, Ws, Bs, zero, A, Hp, O, HW, hT, out3, relu):
         x, out = _flat(x3), _flat(out3)
         if not (_finite(x) and _finite(h0)):
