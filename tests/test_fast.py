@@ -778,16 +778,19 @@ def _record_blas_kinds(mp, cls, kinds):
 
 
 @needs_numba
-@pytest.mark.parametrize("opts", [{}, {"nonlinearity": "relu", "num_layers": 2, "bidirectional": True},
-                                  {"batch_first": False}])
-def test_eval_mode_rnn_defers_h_prev_to_a_backward(opts, monkeypatch):
-    """An eval-mode compiled RNN forward leaves h_prev out of its cache (``_compiled.PreviousStates``);
-    a backward after it makes it, and gives the readable path's gradients."""
+@pytest.mark.parametrize("cell,opts", [("rnn", {}), ("rnn", {"nonlinearity": "relu", "num_layers": 2, "bidirectional": True}),
+                                       ("rnn", {"batch_first": False}), ("lstm", {}),
+                                       ("lstm", {"num_layers": 2, "bidirectional": True}), ("lstm", {"batch_first": False}),
+                                       ("gru", {}), ("gru", {"num_layers": 2, "bidirectional": True, "batch_first": False})])
+def test_eval_mode_forward_defers_h_prev_to_a_backward(cell, opts, monkeypatch):
+    """An eval-mode compiled forward (RNN, LSTM, GRU over more than the tiny loops' two sequences)
+    leaves h_prev out of its cache (``_compiled.PreviousStates``); a backward after it makes it,
+    and gives the readable path's gradients."""
     from rnnlab.fast import _compiled
     made = []
     real = _compiled.PreviousStates.batch_major
     monkeypatch.setattr(_compiled.PreviousStates, "batch_major", lambda self: made.append(1) or real(self))
-    layer = _layer("rnn", np.float32, seed=41, **opts).eval()
+    layer = _layer(cell, np.float32, seed=41, **opts).eval()
     rng = np.random.default_rng(42)
     N, T = 5, 6                                  # N > LOOP_MAX_BATCH: the per-step loop, not the tiny one
     x = rng.standard_normal((N, T, 5) if layer.batch_first else (T, N, 5)).astype(np.float32)

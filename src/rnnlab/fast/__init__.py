@@ -106,15 +106,16 @@ def _run_direction(layer, X, h, c, s, reverse, mask):
             else:
                 out, h, t = _feature_major.gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse)
             return out, h, c, Cache.later(t)
+        defer = not layer.training                       # eval mode: h_prev made at backward, if any
         if layer.mode == "lstm":                         # the sequences may run in parts (fast/_split.py)
-            out, h, c, data = _compiled.lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse)
+            out, h, c, data = _compiled.lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, defer)
         elif layer.mode == "gru":
-            out, h, data = _compiled.gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse)
+            out, h, data = _compiled.gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, defer)
         else:
             out, h, data = _compiled.rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, layer.nonlinearity, reverse,
-                                                 defer=not layer.training)
-            if isinstance(data, _compiled.PreviousStates):      # eval mode: h_prev made at backward, if any
-                return out, h, c, Cache.later(data)
+                                                 defer=defer)
+        if isinstance(data, _compiled.PreviousStates):
+            return out, h, c, Cache.later(data)
         return out, h, c, Cache(data, data[1])
     if layer.mode == "lstm":
         out, h, c, data = lstm.forward(X, h, c, W_ih, W_hh, b_ih, b_hh, p.get("weight_hr" + s), reverse, mask)
