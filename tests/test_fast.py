@@ -1060,6 +1060,13 @@ def test_panels_kernel_rows_do_not_depend_on_their_tile(N):
         assert np.array_equal(whole[n], alone[0]), f"row {n} of {N}"
 
 
+def test_panels_kernel_says_when_its_tail_tiles_are_off(monkeypatch):
+    _panels = _panels_or_skip()
+    assert "RNNLAB_PANELS_TAIL" not in _panels.describe()
+    monkeypatch.setattr(_panels, "SPLIT_TAIL", False)
+    assert "to the last row (RNNLAB_PANELS_TAIL=0)" in _panels.describe()
+
+
 def test_panels_kernel_refuses_what_does_not_fit():
     _panels = _panels_or_skip()
     B = np.ones((4, 16), np.float32)

@@ -251,7 +251,8 @@ def describe():
         return "off (RNNLAB_PANELS=0)"
     if address() is None:
         return f"unavailable ({_state['error']})"
-    return f"{ROWS} x {WIDTH} register tiles, LLVM IR compiled for {_host()}"
+    tail = "" if SPLIT_TAIL else " to the last row (RNNLAB_PANELS_TAIL=0)"
+    return f"{ROWS} x {WIDTH} register tiles{tail}, LLVM IR compiled for {_host()}"
 
 
 def _host():
