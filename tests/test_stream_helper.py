@@ -243,3 +243,41 @@ def test_the_helper_goes_back_to_sleep_when_the_steps_stop(monkeypatch):
     assert not _helper.HELPER.serving
     # and a new step wakes it again
     _served(layer)
+
+
+def test_futex_wait_returns_when_the_word_moved_and_at_its_timeout():
+    """``_helper.futex_wait``: at once if ctl[i] no longer holds the expected step (a post came
+    before the sleep), else when the timeout passes; without futexes a short poll whatever the
+    timeout asked."""
+    import numba
+    from rnnlab.fast import _helper as h
+
+    def waiter():
+        @numba.njit(nogil=True)
+        def wait(ctl, expected, us):
+            h.futex_wait(ctl, 0, expected, us)
+        return wait
+    ctl = np.zeros(h.CTL_SIZE, np.int64)
+    ctl[0] = 7
+    wait = waiter()
+    wait(ctl, 6, 10)                                         # compile
+    t0 = time.monotonic()
+    wait(ctl, 6, 5_000_000)                                  # the word moved: no 5 s sleep
+    assert time.monotonic() - t0 < 1.0
+    if h.FUTEX:
+        import threading
+        t0 = time.monotonic()
+        sleeper = threading.Thread(target=wait, args=(ctl, 7, 50_000), daemon=True)   # the word holds
+        sleeper.start()
+        sleeper.join(5.0)                                    # a wait without its timeout fails, not hangs
+        assert not sleeper.is_alive() and time.monotonic() - t0 >= 0.04
+    old = h.FUTEX
+    h.FUTEX = False                                          # codegen reads it: a fresh function polls
+    try:
+        poll = waiter()
+        poll(ctl, 7, 10)
+        t0 = time.monotonic()
+        poll(ctl, 7, 10_000_000)
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        h.FUTEX = old
