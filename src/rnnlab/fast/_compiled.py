@@ -776,12 +776,7 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
                 h = out[t]
 
         _split.run(loop, N, P)
-    h = out[0 if reverse else T - 1]
-    if defer:
-        return out, h, c, PreviousStates((A, None, Cp, TC, None), out, h0.copy(), reverse)
-    Hp = empty_steps(T, N, H, bm)
-    previous_states(Hp, out, h0, reverse)                        # the loops do not write h_prev
-    return out, h, c, (A, Hp, Cp, TC, None)
+    return out, out[0 if reverse else T - 1], c, _with_h_prev((A, None, Cp, TC, None), out, h0, reverse, defer)
 
 
 def _lstm_tiny(A, h0, c, W_hh, b, reverse, Cp, TC, out):
@@ -871,12 +866,7 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
             h = out[t]
 
     _split.run(loop, N, P)
-    h = out[0 if reverse else T - 1]
-    if defer:
-        return out, h, PreviousStates((A, None, HWn), out, h0.copy(), reverse)
-    Hp = empty_steps(T, N, H, bm)
-    previous_states(Hp, out, h0, reverse)                        # for the backward
-    return out, h, (A, Hp, HWn)
+    return out, out[0 if reverse else T - 1], _with_h_prev((A, None, HWn), out, h0, reverse, defer)
 
 
 def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
@@ -922,12 +912,12 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, defer=False
     P = _parts(N, W_hh, tiny)
     A, bm, X = _start(X, W_ih, tiny)
     b, _ = kernel_biases("rnn", b_ih, b_hh, H)
-    defer = defer and not tiny                                   # the tiny loop writes h_prev as it goes
-    out, Hp = empty_steps(T, N, H, bm), None if defer else empty_steps(T, N, H, bm)
+    out = empty_steps(T, N, H, bm)
     relu = nonlinearity == "relu"
-    if tiny:
+    if tiny:                                                     # the tiny loop writes h_prev as it goes
         _project(X, W_ih, A, slice(None))
         hw = np.empty((N, H), F)
+        Hp = empty_steps(T, N, H, bm)
         rnn_loop(A, h, W_hh, b, np.zeros(H, F), reverse, hw, Hp, out, relu)
         return out, out[0 if reverse else T - 1], (out, Hp, nonlinearity)
     h0 = np.ascontiguousarray(h)
@@ -949,11 +939,15 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, defer=False
             h = out[t]
 
     _split.run(loop, N, P)
-    h = out[0 if reverse else T - 1]
-    if defer:
-        return out, h, PreviousStates((out, None, nonlinearity), out, h0.copy(), reverse)
-    previous_states(Hp, out, h0, reverse)                        # the kernel does not read h_prev
-    return out, h, (out, Hp, nonlinearity)
+    return out, out[0 if reverse else T - 1], _with_h_prev((out, None, nonlinearity), out, h0, reverse, defer)
+
+
+def _with_h_prev(data, out, h0, reverse, defer):
+    """A forward's cache ``data`` with its h_prev (index 1) made from the outputs and h0 now
+    (the loops do not write it), or, with ``defer``, a ``PreviousStates`` that makes it when a
+    backward asks (it keeps a copy of h0, which may be the caller's state)."""
+    cache = PreviousStates(data, out, h0.copy() if defer else h0, reverse)
+    return cache if defer else cache.batch_major()
 
 
 class PreviousStates:

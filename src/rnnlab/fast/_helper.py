@@ -105,27 +105,38 @@ if _compiled.AVAILABLE:
         a = context.make_array(aryty)(context, builder, ary)
         return _cgutils.get_item_pointer(context, builder, aryty, a, [idx])
 
-    @_intrinsic
-    def load_acquire(typingctx, ctl, i):
-        """ctl[i], an atomic load with acquire order (it is read again each time, never hoisted)."""
-        if not _is_ctl(ctl):
-            return None
+    def _atomic_load(order):
+        """An intrinsic (ctl, i) -> ctl[i]: an atomic load with this memory order."""
+        @_intrinsic
+        def load(typingctx, ctl, i):
+            if not _is_ctl(ctl):
+                return None
 
-        def codegen(context, builder, sig, args):
-            return builder.load_atomic(_slot(context, builder, sig.args[0], args[0], args[1]), "acquire", 8)
-        return _types.int64(ctl, i), codegen
+            def codegen(context, builder, sig, args):
+                return builder.load_atomic(_slot(context, builder, sig.args[0], args[0], args[1]), order, 8)
+            return _types.int64(ctl, i), codegen
+        return load
 
-    @_intrinsic
-    def store_release(typingctx, ctl, i, v):
-        """ctl[i] = v, an atomic store with release order (what was written before is seen with it)."""
-        if not _is_ctl(ctl):
-            return None
+    def _atomic_store(order):
+        """An intrinsic (ctl, i, v): ctl[i] = v, an atomic store with this memory order."""
+        @_intrinsic
+        def store(typingctx, ctl, i, v):
+            if not _is_ctl(ctl):
+                return None
 
-        def codegen(context, builder, sig, args):
-            v = context.cast(builder, args[2], sig.args[2], _types.int64)
-            builder.store_atomic(v, _slot(context, builder, sig.args[0], args[0], args[1]), "release", 8)
-            return context.get_dummy_value()
-        return _types.void(ctl, i, v), codegen
+            def codegen(context, builder, sig, args):
+                v = context.cast(builder, args[2], sig.args[2], _types.int64)
+                builder.store_atomic(v, _slot(context, builder, sig.args[0], args[0], args[1]), order, 8)
+                return context.get_dummy_value()
+            return _types.void(ctl, i, v), codegen
+        return store
+
+    # acquire / release: what was written before a release store is seen by the acquire load
+    # that reads it (and the load is made again each time, never hoisted out of a spin loop);
+    # seq_cst: one total order over all such operations (``post`` and ``next_post`` need it:
+    # each stores, then loads the slot the other stores).
+    load_acquire, store_release = _atomic_load("acquire"), _atomic_store("release")
+    load_seqcst, store_seqcst = _atomic_load("seq_cst"), _atomic_store("seq_cst")
 
     @_intrinsic
     def claim(typingctx, ctl, i, expected, new):
@@ -150,42 +161,6 @@ if _compiled.AVAILABLE:
             return context.get_dummy_value()
         return _types.void(), codegen
 
-    @_intrinsic
-    def sleep_us(typingctx, us):
-        """libc's usleep(us)."""
-        if not isinstance(us, _types.Integer):
-            return None
-
-        def codegen(context, builder, sig, args):
-            i32 = _ir.IntType(32)
-            fn = _cgutils.get_or_insert_function(builder.module, _ir.FunctionType(i32, [i32]), "usleep")
-            builder.call(fn, [builder.trunc(args[0], i32) if args[0].type.width > 32 else args[0]])
-            return context.get_dummy_value()
-        return _types.void(us), codegen
-
-    @_intrinsic
-    def store_seqcst(typingctx, ctl, i, v):
-        """ctl[i] = v, an atomic store in the single total order of sequentially consistent
-        operations (``post`` and ``next_post`` need it: each stores, then loads the other's slot)."""
-        if not _is_ctl(ctl):
-            return None
-
-        def codegen(context, builder, sig, args):
-            v = context.cast(builder, args[2], sig.args[2], _types.int64)
-            builder.store_atomic(v, _slot(context, builder, sig.args[0], args[0], args[1]), "seq_cst", 8)
-            return context.get_dummy_value()
-        return _types.void(ctl, i, v), codegen
-
-    @_intrinsic
-    def load_seqcst(typingctx, ctl, i):
-        """ctl[i], an atomic load in the same total order as ``store_seqcst``."""
-        if not _is_ctl(ctl):
-            return None
-
-        def codegen(context, builder, sig, args):
-            return builder.load_atomic(_slot(context, builder, sig.args[0], args[0], args[1]), "seq_cst", 8)
-        return _types.int64(ctl, i), codegen
-
     _SYS_FUTEX, _FUTEX_WAIT_PRIVATE, _FUTEX_WAKE_PRIVATE = 202, 128, 129      # x86-64 Linux
 
     def _syscall(builder, args):
@@ -206,7 +181,7 @@ if _compiled.AVAILABLE:
         def codegen(context, builder, sig, args):
             i32, i64 = _ir.IntType(32), _ir.IntType(64)
             us_ = context.cast(builder, args[3], sig.args[3], _types.int64)
-            if not FUTEX:
+            if not FUTEX:                                      # libc's usleep(min(us, POLL_US))
                 fn = _cgutils.get_or_insert_function(builder.module, _ir.FunctionType(i32, [i32]), "usleep")
                 short = builder.select(builder.icmp_signed("<", us_, _ir.Constant(i64, POLL_US)), us_,
                                        _ir.Constant(i64, POLL_US))
@@ -317,21 +292,31 @@ if _compiled.AVAILABLE:
         return s, DONE_OK
 
     @_compiled._jit(inline="always")
+    def grace(ctl, i, s, spins):
+        """The caller leaves the helper up to ``spins`` spins to claim step s (ctl[i] = s) before
+        it tries to claim it itself (``GRACE``: 0 but in tests)."""
+        while spins > 0 and load_acquire(ctl, i) != s:
+            spins -= 1
+            pause()
+
+    @_compiled._jit(inline="always")
+    def wait_done(ctl, i, s):
+        """The caller's wait for the helper's mark ctl[i] >= s on work it claimed; the spins it took."""
+        spins = 0
+        while load_acquire(ctl, i) < s:
+            pause()
+            spins += 1
+        return spins
+
+    @_compiled._jit(inline="always")
     def recurrent(ctl, s, k, W, h, b, out):
         """The caller: layer k's out = h W^T + b for step s, computed here unless the helper has
         claimed it, then waited for (a long wait is counted in ``ctl[SLOW]``)."""
-        grace = ctl[GRACE]
-        while grace > 0 and load_acquire(ctl, CLAIM + k) != s:
-            grace -= 1
-            pause()
+        grace(ctl, CLAIM + k, s, ctl[GRACE])
         if claim(ctl, CLAIM + k, s - 1, s):
             _compiled.matvec(W, h, b, out)
             return
-        spins = 0
-        while load_acquire(ctl, DONE + k) != s:
-            pause()
-            spins += 1
-        if spins > SLOW_SPINS:
+        if wait_done(ctl, DONE + k, s) > SLOW_SPINS:
             ctl[SLOW] += 1
 
 
@@ -441,10 +426,16 @@ class Helper:
         """Stop serving and wait up to ``timeout`` s for the helper to be back asleep (tests)."""
         if self.ws is not None:
             self.retire(self.ws)
-        end = time.monotonic() + timeout
-        while self.serving and time.monotonic() < end:
-            time.sleep(0.001)
-        return not self.serving
+        return left(self, timeout)
+
+
+def left(helper, timeout):
+    """Wait up to ``timeout`` s for a helper sent away to leave ``serve`` (``helper.serving``
+    False: back asleep in Python); whether it did."""
+    end = time.monotonic() + timeout
+    while helper.serving and time.monotonic() < end:
+        time.sleep(0.001)
+    return not helper.serving
 
 
 HELPER = Helper()

@@ -81,7 +81,7 @@ if _compiled.AVAILABLE:
     from numba.core import types as _types
     from numba.extending import intrinsic as _intrinsic
 
-    from ._helper import claim, load_acquire, next_post, pause, post, store_release, wake
+    from ._helper import claim, grace, load_acquire, next_post, post, store_release, wait_done, wake
 
     @_intrinsic
     def _floats(typingctx, address):
@@ -155,17 +155,13 @@ if _compiled.AVAILABLE:
         ctl[H0_], ctl[HW_] = h0.ctypes.data, hw.ctypes.data
         H = G // 4
         slow = helped = 0
-        grace = ctl[GRACE]
         post(ctl, POST, SLEEP, base)
         for k in range(T):
             t = T - 1 - k if reverse else k
             x = _previous(out, h0, t, k, reverse)
             s = base + k
             _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, 0, u)
-            wait = grace
-            while wait > 0 and load_acquire(ctl, CLAIM) != s:
-                wait -= 1
-                pause()
+            grace(ctl, CLAIM, s, ctl[GRACE])
             mine = claim(ctl, CLAIM, s - 1, s)
             if mine:
                 _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H)
@@ -174,11 +170,7 @@ if _compiled.AVAILABLE:
             if mine:
                 continue
             helped += 1
-            spins = 0
-            while load_acquire(ctl, DONE) < s:     # the helper may be a step ahead: DONE s + 1
-                pause()
-                spins += 1
-            if spins > slow_spins:
+            if wait_done(ctl, DONE, s) > slow_spins:     # the helper may be a step ahead: DONE s + 1
                 slow += 1
         return helped, slow
 
@@ -258,10 +250,7 @@ class Pair:
     def stop(self, timeout=1.0):
         """Send the helper away and wait up to ``timeout`` s for it to be asleep (tests)."""
         self.retire()
-        end = time.monotonic() + timeout
-        while self.serving and time.monotonic() < end:
-            time.sleep(0.001)
-        return not self.serving
+        return _helper.left(self, timeout)
 
 
 PAIR = Pair()
