@@ -3,6 +3,7 @@
 Weights and biases are always overwritten with U(-0.5, 0.5): zero or constant
 weights cannot catch a swapped gate or a missing bias.
 """
+import time
 import types
 
 import numpy as np
@@ -58,3 +59,18 @@ def build():
     """The builders above, for tests (session scope, so hypothesis tests may use it too)."""
     return types.SimpleNamespace(layer=make_layer, state=random_state, input=random_input,
                                  randomize=randomize, LAYERS=LAYERS)
+
+
+def wait_until(condition, what, timeout=10.0):
+    """Poll ``condition()`` every 2 ms until it holds; AssertionError(``what``) after ``timeout`` s."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(what)
+        time.sleep(0.002)
+
+
+@pytest.fixture
+def until():
+    """``wait_until``, for tests that wait for another thread (the helpers of ``rnnlab.fast``)."""
+    return wait_until

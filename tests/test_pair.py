@@ -196,40 +196,35 @@ def test_a_helper_that_keeps_the_caller_waiting_is_sent_away_for_a_while(monkeyp
 
 
 @two_cpus
-def test_the_helper_goes_back_to_sleep_when_the_calls_stop(monkeypatch):
+def test_the_helper_goes_back_to_sleep_when_the_calls_stop(monkeypatch, until):
     monkeypatch.setattr(_helper, "IDLE_SPINS", 1000)
     monkeypatch.setattr(_helper, "IDLE_WAITS", 10)
     with _two_blas_threads():
         assert _pair.PAIR.stop()
         _served()
-        end = time.monotonic() + 5
-        while _pair.PAIR.serving and time.monotonic() < end:
-            time.sleep(0.005)
-        assert not _pair.PAIR.serving
+        until(lambda: not _pair.PAIR.serving, "the helper did not go back to sleep", timeout=5)
         _served()                                           # and a new call wakes it again
 
 
-def _asleep(ctl, serving, timeout=10.0):
-    """Wait until the helper sleeps in ``_helper.futex_wait`` (ctl[SLEEP] = 1), still serving."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if ctl[_helper.SLEEP] == 1 and serving():
-            return
-        time.sleep(0.002)
-    raise AssertionError(f"the helper did not go to sleep (SLEEP {ctl[_helper.SLEEP]}, serving {serving()})")
+def _sleeping_helper(monkeypatch, until):
+    """The pair's helper serving, asleep in ``_helper.futex_wait`` after a few spins, each of its
+    sleeps up to a minute: what wakes it sooner is a post or being sent away (inside
+    ``_two_blas_threads``)."""
+    monkeypatch.setattr(_helper, "IDLE_SPINS", 1000)
+    monkeypatch.setattr(_helper, "WAIT_US", 60_000_000)
+    assert _pair.PAIR.stop()
+    _served()
+    until(lambda: _pair.PAIR.ctl[_helper.SLEEP] == 1 and _pair.PAIR.serving,
+          "the helper did not go to sleep")
 
 
 @two_cpus
 @pytest.mark.skipif(not (_compiled.AVAILABLE and _helper.FUTEX), reason="futex waits are Linux x86-64's")
-def test_a_sleeping_helper_is_woken_by_the_next_call(monkeypatch):
-    """Asleep after its spins (each sleep up to a minute here), the helper takes the next call's
-    halves: the call's first post wakes it, not the end of its sleep."""
-    monkeypatch.setattr(_helper, "IDLE_SPINS", 1000)
-    monkeypatch.setattr(_helper, "WAIT_US", 60_000_000)
+def test_a_sleeping_helper_is_woken_by_the_next_call(monkeypatch, until):
+    """The call's first post wakes the sleeping helper, not the end of its sleep: it takes the
+    call's halves."""
     with _two_blas_threads():
-        assert _pair.PAIR.stop()
-        _served()
-        _asleep(_pair.PAIR.ctl, lambda: _pair.PAIR.serving)
+        _sleeping_helper(monkeypatch, until)
         layer, x = _case(seed=21, T=12)
         t0 = time.monotonic()
         with _grace():
@@ -240,13 +235,9 @@ def test_a_sleeping_helper_is_woken_by_the_next_call(monkeypatch):
 
 @two_cpus
 @pytest.mark.skipif(not (_compiled.AVAILABLE and _helper.FUTEX), reason="futex waits are Linux x86-64's")
-def test_sending_a_sleeping_helper_away_wakes_it(monkeypatch):
-    monkeypatch.setattr(_helper, "IDLE_SPINS", 1000)
-    monkeypatch.setattr(_helper, "WAIT_US", 60_000_000)
+def test_sending_a_sleeping_helper_away_wakes_it(monkeypatch, until):
     with _two_blas_threads():
-        assert _pair.PAIR.stop()
-        _served()
-        _asleep(_pair.PAIR.ctl, lambda: _pair.PAIR.serving)
+        _sleeping_helper(monkeypatch, until)
         assert _pair.PAIR.stop(timeout=10.0)                # not after the minute's sleep
 
 

@@ -187,27 +187,25 @@ def test_off_with_one_thread_with_a_large_step_or_when_disabled(monkeypatch):
     assert layer._stream_ws.blas and layer._stream_ws.helper is False
 
 
-def _asleep(ws, timeout=10.0):
-    """Wait until the helper sleeps in ``_helper.futex_wait`` (ctl[SLEEP] = 1), still serving ws."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if ws.ctl[_helper.SLEEP] == 1 and _helper.HELPER.serving and _helper.HELPER.ws is ws:
-            return
-        time.sleep(0.002)
-    raise AssertionError(f"the helper did not go to sleep (SLEEP {ws.ctl[_helper.SLEEP]})")
-
-
-@two_cpus
-@pytest.mark.skipif(not (_compiled.AVAILABLE and _helper.FUTEX), reason="futex waits are Linux x86-64's")
-def test_a_sleeping_helper_is_woken_by_the_next_step(monkeypatch):
-    """Asleep after its spins (each sleep up to a minute here), the helper computes the next
-    step's recurrent products: the step's post wakes it, not the end of its sleep."""
+def _sleeping_helper(monkeypatch, until):
+    """A layer whose workspace the helper serves, asleep in ``_helper.futex_wait`` after a few
+    spins, each of its sleeps up to a minute: what wakes it sooner is a post or being sent away."""
     monkeypatch.setattr(_helper, "IDLE_SPINS", 1000)
     monkeypatch.setattr(_helper, "WAIT_US", 60_000_000)
     _helper.HELPER.stop()
     layer = rnnlab.LSTM(4, 6, num_layers=2, dtype=np.float32, seed=0).eval()
     ws = _served(layer)
-    _asleep(ws)
+    until(lambda: ws.ctl[_helper.SLEEP] == 1 and _helper.HELPER.serving and _helper.HELPER.ws is ws,
+          "the helper did not go to sleep")
+    return layer, ws
+
+
+@two_cpus
+@pytest.mark.skipif(not (_compiled.AVAILABLE and _helper.FUTEX), reason="futex waits are Linux x86-64's")
+def test_a_sleeping_helper_is_woken_by_the_next_step(monkeypatch, until):
+    """The step's post wakes the sleeping helper, not the end of its sleep: it computes the
+    step's recurrent products."""
+    layer, ws = _sleeping_helper(monkeypatch, until)
     ws.ctl[_helper.GRACE] = GRACE
     try:
         t0 = time.monotonic()
@@ -220,64 +218,52 @@ def test_a_sleeping_helper_is_woken_by_the_next_step(monkeypatch):
 
 @two_cpus
 @pytest.mark.skipif(not (_compiled.AVAILABLE and _helper.FUTEX), reason="futex waits are Linux x86-64's")
-def test_sending_a_sleeping_helper_away_wakes_it(monkeypatch):
-    monkeypatch.setattr(_helper, "IDLE_SPINS", 1000)
-    monkeypatch.setattr(_helper, "WAIT_US", 60_000_000)
-    _helper.HELPER.stop()
-    layer = rnnlab.LSTM(4, 6, num_layers=2, dtype=np.float32, seed=0).eval()
-    ws = _served(layer)
-    _asleep(ws)
+def test_sending_a_sleeping_helper_away_wakes_it(monkeypatch, until):
+    _sleeping_helper(monkeypatch, until)
     assert _helper.HELPER.stop(timeout=10.0)               # not after the minute's sleep
 
 
 @two_cpus
-def test_the_helper_goes_back_to_sleep_when_the_steps_stop(monkeypatch):
+def test_the_helper_goes_back_to_sleep_when_the_steps_stop(monkeypatch, until):
     monkeypatch.setattr(_helper, "IDLE_SPINS", 1000)
     monkeypatch.setattr(_helper, "IDLE_WAITS", 10)
     _helper.HELPER.stop()
     layer = rnnlab.LSTM(4, 6, num_layers=2, dtype=np.float32, seed=0).eval()
     _served(layer)
-    end = time.monotonic() + 5
-    while _helper.HELPER.serving and time.monotonic() < end:
-        time.sleep(0.005)
-    assert not _helper.HELPER.serving
+    until(lambda: not _helper.HELPER.serving, "the helper did not go back to sleep", timeout=5)
     # and a new step wakes it again
     _served(layer)
 
 
-def test_futex_wait_returns_when_the_word_moved_and_at_its_timeout():
+def test_futex_wait_returns_when_the_word_moved_and_at_its_timeout(monkeypatch):
     """``_helper.futex_wait``: at once if ctl[i] no longer holds the expected step (a post came
     before the sleep), else when the timeout passes; without futexes a short poll whatever the
     timeout asked."""
-    import numba
-    from rnnlab.fast import _helper as h
+    import threading
 
-    def waiter():
+    import numba
+
+    def waiter():                                            # compiled afresh: FUTEX as it is now
         @numba.njit(nogil=True)
         def wait(ctl, expected, us):
-            h.futex_wait(ctl, 0, expected, us)
+            _helper.futex_wait(ctl, 0, expected, us)
         return wait
-    ctl = np.zeros(h.CTL_SIZE, np.int64)
+    ctl = np.zeros(_helper.CTL_SIZE, np.int64)
     ctl[0] = 7
     wait = waiter()
     wait(ctl, 6, 10)                                         # compile
     t0 = time.monotonic()
     wait(ctl, 6, 5_000_000)                                  # the word moved: no 5 s sleep
     assert time.monotonic() - t0 < 1.0
-    if h.FUTEX:
-        import threading
+    if _helper.FUTEX:
         t0 = time.monotonic()
         sleeper = threading.Thread(target=wait, args=(ctl, 7, 50_000), daemon=True)   # the word holds
         sleeper.start()
         sleeper.join(5.0)                                    # a wait without its timeout fails, not hangs
         assert not sleeper.is_alive() and time.monotonic() - t0 >= 0.04
-    old = h.FUTEX
-    h.FUTEX = False                                          # codegen reads it: a fresh function polls
-    try:
-        poll = waiter()
-        poll(ctl, 7, 10)
-        t0 = time.monotonic()
-        poll(ctl, 7, 10_000_000)
-        assert time.monotonic() - t0 < 1.0
-    finally:
-        h.FUTEX = old
+    monkeypatch.setattr(_helper, "FUTEX", False)             # read by the codegen: a fresh function polls
+    poll = waiter()
+    poll(ctl, 7, 10)
+    t0 = time.monotonic()
+    poll(ctl, 7, 10_000_000)
+    assert time.monotonic() - t0 < 1.0
