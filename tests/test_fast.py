@@ -921,30 +921,50 @@ SPLIT_CASES = [("lstm", {}), ("gru", {}), ("rnn", {}), ("rnn", {"nonlinearity": 
                ("rnn", {"batch_first": False})]
 
 
+def _mkl_threads():
+    """MKL's thread count for a call from this thread, or None without MKL."""
+    from rnnlab.fast import _mkl
+    return None if _mkl.lib is None else _mkl.lib.MKL_Get_Max_Threads()
+
+
 @needs_numba
 @pytest.mark.parametrize("cell,opts", SPLIT_CASES)
-@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("parts", [1, 2, 3])
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_split_forward_equals_the_readable_path(cell, opts, parts, training, without_mkl, monkeypatch):
-    """With the batch split (fast/_split.py) each part of the sequences (7 in 2 or 3 uneven
+@pytest.mark.parametrize("blas,T", [("numpy", 6), ("numpy", 2), ("mkl", 6), ("mkl", 2)])
+def test_batch_split_forward_equals_the_readable_path(cell, opts, parts, training, blas, T, monkeypatch):
+    """With the batch split (fast/_split.py) each part of the sequences (7 in 1, 2 or 3 uneven
     parts) runs its own compiled forward loop (``*_loop_blas``) with its own input projection,
     and its own backward chunks (``*_chunk_blas``) with its own weight gradients, added up at the
     end: forward and backward give the readable path's results, batch-first or time-major,
-    training or eval mode."""
-    from rnnlab.fast import _blas, _compiled, _split
+    training or eval mode; with NumPy's BLAS or with MKL (its packed product, or at T = 2 its
+    plain GEMM, on one thread in each part)."""
+    from rnnlab.fast import _blas, _compiled, _mkl, _split
     if _blas.ADDRESS is None:
         pytest.skip("no BLAS address for the compiled loops")
+    if blas == "mkl":
+        if _mkl.lib is None:
+            pytest.skip("MKL not installed (rnnlab[mkl])")
+        _count_mkl_calls(monkeypatch)                    # MKL on for these small layers
+    else:
+        monkeypatch.setattr(_mkl, "ENABLED", False)
     monkeypatch.setattr(_split, "PARTS", parts)
-    rows = []
+    rows, kinds, threads = [], set(), set()
+
+    def seen(a):
+        kinds.add(a[0])
+        threads.add(_mkl_threads())
+
     real = getattr(_compiled, f"{cell}_loop_blas")
-    monkeypatch.setattr(_compiled, f"{cell}_loop_blas", lambda *a: rows.append(a[5].shape[0]) or real(*a))
+    monkeypatch.setattr(_compiled, f"{cell}_loop_blas", lambda *a: seen(a) or rows.append(a[5].shape[0]) or real(*a))
     back_rows = set()
     real_chunk = getattr(_compiled, f"{cell}_chunk_blas")
-    monkeypatch.setattr(_compiled, f"{cell}_chunk_blas", lambda *a: back_rows.add(a[-2].shape[0]) or real_chunk(*a))
+    monkeypatch.setattr(_compiled, f"{cell}_chunk_blas",
+                        lambda *a: seen(a) or back_rows.add(a[-2].shape[0]) or real_chunk(*a))
     layer = _layer(cell, np.float32, seed=21, **opts)
     layer.train(training)
     rng = np.random.default_rng(22)
-    N, T = 7, 6
+    N = 7
     x = rng.standard_normal((N, T, 5) if layer.batch_first else (T, N, 5))
     dout = rng.standard_normal(x.shape[:2] + (layer.num_directions * layer.hidden_out,))
     state, dstate = _state(layer, N, rng), _state(layer, N, rng)
@@ -954,6 +974,10 @@ def test_batch_split_forward_equals_the_readable_path(cell, opts, parts, trainin
     sizes = [n1 - n0 for n0, n1 in zip(c, c[1:])]
     assert sorted(rows) == sorted(sizes * runs)
     assert back_rows == set(sizes)
+    if blas == "mkl":
+        assert kinds == {_compiled.PACKED if T > 2 else _compiled.PLAIN} and threads == {1}
+    else:
+        assert _compiled.PACKED not in kinds
     readable = _run(layer, False, x, state, None, dout, dstate)
     _assert_close(fast, readable, 1e-5)
 
@@ -986,37 +1010,87 @@ def test_split_parts_follow_the_blas_threads_and_the_sizes(monkeypatch):
     monkeypatch.setattr(_split, "ENABLED", True)
     monkeypatch.setattr(_threads, "cpus", lambda: 2)
     monkeypatch.setattr(_split, "_running", lambda: 1)                     # the machine otherwise idle
+    # the OpenBLAS that NumPy and the loops call (its count is process-wide) and MKL's count for
+    # a call from the part's thread (per thread: ``_mkl.part``; None without MKL)
+    counts = lambda: ([lib.num_threads for lib in _threads._blas_libs() if lib.internal_api == "openblas"],
+                      _mkl_threads())
+    one = lambda before: ([1] * len(before[0]), None if before[1] is None else 1)
+    seen = []
+
+    def part(n0, n1):
+        with _threads.all_threads(2 ** 40):                                  # a part's large GEMM: still one thread
+            seen.append(counts())
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         assert _split.parts(32, _split.MIN_WORK) == 2
         assert _split.parts(32, _split.MIN_WORK - 1) == 1                 # a small step: one loop
         assert _split.parts(2 * _split.MIN_ROWS - 1, _split.MIN_WORK) == 1  # too few sequences for two
-        # the OpenBLAS that NumPy and the loops call (its count is process-wide; an OpenMP MKL's is
-        # per thread, and MKL is not called inside the parts)
-        counts = lambda: [lib.num_threads for lib in _threads._blas_libs() if lib.internal_api == "openblas"]
-        before, seen = counts(), []
-
-        def part(n0, n1):
-            with _threads.all_threads(2 ** 40):                              # a part's large GEMM: still one thread
-                seen.append(counts())
+        assert _split.parts(32, _split.MKL_MIN_WORK - 1, mkl=True) == 1    # MKL's packed product on two
+        assert _split.parts(32, _split.MKL_MIN_WORK, mkl=True) == 2        # threads wins below its own bar
+        before = counts()
         _split.run(part, 32, 2)
-        assert before and max(before) == 2
-        assert seen == [[1] * len(before)] * 2                              # each part: a one-thread BLAS
+        assert before[0] and max(before[0]) == 2
+        assert seen == [one(before)] * 2                                    # each part: one-thread BLAS and MKL
         assert counts() == before
         seen.clear()
         with _threads.step_threads(0):          # inside a loop whose steps lowered the BLAS to one thread,
             _split.run(part, 32, 2)             # all_threads in a part must not raise it back
-        assert seen == [[1] * len(before)] * 2
+        assert seen == [one(before)] * 2
         assert counts() == before
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
         assert _split.parts(32, _split.MIN_WORK) == 1
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         monkeypatch.setattr(_split, "_running", lambda: 2)                 # another thread running: one core left
-        assert _split.parts(32, _split.MIN_WORK) == 1
+        crowded = _split.parts(32, _split.MIN_WORK)
+        assert crowded == 1 and crowded.crowded                           # so the loop runs whole on one thread
+        seen.clear()
+        _split.run(part, 32, crowded)
+        assert seen == [one(before)] and counts() == before
+        assert not _split.parts(32, _split.MIN_WORK - 1).crowded            # one loop anyway: the BLAS as it is
+        seen.clear()
+        _split.run(part, 32, 1)
+        assert seen == [before]
+        monkeypatch.setattr(_split, "_own_running", lambda: 1)             # the running one is the split's own
+        assert _split.parts(32, _split.MIN_WORK) == 2
         monkeypatch.setattr(_split, "_running", lambda: None)              # unknown: all CPUs count as idle
         assert _split.parts(32, _split.MIN_WORK) == 2
     monkeypatch.setattr(_split, "ENABLED", False)
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         assert _split.parts(32, _split.MIN_WORK) == 1
+
+
+@needs_numba
+def test_split_counts_its_own_running_worker_out():
+    """``_own_running`` reads the state of the split's pool threads: a part still running on one
+    (here spinning without the GIL until told to stop) counts, an idle pool does not."""
+    import numba
+    from rnnlab.fast import _split
+    from rnnlab.fast._helper import load_acquire
+    if not os.path.exists("/proc/self/task"):
+        pytest.skip("no /proc")
+
+    @numba.njit(nogil=True)
+    def spin(flag):
+        while load_acquire(flag, 0) == 0:
+            flag[1] += 1
+
+    flag = np.zeros(2, np.int64)
+    spin(np.ones(2, np.int64))                                              # compiled before the parts
+    states = []
+
+    def body(n0, n1):
+        if n0 > 0:
+            spin(flag)                                                      # part 1: running till told
+        else:
+            for _ in range(200):
+                states.append(_split._own_running())
+                if states[-1] == 1:
+                    break
+                time.sleep(0.001)
+            flag[0] = 1
+    _split.run(body, 2, 2)
+    assert states[-1] == 1 and len(_split._workers) >= 1
+    time.sleep(0.05)
+    assert _split._own_running() == 0                                       # back asleep in the pool
 
 
 def _panels_or_skip():

@@ -609,19 +609,26 @@ _NO_BUF = np.empty((1, 1), F)
 def _blas_loop(product, panels=None):
     """The compiled loops' product arguments (kind, function address, 64-bit integers, B, buf)
     for the loop's product (a ``_steps.StepProduct``, or None with ``panels``), or None where the
-    loop steps from Python: ``BLAS_LOOPS`` off, MKL in use but not packed (T <= 2), or no BLAS
-    address (``_blas``). ``panels``: B packed for ``_panels`` (``_one_core_panels``)."""
+    loop steps from Python: ``BLAS_LOOPS`` off or no BLAS address (``_blas``; so the batch
+    split's parts, which need one, always get these). ``panels``: B packed for ``_panels``
+    (``_one_core_panels``)."""
     if panels is not None:
         return PANELS, _panels.address(), False, panels, _NO_BUF
     if product.packed is not None and BLAS_LOOPS:
         # the packed buffer as a (1, size) matrix: every kind's B is 2-D, so each loop compiles
         # once for all kinds
         return PACKED, _mkl.compute_address(), False, product.packed.buf[None], _NO_BUF
-    if not blas_loops() or _mkl.active(F, 0):               # inside an MKL regime: MKL's GEMMs only
+    if not blas_loops():
         return None
     if product.transposed:
         return SWAPPED, _blas.ADDRESS, _blas.WIDE, product.BT, product.buf
-    return PLAIN, _blas.ADDRESS, _blas.WIDE, product.B, _NO_BUF
+    # PLAIN reads B as C-contiguous: at T <= 2 the product holds the transposed view of W_hh
+    # (``recurrent_weight``), copied here (the view read as rows gave wrong results, 0.08 off
+    # at N=32, T=2, H=256, before this copy)
+    B = product.B if product.B.flags.c_contiguous else transposed(product.B.T)
+    if _mkl.active(F, 0):                                   # inside an MKL regime: MKL's GEMMs only
+        return PLAIN, _mkl.sgemm_address(), False, B, _NO_BUF    # (unpacked: T <= 2)
+    return PLAIN, _blas.ADDRESS, _blas.WIDE, B, _NO_BUF
 
 
 def _one_core_panels(B, N, P=1):
@@ -716,10 +723,11 @@ def _numpy_blas_loops(work):
 
 def _parts(N, W_hh, tiny):
     """How many parts a loop over N sequences runs in (``_split``): 1 for a tiny one, or where
-    the loops do not call NumPy's BLAS from compiled code (``_numpy_blas_loops``)."""
-    if tiny or not _numpy_blas_loops(N * W_hh.size):
+    the loops do not call the BLAS from compiled code (``blas_loops``). With MKL each part runs
+    MKL's packed product on one thread (``_split.MKL_MIN_WORK``)."""
+    if tiny or not blas_loops():
         return 1
-    return _split.parts(N, N * W_hh.size)
+    return _split.parts(N, N * W_hh.size, mkl=_mkl.active(F, 0))
 
 
 def backward_parts(N, W_hh):

@@ -87,6 +87,9 @@ def _load():
     mkl.cblas_sgemm_pack.restype = None
     mkl.cblas_sgemm_compute.argtypes = [c_int] * 6 + [p, c_int, p, c_int, c_float, p, c_int]
     mkl.cblas_sgemm_compute.restype = None
+    mkl.MKL_Set_Num_Threads_Local.argtypes = [c_int]
+    mkl.MKL_Set_Num_Threads_Local.restype = c_int
+    mkl.MKL_Get_Max_Threads.restype = c_int
     lib = _raw_lib = mkl
 
 
@@ -127,6 +130,26 @@ def regime(dtype, step_work):
     finally:
         if on:
             _local.depth -= 1
+
+
+@contextlib.contextmanager
+def part(depth):
+    """Inside the block, on this thread: MKL on one thread (``MKL_Set_Num_Threads_Local``) and
+    ``regime`` at ``depth``, the depth of the thread that runs the loop (``_split``'s parts)."""
+    prev_depth = getattr(_local, "depth", 0)
+    _local.depth = depth
+    prev = lib.MKL_Set_Num_Threads_Local(1) if lib is not None else None
+    try:
+        yield
+    finally:
+        if prev is not None:
+            lib.MKL_Set_Num_Threads_Local(prev)
+        _local.depth = prev_depth
+
+
+def depth():
+    """How many ``regime`` blocks this thread is in."""
+    return getattr(_local, "depth", 0)
 
 
 def _operand(a):
@@ -197,6 +220,11 @@ class Packed:
 def compute_address():
     """The address of ``cblas_sgemm_compute``, for compiled loops that call it (``_compiled``)."""
     return ctypes.cast(_raw_lib.cblas_sgemm_compute, ctypes.c_void_p).value
+
+
+def sgemm_address():
+    """The address of ``cblas_sgemm`` (32-bit integers), for compiled loops that call it."""
+    return ctypes.cast(_raw_lib.cblas_sgemm, ctypes.c_void_p).value
 
 
 def describe():

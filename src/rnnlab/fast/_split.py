@@ -49,29 +49,46 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from . import _threads
+from . import _mkl, _threads
 
 ENABLED = os.environ.get("RNNLAB_SPLIT", "1") != "0"
 MIN_ROWS = 8
 MIN_WORK = 2 ** 20
+MKL_MIN_WORK = 2 ** 22
 PARTS = None
 
 _pool = None            # (executor, its number of threads)
 _pool_lock = threading.Lock()
+_workers = []           # native thread ids of the pool's threads
 
 
-def parts(N, work):
+class Parts(int):
+    """A number of parts (an int). ``crowded``: the loop would have split but found a core busy,
+    so it runs whole on one thread (``run``): a threaded BLAS beside a busy core waits for it at
+    every step, and its own idle workers would then spin (OpenBLAS's for ~0.1 s, MKL's GNU
+    OpenMP threads for milliseconds) and make the next call find a busy core too."""
+    crowded = False
+
+
+def parts(N, work, mkl=False):
     """How many loops a forward over N sequences runs as, with ``work`` multiply-adds in a step's
-    recurrent GEMM over all N (1: no split)."""
+    recurrent GEMM over all N (1: no split), as a ``Parts``; ``mkl``: the loops' GEMMs are MKL's."""
     if PARTS is not None:
-        return max(1, min(PARTS, N))
-    if not ENABLED or work < MIN_WORK:
-        return 1
+        return Parts(max(1, min(PARTS, N)))
+    if not ENABLED or work < (MKL_MIN_WORK if mkl else MIN_WORK):
+        return Parts(1)
     threads = _threads.blas_threads()
     if threads is None:               # threadpoolctl cannot see NumPy's OpenBLAS: its threads unknown
-        return 1
+        return Parts(1)
     P = min(threads, _threads.cpus(), N // MIN_ROWS)
-    return max(1, min(P, _idle_cpus())) if P > 1 else 1
+    if P <= 1:
+        return Parts(1)
+    idle = _idle_cpus()
+    if idle >= P:
+        return Parts(P)
+    result = Parts(max(1, idle))
+    result.crowded = result == 1
+    return result
 
 
 def _running():
@@ -84,15 +101,29 @@ def _running():
         return None
 
 
+def _own_running():
+    """How many of the pool's threads are running now (state R): one that has just finished its
+    part is still on its way back to wait for the next, and counts in ``/proc/loadavg``."""
+    n = 0
+    for tid in _workers:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        n += stat[stat.rindex(")") + 2] == "R"
+    return n
+
+
 def _idle_cpus():
-    """CPUs of this process not taken by another running thread (all of them if unknown)."""
+    """CPUs of this process not taken by another running thread, the split's own ones aside (all
+    of them if unknown)."""
     cpus, running = _threads.cpus(), _running()
-    return cpus if running is None else max(1, cpus - (running - 1))
-
-
-def cuts(N, P):
-    """The first sequence of each of P parts, and N: as even as integers allow."""
-    return [N * i // P for i in range(P + 1)]
+    if running is None:
+        return cpus
+    if running > 1:
+        running -= _own_running()
+    return max(1, cpus - (running - 1))
 
 
 def _executor(workers):
@@ -100,22 +131,43 @@ def _executor(workers):
     global _pool
     with _pool_lock:
         if _pool is None or _pool[1] < workers:
-            _pool = (ThreadPoolExecutor(workers, thread_name_prefix="rnnlab-split"), workers)
+            _pool = (ThreadPoolExecutor(workers, thread_name_prefix="rnnlab-split", initializer=_enlist),
+                     workers)
         return _pool[0]
+
+
+def _enlist():
+    _workers.append(threading.get_native_id())
+
+
+def cuts(N, P):
+    """The first sequence of each of P parts, and N: as even as integers allow."""
+    return [N * i // P for i in range(P + 1)]
 
 
 def run(body, N, P):
     """body(n0, n1) for the P parts of range(N): parts 1.. on the pool's threads, part 0 on
-    this one, the BLAS on one thread meanwhile; returns when all are done and raises the first
-    error any raised. With P = 1 just body(0, N), the BLAS as it is."""
+    this one, each with the BLAS on one thread (NumPy's and MKL's: ``_mkl.part``); returns when
+    all are done and raises the first error any raised. With P = 1 just body(0, N), the BLAS as
+    it is, or on one thread if P is ``crowded``."""
+    depth = _mkl.depth()
+
+    def one(n0, n1):
+        with _mkl.part(depth):
+            body(n0, n1)
+
     if P <= 1:
-        body(0, N)
+        if getattr(P, "crowded", False):
+            with _threads.one_thread():
+                one(0, N)
+        else:
+            body(0, N)
         return
     c = cuts(N, P)
     with _threads.one_thread():
-        futures = [_executor(P - 1).submit(body, c[i], c[i + 1]) for i in range(1, P)]
+        futures = [_executor(P - 1).submit(one, c[i], c[i + 1]) for i in range(1, P)]
         try:
-            body(c[0], c[1])
+            one(c[0], c[1])
         finally:
             errors = [f.exception() for f in futures]       # waits for every part
     for e in errors:
