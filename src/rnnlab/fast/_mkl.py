@@ -11,6 +11,7 @@ OpenBLAS's range covers h W_hh^T and W_hh h^T and two runs):
     (64, 512) x (512, 2048)    OpenBLAS 565-681 us   MKL 514 us   MKL packed 386 us
     (64, 512) x (512, 512)     OpenBLAS 175 us       MKL 128 us   MKL packed 98 us
 
+The batch split's parts (``_split``) each run MKL on one thread (``part``).
 When MKL is in use the loops run all their GEMMs through it (input projections, per-step
 products, weight gradients, dX): OpenBLAS's worker threads spin for about 0.1 s after each
 threaded call and would take a core from MKL's. MKL runs on GNU OpenMP when the system has

@@ -33,11 +33,30 @@ the batch split and ``_panels`` against without: LSTM N=32, T=100, D=64, H=256
 48.9 / 59.3 against 58.5 / 69.4 ms; N=64, T=50, D=H=512 283.8 / 328.3 against
 313.9 / 339.0 ms; GRU N=32 41.8 / 48.2 against 53.6 / 61.4 ms.
 
+With MKL (``_mkl``, on Intel CPUs) each part runs MKL's packed product on one
+thread (``MKL_Set_Num_Threads_Local``, per thread: ``_mkl.part``), where the whole
+loop would run it on two, its gate kernel on one. Measured on the 2-core Intel
+machine (AVX-512), 15 rounds each way in one process, order alternating, best /
+median, split against whole: LSTM inference N=32, T=100, D=64, H=256 10.1 / 10.5
+against 12.7 / 13.0 ms, training 30.5 / 31.6 against 34.0 / 35.8 ms; GRU inference
+N=32 7.5 / 8.9 against 10.4 / 10.8 ms; LSTM inference N=64, T=50, D=H=512 44.9 /
+48.5 against 48.4 / 50.1 ms; GRU training N=64 105.5 / 108.5 against 109.9 / 113.4
+ms; LSTM training N=64 a tie. The RNN's light step loses split (training N=32,
+H=256, 2^21 multiply-adds a step: 10.0 / 12.2 against 8.0 / 8.5 ms), hence
+``MKL_MIN_WORK``: with MKL the split needs 2^22 multiply-adds a step.
+
+A loop that would split but finds a core busy runs whole on one thread
+(``Parts.crowded``): a threaded BLAS beside a busy core waits for it every step,
+and its own workers, spinning after the call, would make the next call find a
+busy core too (seen: half the calls of a run of back-to-back forwards went whole
+on two MKL threads, 12-13 ms against 8-9 ms, once one had). The split's own pool
+thread, still running for a moment after its part, is not counted as busy.
+
 Used for float32 loops that call the BLAS from compiled code (``_compiled``) when
 the BLAS may use two threads or more (its threadpoolctl count at the call, so
 ``rnnlab bench --threads 1`` or ``threadpool_limits(1)`` keep one loop), each part
 has at least ``MIN_ROWS`` sequences, and a step's recurrent GEMM over the whole
-batch has at least ``MIN_WORK`` multiply-adds (below that the BLAS runs the step
+batch has at least ``MIN_WORK`` (with MKL ``MKL_MIN_WORK``) multiply-adds (below that the BLAS runs the step
 on one thread anyway: ``_threads``). ``ENABLED = False`` (or
 ``RNNLAB_SPLIT=0``) keeps one loop; ``PARTS`` forces a number of parts (tests).
 Each part's results are those of the whole loop on its rows, and the weight
