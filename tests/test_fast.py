@@ -784,12 +784,14 @@ def _record_blas_kinds(mp, cls, kinds):
                                        ("gru", {}), ("gru", {"num_layers": 2, "bidirectional": True, "batch_first": False})])
 def test_eval_mode_forward_defers_h_prev_to_a_backward(cell, opts, monkeypatch):
     """An eval-mode compiled forward (RNN, LSTM, GRU over more than the tiny loops' two sequences)
-    leaves h_prev out of its cache (``_compiled.PreviousStates``); a backward after it makes it,
-    and gives the readable path's gradients."""
+    leaves h_prev out of its cache (``_compiled.PreviousStates``), or for the LSTM keeps no cache
+    at all (its inference loop: ``_compiled.Recompute``); a backward after it makes it, and gives
+    the readable path's gradients."""
     from rnnlab.fast import _compiled
     made = []
-    real = _compiled.PreviousStates.batch_major
-    monkeypatch.setattr(_compiled.PreviousStates, "batch_major", lambda self: made.append(1) or real(self))
+    later = _compiled.Recompute if cell == "lstm" else _compiled.PreviousStates
+    real = later.batch_major
+    monkeypatch.setattr(later, "batch_major", lambda self: made.append(1) or real(self))
     layer = _layer(cell, np.float32, seed=41, **opts).eval()
     rng = np.random.default_rng(42)
     N, T = 5, 6                                  # N > LOOP_MAX_BATCH: the per-step loop, not the tiny one
@@ -799,7 +801,7 @@ def test_eval_mode_forward_defers_h_prev_to_a_backward(cell, opts, monkeypatch):
     layer.fast = True
     layer.forward(x, state)
     runs = layer.num_layers * layer.num_directions
-    assert isinstance(layer._cache[0][0][1][0]._later, _compiled.PreviousStates) and not made
+    assert isinstance(layer._cache[0][0][1][0]._later, later) and not made
     fast = _run(layer, True, x, state, None, dout, dstate)
     assert len(made) == runs                     # made once per layer and direction, by the backward
     readable = _run(layer, False, x, state, None, dout, dstate)
@@ -808,6 +810,49 @@ def test_eval_mode_forward_defers_h_prev_to_a_backward(cell, opts, monkeypatch):
     layer.fast = True
     layer.forward(x, state)
     assert layer._cache[0][0][1][0]._later is None
+
+
+@needs_numba
+@pytest.mark.parametrize("opts", [{}, {"num_layers": 2, "bidirectional": True}, {"batch_first": False}])
+@pytest.mark.parametrize("parts", [1, 2])
+@pytest.mark.parametrize("blas", ["numpy", "mkl"])
+def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, monkeypatch):
+    """An eval-mode LSTM forward runs ``lstm_infer_loop`` (one product a step over [x_t | h], no
+    cache), whole or in the batch split's parts, with NumPy's BLAS or MKL: out, h_T and c_T are
+    the readable path's; a backward after it recomputes the cache (``Recompute``) and gives the
+    readable path's gradients; ``INFER_LOOPS = False`` runs the caching loop instead."""
+    from rnnlab.fast import _blas, _compiled, _mkl, _split
+    if _blas.ADDRESS is None:
+        pytest.skip("no BLAS address for the compiled loops")
+    if blas == "mkl":
+        if _mkl.lib is None:
+            pytest.skip("MKL not installed (rnnlab[mkl])")
+        _count_mkl_calls(monkeypatch)
+    else:
+        monkeypatch.setattr(_mkl, "ENABLED", False)
+    monkeypatch.setattr(_split, "PARTS", parts)
+    loops = []
+    real = _compiled.lstm_infer_loop
+    monkeypatch.setattr(_compiled, "lstm_infer_loop", lambda *a: loops.append((a[0], a[6].shape[0])) or real(*a))
+    layer = _layer("lstm", np.float32, seed=51, **opts).eval()
+    rng = np.random.default_rng(52)
+    N, T = 7, 6
+    x = rng.standard_normal((N, T, 5) if layer.batch_first else (T, N, 5))
+    dout = rng.standard_normal(x.shape[:2] + (layer.num_directions * layer.hidden_out,))
+    state, dstate = _state(layer, N, rng), _state(layer, N, rng)
+    fast = _run(layer, True, x, state, None, dout, dstate)
+    runs = layer.num_layers * layer.num_directions
+    c = _split.cuts(N, parts)
+    assert sorted(n for _, n in loops) == sorted([n1 - n0 for n0, n1 in zip(c, c[1:])] * runs)
+    kinds = {k for k, _ in loops}
+    assert kinds == {_compiled.PACKED} if blas == "mkl" else _compiled.PACKED not in kinds
+    readable = _run(layer, False, x, state, None, dout, dstate)
+    _assert_close(fast, readable, 1e-5)
+    loops.clear()
+    monkeypatch.setattr(_compiled, "INFER_LOOPS", False)
+    layer.fast = True
+    layer.forward(x, state)
+    assert not loops
 
 
 @needs_numba
@@ -1183,7 +1228,8 @@ def test_loops_with_the_panels_kernel_equal_the_readable_path(cell, opts, parts,
     with threadpoolctl.threadpool_limits(limits=1 if parts == 1 else 2, user_api="blas"):
         fast = _run(layer, True, x, state, None, dout, dstate)
     runs = layer.num_layers * layer.num_directions
-    # forward and backward: one per part and direction
-    assert kinds == [_compiled.PANELS] * (runs * 2 * parts), kinds
+    # forward and backward: one per part and direction (the LSTM's eval-mode forward is its
+    # inference loop, so its backward runs the caching forward first: three)
+    assert kinds == [_compiled.PANELS] * (runs * (3 if cell == "lstm" else 2) * parts), kinds
     readable = _run(layer, False, x, state, None, dout, dstate)
     _assert_close(fast, readable, 1e-5)
