@@ -820,7 +820,8 @@ def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, monkeyp
     """An eval-mode LSTM forward runs ``lstm_infer_loop`` (one product a step over [x_t | h], no
     cache), whole or in the batch split's parts, with NumPy's BLAS or MKL: out, h_T and c_T are
     the readable path's; a backward after it recomputes the cache (``Recompute``) and gives the
-    readable path's gradients; ``INFER_LOOPS = False`` runs the caching loop instead."""
+    readable path's gradients; ``INFER_LOOPS = False``, or weights of ``INFER_MAX_WEIGHTS`` numbers
+    or more, run the caching loop instead."""
     from rnnlab.fast import _blas, _compiled, _mkl, _split
     if _blas.ADDRESS is None:
         pytest.skip("no BLAS address for the compiled loops")
@@ -849,8 +850,13 @@ def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, monkeyp
     readable = _run(layer, False, x, state, None, dout, dstate)
     _assert_close(fast, readable, 1e-5)
     loops.clear()
-    monkeypatch.setattr(_compiled, "INFER_LOOPS", False)
+    monkeypatch.setattr(_compiled, "INFER_MAX_WEIGHTS", layer.params["weight_ih_l0"].size
+                        + layer.params["weight_hh_l0"].size)
     layer.fast = True
+    layer.forward(x, state)
+    assert not loops                              # weights too large for it: the caching loop
+    monkeypatch.setattr(_compiled, "INFER_MAX_WEIGHTS", 2 ** 21)
+    monkeypatch.setattr(_compiled, "INFER_LOOPS", False)
     layer.forward(x, state)
     assert not loops
 

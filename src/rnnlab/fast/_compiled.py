@@ -837,13 +837,24 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
 INFER_LOOPS = os.environ.get("RNNLAB_INFER_LOOPS", "1") != "0"
 
 
-def infer_usable(mode, N, W_hh):
-    """Whether an eval-mode forward runs an inference loop: the LSTM's, not tiny. (The GRU's and
+# The inference loop copies and packs [W_ih | W_hh] at every call; below this many floats in it
+# (8 MB) that pays. Measured here (15 rounds each way, best / median, ms, against the caching
+# loop): N=32, T=100, H=256, D=64 7.75 against 8.65 best; D=256 13.7 / 17.5 against 15.2 / 19.4;
+# H=512, D=64 (N=64, T=50) 28.6 / 33.9 against 33.9 / 43.4; D=128 (N=32, T=100) 34.4 / 36.6
+# against 38.6 / 42.1; but D=H=512 (N=64, T=50) 47.9 and 54.5 against 47.1 and 47.6 in two bench
+# runs (an interleaved run had it ahead, 44.8 / 46.8 against 46.4 / 52.8).
+INFER_MAX_WEIGHTS = 2 ** 21
+
+
+def infer_usable(mode, N, W_ih, W_hh):
+    """Whether an eval-mode forward runs an inference loop: the LSTM's, not tiny, with fewer
+    than ``INFER_MAX_WEIGHTS`` numbers in [W_ih | W_hh]. (The GRU's and
     the RNN's, two products a step, x_t W_ih^T read in place and h_{t-1} W_hh^T, gained nothing:
     N=32, T=100, D=64, H=256, 15 rounds each way, best / median, against the caching loops: GRU
     7.93 / 12.64 against 7.53 / 10.40 ms, RNN 2.90 / 3.05 against 2.82 / 2.95 ms; at N=64, T=50,
     D=H=512 GRU 36.5 / 39.4 against 36.6 / 44.5 ms, RNN 11.7 / 12.6 against 10.9 / 11.5 ms.)"""
-    return INFER_LOOPS and mode == "lstm" and blas_loops() and not _tiny(N, W_hh)
+    return (INFER_LOOPS and mode == "lstm" and blas_loops() and not _tiny(N, W_hh)
+            and W_ih.size + W_hh.size < INFER_MAX_WEIGHTS)
 
 
 def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
