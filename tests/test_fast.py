@@ -816,12 +816,13 @@ def test_eval_mode_forward_defers_h_prev_to_a_backward(cell, opts, monkeypatch):
 @pytest.mark.parametrize("opts", [{}, {"num_layers": 2, "bidirectional": True}, {"batch_first": False}])
 @pytest.mark.parametrize("parts", [1, 2])
 @pytest.mark.parametrize("blas", ["numpy", "mkl"])
-def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, monkeypatch):
-    """An eval-mode LSTM forward runs ``lstm_infer_loop`` (one product a step over [x_t | h], no
-    cache), whole or in the batch split's parts, with NumPy's BLAS or MKL: out, h_T and c_T are
-    the readable path's; a backward after it recomputes the cache (``Recompute``) and gives the
-    readable path's gradients; ``INFER_LOOPS = False``, or weights of ``INFER_MAX_WEIGHTS`` numbers
-    or more, run the caching loop instead."""
+@pytest.mark.parametrize("loop", ["lstm_infer_loop", "lstm_infer2_loop"])
+def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, loop, monkeypatch):
+    """An eval-mode LSTM forward runs an inference loop (no cache): ``lstm_infer_loop``, one
+    product a step over [x_t | h], or with a large input product ``lstm_infer2_loop``, two; whole
+    or in the batch split's parts, with NumPy's BLAS or MKL: out, h_T and c_T are the readable
+    path's; a backward after it recomputes the cache (``Recompute``) and gives the readable path's
+    gradients; ``INFER_LOOPS = False`` runs the caching loop instead."""
     from rnnlab.fast import _blas, _compiled, _mkl, _split
     if _blas.ADDRESS is None:
         pytest.skip("no BLAS address for the compiled loops")
@@ -832,9 +833,11 @@ def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, monkeyp
     else:
         monkeypatch.setattr(_mkl, "ENABLED", False)
     monkeypatch.setattr(_split, "PARTS", parts)
+    monkeypatch.setattr(_compiled, "INFER_ONE_PRODUCT_MAX", 2 ** 40 if loop == "lstm_infer_loop" else 0)
     loops = []
-    real = _compiled.lstm_infer_loop
-    monkeypatch.setattr(_compiled, "lstm_infer_loop", lambda *a: loops.append((a[0], a[6].shape[0])) or real(*a))
+    real = getattr(_compiled, loop)
+    rows_of = (lambda a: a[6].shape[0]) if loop == "lstm_infer_loop" else (lambda a: a[12].shape[0])
+    monkeypatch.setattr(_compiled, loop, lambda *a: loops.append((a[0], rows_of(a))) or real(*a))
     layer = _layer("lstm", np.float32, seed=51, **opts).eval()
     rng = np.random.default_rng(52)
     N, T = 7, 6
@@ -850,13 +853,8 @@ def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, monkeyp
     readable = _run(layer, False, x, state, None, dout, dstate)
     _assert_close(fast, readable, 1e-5)
     loops.clear()
-    monkeypatch.setattr(_compiled, "INFER_MAX_WEIGHTS", layer.params["weight_ih_l0"].size
-                        + layer.params["weight_hh_l0"].size)
-    layer.fast = True
-    layer.forward(x, state)
-    assert not loops                              # weights too large for it: the caching loop
-    monkeypatch.setattr(_compiled, "INFER_MAX_WEIGHTS", 2 ** 21)
     monkeypatch.setattr(_compiled, "INFER_LOOPS", False)
+    layer.fast = True
     layer.forward(x, state)
     assert not loops
 

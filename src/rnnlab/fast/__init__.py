@@ -107,7 +107,7 @@ def _run_direction(layer, X, h, c, s, reverse, mask):
                 out, h, t = _feature_major.gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse)
             return out, h, c, Cache.later(t)
         defer = not layer.training                       # eval mode: h_prev made at backward, if any
-        if defer and _compiled.infer_usable(layer.mode, X.shape[1], W_ih, W_hh):    # no cache (made at backward)
+        if defer and _compiled.infer_usable(layer.mode, X.shape[1], W_hh):    # no cache (made at backward)
             out, h, c, later = _compiled.lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse)
             return out, h, c, Cache.later(later)
         if layer.mode == "lstm":                         # the sequences may run in parts (fast/_split.py)

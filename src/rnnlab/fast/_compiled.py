@@ -555,6 +555,51 @@ if AVAILABLE:
             for j in range(D):
                 sr[j] = xr[j]
 
+    @_jit(inline="always")
+    def _lstm_infer_gates(hw, b, c, mO, S, D, t, bm):
+        """The inference loops' gates of step t from hw (n, 4H) + b: c <- f c + i g; h_t = o
+        tanh(c) into the output's rows (mO) and, if S has room past D, into S[:, D:]."""
+        n = hw.shape[0]
+        H = c.shape[1]
+        staged = S.shape[1] > D
+        for r in range(n):
+            a, cn, hn = hw[r], c[r], _at(mO, t, r, bm)
+            for q in range(4):                                     # i, f, g, o
+                aq, bq = a[q * H:(q + 1) * H], b[q * H:(q + 1) * H]
+                if q == 2:
+                    for j in range(H):
+                        aq[j] = tanh32(aq[j] + bq[j])
+                else:
+                    for j in range(H):
+                        aq[j] = sigmoid32(aq[j] + bq[j])
+            i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+            for j in range(H):
+                cn[j] = f[j] * cn[j] + i[j] * g[j]
+            for j in range(H):
+                hn[j] = o[j] * tanh32(cn[j])
+            if staged:
+                sh = S[r, D:]
+                for j in range(H):
+                    sh[j] = hn[j]
+
+    @_jit(nogil=True)
+    def lstm_infer2_loop(kx, fx, wx, Bx, bufx, kind, fn, wide, B, buf, Xm, h0, hw, b, c, mO, bm, T, reverse):
+        """The LSTM's steps without a cache, two products a step: hw <- x_t W_ih^T (x_t read in
+        place; kx..bufx), hw += h_{t-1} W_hh^T (kind..buf), then the gates."""
+        n, G = hw.shape
+        D = Xm.shape[2]
+        H = G // 4
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            a, lda = _rows_at(Xm, t, bm)
+            _product(kx, fx, wx, Bx, bufx, a, lda, D, hw, F(0.0))
+            if s == 0:
+                a, lda = np.int64(h0.ctypes.data), H
+            else:
+                a, lda = _rows_at(mO, t + 1 if reverse else t - 1, bm)
+            _product(kind, fn, wide, B, buf, a, lda, H, hw, F(1.0))
+            _lstm_infer_gates(hw, b, c, mO, h0, H, t, bm)
+
     @_jit(nogil=True)
     def lstm_infer_loop(kind, fn, wide, B, buf, Xm, S, hw, b, c, mO, bm, T, reverse):
         """The LSTM's steps without a cache: hw <- [x_t | h_{t-1}] [W_ih | W_hh]^T (B), then
@@ -567,23 +612,7 @@ if AVAILABLE:
             t = T - 1 - s if reverse else s
             _stage_x(Xm, S, t, bm)
             _product(kind, fn, wide, B, buf, np.int64(S.ctypes.data), K, K, hw, F(0.0))
-            for r in range(n):
-                a, cn, hn, sh = hw[r], c[r], _at(mO, t, r, bm), S[r, D:]
-                for q in range(4):                                     # i, f, g, o
-                    aq, bq = a[q * H:(q + 1) * H], b[q * H:(q + 1) * H]
-                    if q == 2:
-                        for j in range(H):
-                            aq[j] = tanh32(aq[j] + bq[j])
-                    else:
-                        for j in range(H):
-                            aq[j] = sigmoid32(aq[j] + bq[j])
-                i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-                for j in range(H):
-                    cn[j] = f[j] * cn[j] + i[j] * g[j]
-                for j in range(H):
-                    v = o[j] * tanh32(cn[j])
-                    hn[j] = v
-                    sh[j] = v
+            _lstm_infer_gates(hw, b, c, mO, S, D, t, bm)
 
 
 if AVAILABLE:
@@ -837,29 +866,30 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
 INFER_LOOPS = os.environ.get("RNNLAB_INFER_LOOPS", "1") != "0"
 
 
-# The inference loop copies and packs [W_ih | W_hh] at every call; below this many floats in it
-# (8 MB) that pays. Measured here (15 rounds each way, best / median, ms, against the caching
-# loop): N=32, T=100, H=256, D=64 7.75 against 8.65 best; D=256 13.7 / 17.5 against 15.2 / 19.4;
-# H=512, D=64 (N=64, T=50) 28.6 / 33.9 against 33.9 / 43.4; D=128 (N=32, T=100) 34.4 / 36.6
-# against 38.6 / 42.1; but D=H=512 (N=64, T=50) 47.9 and 54.5 against 47.1 and 47.6 in two bench
-# runs (an interleaved run had it ahead, 44.8 / 46.8 against 46.4 / 52.8).
-INFER_MAX_WEIGHTS = 2 ** 21
+# The LSTM's inference loop multiplies [x_t | h_{t-1}] by [W_ih | W_hh]^T in one product a step
+# (``lstm_infer_loop``, the weights copied side by side and packed at every call) where x_t W_ih^T
+# over the batch has fewer than INFER_ONE_PRODUCT_MAX multiply-adds, else as two products, x_t read
+# in place (``lstm_infer2_loop``). Measured here, 15 rounds each way in one process, best / median
+# (ms) of the caching loop, one product and two: N=32, T=100, H=256, D=64 (2^21 multiply-adds)
+# 10.34 / 12.63, 8.54 / 11.53, 10.04 / 12.53; D=256 15.85 / 20.54, 13.91 / 14.49, 13.37 / 13.89;
+# H=512, D=128 48.11 / 60.43, 35.50 / 38.31, 33.40 / 37.09; N=64, T=50, H=512, D=64 37.73 / 58.40,
+# 28.16 / 29.13, 27.14 / 29.47; D=512 50.77 / 67.24, 47.09 / 51.20, 45.06 / 47.06 and 50.86 /
+# 56.29, 44.91 / 51.69, 41.93 / 47.05.
+INFER_ONE_PRODUCT_MAX = 2 ** 22
 
 
-def infer_usable(mode, N, W_ih, W_hh):
-    """Whether an eval-mode forward runs an inference loop: the LSTM's, not tiny, with fewer
-    than ``INFER_MAX_WEIGHTS`` numbers in [W_ih | W_hh]. (The GRU's and
+def infer_usable(mode, N, W_hh):
+    """Whether an eval-mode forward runs an inference loop: the LSTM's, not tiny. (The GRU's and
     the RNN's, two products a step, x_t W_ih^T read in place and h_{t-1} W_hh^T, gained nothing:
     N=32, T=100, D=64, H=256, 15 rounds each way, best / median, against the caching loops: GRU
     7.93 / 12.64 against 7.53 / 10.40 ms, RNN 2.90 / 3.05 against 2.82 / 2.95 ms; at N=64, T=50,
     D=H=512 GRU 36.5 / 39.4 against 36.6 / 44.5 ms, RNN 11.7 / 12.6 against 10.9 / 11.5 ms.)"""
-    return (INFER_LOOPS and mode == "lstm" and blas_loops() and not _tiny(N, W_hh)
-            and W_ih.size + W_hh.size < INFER_MAX_WEIGHTS)
+    return INFER_LOOPS and mode == "lstm" and blas_loops() and not _tiny(N, W_hh)
 
 
 def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
-    """The LSTM's eval-mode forward without a cache (``lstm_infer_loop``): out, h_T, c_T and a
-    ``Recompute`` that makes the cache if a backward asks."""
+    """The LSTM's eval-mode forward without a cache (``lstm_infer_loop`` or ``lstm_infer2_loop``):
+    out, h_T, c_T and a ``Recompute`` that makes the cache if a backward asks."""
     T, N, D = X.shape
     H = W_hh.shape[1]
     P = _parts(N, W_hh, False)
@@ -868,17 +898,25 @@ def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     out = empty_steps(T, N, H, bm)
     h0, c0 = np.ascontiguousarray(h), c.copy()
     c = c0.copy()
-    W = np.concatenate([W_ih, W_hh], axis=1)                     # [W_ih | W_hh] (4H, D + H)
-    panels = _one_core_panels(W.T, N, P)
+    two = N * W_ih.size >= INFER_ONE_PRODUCT_MAX
+    W = None if two else np.concatenate([W_ih, W_hh], axis=1)    # [W_ih | W_hh] (4H, D + H)
+    panels = None if two else _one_core_panels(W.T, N, P)
+    panels_x = _one_core_panels(W_ih.T, N, P) if two else None
+    panels_h = _one_core_panels(W_hh.T, N, P) if two else None
 
     def loop(n0, n1):                                            # sequences n0..n1-1
         rows = slice(n0, n1)
+        hw = np.empty((n1 - n0, 4 * H), F)
+        Xm, mO = memory(X[:, rows], bm), memory(out[:, rows], bm)
+        if two:
+            bx, _ = _forward_product(W_ih, n1 - n0, T, panels_x)
+            bh, _ = _forward_product(W_hh, n1 - n0, T, panels_h)
+            lstm_infer2_loop(*bx, *bh, Xm, h0[rows], hw, b, c[rows], mO, bm, T, reverse)
+            return
         S = np.empty((n1 - n0, D + H), F)
         S[:, D:] = h0[rows]
-        hw = np.empty((n1 - n0, 4 * H), F)
         blas, _ = _forward_product(W, n1 - n0, T, panels)       # x W^T: the product takes W (G, K)
-        lstm_infer_loop(*blas, memory(X[:, rows], bm), S, hw, b, c[rows], memory(out[:, rows], bm), bm, T,
-                        reverse)
+        lstm_infer_loop(*blas, Xm, S, hw, b, c[rows], mO, bm, T, reverse)
 
     _split.run(loop, N, P)
     return out, out[0 if reverse else T - 1], c, Recompute(lstm_forward, (X, h0, c0, W_ih, W_hh, b_ih, b_hh, reverse))
