@@ -336,16 +336,18 @@ def test_the_table_names_the_blas_of_rnnlabs_loops():
     from rnnlab import bench
     base = {"blas": [{"internal_api": "openblas", "version": "0.3.31", "architecture": "Haswell"}]}
     mkl = {"enabled": True, "version": "oneMKL 2026.2", "threading": "gnu"}
-    lines = bench._blas_lines({**base, "fast_path": {"mkl": mkl, "blas_loops": True}})
+    lines = bench._blas_lines({**base, "fast_path": {"mkl": mkl, "blas_loops": True, "split": "on",
+                                                     "infer_loops": "on"}})
     assert lines[0] == "NumPy BLAS: openblas 0.3.31, Haswell kernels"
     assert "GEMMs through oneMKL 2026.2" in lines[1] and "gnu threading" in lines[1] and len(lines) == 2
+    assert "batch split onto idle cores on" in lines[1] and "LSTM inference loops on" in lines[1]
     lines = bench._blas_lines({**base, "fast_path": {"mkl": {"enabled": False}, "blas_loops": True,
                                                      "blas": {"symbol": "scipy_cblas_sgemm64_"},
                                                      "panels": "6 x 16 register tiles", "split": "on",
-                                                     "pair": "on"}})
+                                                     "pair": "on", "infer_loops": "off (RNNLAB_INFER_LOOPS=0)"}})
     assert lines[1] == ("rnnlab's loops: NumPy's BLAS called from compiled code (scipy_cblas_sgemm64_); "
                         "on one core: panels kernel 6 x 16 register tiles; batch split onto idle cores on; "
-                        "tiny LSTM loops' units on two cores on")
+                        "tiny LSTM loops' units on two cores on; LSTM inference loops off (RNNLAB_INFER_LOOPS=0)")
     assert len(bench._blas_lines({**base, "fast_path": {"mkl": {}, "blas_loops": False}})) == 1
 
 

@@ -467,14 +467,15 @@ def _blas_lines(result):
              for b in blas if b.get("internal_api") != "mkl"]
     fast = result.get("fast_path") or {}
     mkl = fast.get("mkl") or {}
+    loops = (f"batch split onto idle cores {fast.get('split')}; tiny LSTM loops' units on two cores "
+             f"{fast.get('pair', 'off')}; LSTM inference loops {fast.get('infer_loops', 'off')}")
     if mkl.get("enabled"):
         lines.append(f"rnnlab's loops: GEMMs through {mkl.get('version') or 'MKL'}, W_hh packed once a call "
-                     f"({mkl.get('threading')} threading)")
+                     f"({mkl.get('threading')} threading); {loops}")
     elif fast.get("blas_loops"):
         lines.append(f"rnnlab's loops: NumPy's BLAS called from compiled code "
                      f"({(fast.get('blas') or {}).get('symbol')}); on one core: panels kernel "
-                     f"{fast.get('panels')}; batch split onto idle cores {fast.get('split')}; tiny LSTM loops' "
-                     f"units on two cores {fast.get('pair', 'off')}")
+                     f"{fast.get('panels')}; {loops}")
     peaks = result.get("gemm_peak_by_blas") or {}
     if len(peaks) > 1:
         lines.append("GEMM roofline, each BLAS: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))

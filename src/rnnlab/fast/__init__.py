@@ -242,7 +242,9 @@ def describe():
             "blas_loops": COMPILED and _compiled.blas_loops(), "blas": _blas.describe(),
             "panels": _panels.describe() if COMPILED else "off (no Numba)",
             "split": "on" if _split.ENABLED else "off (RNNLAB_SPLIT=0)",
-            "pair": "on" if COMPILED and _pair.ENABLED else "off (RNNLAB_PAIR=0 or no Numba)"}
+            "pair": "on" if COMPILED and _pair.ENABLED else "off (RNNLAB_PAIR=0 or no Numba)",
+            "infer_loops": ("on" if COMPILED and _compiled.INFER_LOOPS
+                            else "off (RNNLAB_INFER_LOOPS=0 or no Numba)")}
 
 
 def keeps_batch_major(layer, x, lengths):
