@@ -825,15 +825,8 @@ def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, loop, m
     or in the batch split's parts, with NumPy's BLAS or MKL: out, h_T and c_T are the readable
     path's; a backward after it recomputes the cache (``Recompute``) and gives the readable path's
     gradients; ``INFER_LOOPS = False`` runs the caching loop instead."""
-    from rnnlab.fast import _blas, _compiled, _mkl, _split
-    if _blas.ADDRESS is None:
-        pytest.skip("no BLAS address for the compiled loops")
-    if blas == "mkl":
-        if _mkl.lib is None:
-            pytest.skip("MKL not installed (rnnlab[mkl])")
-        _count_mkl_calls(monkeypatch)
-    else:
-        monkeypatch.setattr(_mkl, "ENABLED", False)
+    from rnnlab.fast import _compiled, _split
+    _use_blas(blas, monkeypatch)
     monkeypatch.setattr(_split, "PARTS", parts)
     monkeypatch.setattr(_compiled, "INFER_ONE_PRODUCT_MAX", 2 ** 40 if loop == "lstm_infer_loop" else 0)
     loops = []
@@ -841,23 +834,16 @@ def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, loop, m
     rows_of = (lambda a: a[6].shape[0]) if loop == "lstm_infer_loop" else (lambda a: a[12].shape[0])
     monkeypatch.setattr(_compiled, loop, lambda *a: loops.append((a[0], rows_of(a))) or real(*a))
     layer = _layer("lstm", np.float32, seed=51, **opts).eval()
-    rng = np.random.default_rng(52)
-    N, T = 7, 6
-    x = rng.standard_normal((N, T, 5) if layer.batch_first else (T, N, 5))
-    dout = rng.standard_normal(x.shape[:2] + (layer.num_directions * layer.hidden_out,))
-    state, dstate = _state(layer, N, rng), _state(layer, N, rng)
-    fast = _run(layer, True, x, state, None, dout, dstate)
+    fast, readable, sizes = _run_in_parts(layer, np.random.default_rng(52), 7, 6, parts)
     runs = layer.num_layers * layer.num_directions
-    c = _split.cuts(N, parts)
-    assert sorted(n for _, n in loops) == sorted([n1 - n0 for n0, n1 in zip(c, c[1:])] * runs)
+    assert sorted(n for _, n in loops) == sorted(sizes * runs)
     kinds = {k for k, _ in loops}
     assert kinds == {_compiled.PACKED} if blas == "mkl" else _compiled.PACKED not in kinds
-    readable = _run(layer, False, x, state, None, dout, dstate)
     _assert_close(fast, readable, 1e-5)
     loops.clear()
     monkeypatch.setattr(_compiled, "INFER_LOOPS", False)
     layer.fast = True
-    layer.forward(x, state)
+    layer.forward(np.zeros((7, 6, 5) if layer.batch_first else (6, 7, 5)))
     assert not loops
 
 
@@ -972,6 +958,33 @@ SPLIT_CASES = [("lstm", {}), ("gru", {}), ("rnn", {}), ("rnn", {"nonlinearity": 
                ("rnn", {"batch_first": False})]
 
 
+def _use_blas(blas, monkeypatch):
+    """The compiled loops on NumPy's BLAS (MKL off), or on MKL forced on for small layers; skips
+    where that BLAS is not there."""
+    from rnnlab.fast import _blas, _mkl
+    if _blas.ADDRESS is None:
+        pytest.skip("no BLAS address for the compiled loops")
+    if blas == "mkl":
+        if _mkl.lib is None:
+            pytest.skip("MKL not installed (rnnlab[mkl])")
+        _count_mkl_calls(monkeypatch)
+    else:
+        monkeypatch.setattr(_mkl, "ENABLED", False)
+
+
+def _run_in_parts(layer, rng, N, T, parts):
+    """The fast path's forward and backward over N sequences of T steps (random x, state, dout,
+    dstate), the readable path's on the same, and the sizes of the batch split's parts."""
+    from rnnlab.fast import _split
+    x = rng.standard_normal((N, T, 5) if layer.batch_first else (T, N, 5))
+    dout = rng.standard_normal(x.shape[:2] + (layer.num_directions * layer.hidden_out,))
+    state, dstate = _state(layer, N, rng), _state(layer, N, rng)
+    fast = _run(layer, True, x, state, None, dout, dstate)
+    readable = _run(layer, False, x, state, None, dout, dstate)
+    c = _split.cuts(N, parts)
+    return fast, readable, [n1 - n0 for n0, n1 in zip(c, c[1:])]
+
+
 def _mkl_threads():
     """MKL's thread count for a call from this thread, or None without MKL."""
     from rnnlab.fast import _mkl
@@ -990,15 +1003,8 @@ def test_batch_split_forward_equals_the_readable_path(cell, opts, parts, trainin
     end: forward and backward give the readable path's results, batch-first or time-major,
     training or eval mode; with NumPy's BLAS or with MKL (its packed product, or at T = 2 its
     plain GEMM, on one thread in each part)."""
-    from rnnlab.fast import _blas, _compiled, _mkl, _split
-    if _blas.ADDRESS is None:
-        pytest.skip("no BLAS address for the compiled loops")
-    if blas == "mkl":
-        if _mkl.lib is None:
-            pytest.skip("MKL not installed (rnnlab[mkl])")
-        _count_mkl_calls(monkeypatch)                    # MKL on for these small layers
-    else:
-        monkeypatch.setattr(_mkl, "ENABLED", False)
+    from rnnlab.fast import _compiled, _split
+    _use_blas(blas, monkeypatch)
     monkeypatch.setattr(_split, "PARTS", parts)
     rows, kinds, threads = [], set(), set()
 
@@ -1014,22 +1020,14 @@ def test_batch_split_forward_equals_the_readable_path(cell, opts, parts, trainin
                         lambda *a: seen(a) or back_rows.add(a[-2].shape[0]) or real_chunk(*a))
     layer = _layer(cell, np.float32, seed=21, **opts)
     layer.train(training)
-    rng = np.random.default_rng(22)
-    N = 7
-    x = rng.standard_normal((N, T, 5) if layer.batch_first else (T, N, 5))
-    dout = rng.standard_normal(x.shape[:2] + (layer.num_directions * layer.hidden_out,))
-    state, dstate = _state(layer, N, rng), _state(layer, N, rng)
-    fast = _run(layer, True, x, state, None, dout, dstate)
+    fast, readable, sizes = _run_in_parts(layer, np.random.default_rng(22), 7, T, parts)
     runs = layer.num_layers * layer.num_directions
-    c = _split.cuts(N, parts)
-    sizes = [n1 - n0 for n0, n1 in zip(c, c[1:])]
     assert sorted(rows) == sorted(sizes * runs)
     assert back_rows == set(sizes)
     if blas == "mkl":
         assert kinds == {_compiled.PACKED if T > 2 else _compiled.PLAIN} and threads == {1}
     else:
         assert _compiled.PACKED not in kinds
-    readable = _run(layer, False, x, state, None, dout, dstate)
     _assert_close(fast, readable, 1e-5)
 
 
