@@ -1044,6 +1044,26 @@ def test_split_runs_every_part_once_and_raises_a_parts_error():
         _split.run(body, 10, 2)
 
 
+def test_split_runs_a_part_no_pool_thread_started_on_the_calling_thread():
+    """A part whose pool thread is still busy (here with a job of the test's) when the calling
+    thread is done with its own part runs on the calling thread, once."""
+    import threading
+    from rnnlab.fast import _split
+    _split.run(lambda n0, n1: None, 4, 2)                                   # the pool exists
+    pool, size = _split._pool
+    release = threading.Event()
+    blockers = [pool.submit(release.wait, 30) for _ in range(size)]        # every pool thread busy
+    ran = []
+    try:
+        _split.run(lambda n0, n1: ran.append((n0, n1, threading.current_thread() is threading.main_thread())),
+                   10, 2)
+    finally:
+        release.set()
+        for b in blockers:
+            b.result()
+    assert sorted(ran) == [(0, 5, True), (5, 10, True)]
+
+
 def test_split_running_threads_are_read_where_the_system_tells():
     from rnnlab.fast import _split
     running = _split._running()

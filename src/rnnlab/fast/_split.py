@@ -166,8 +166,9 @@ def cuts(N, P):
 
 def run(body, N, P):
     """body(n0, n1) for the P parts of range(N): parts 1.. on the pool's threads, part 0 on
-    this one, each with the BLAS on one thread (NumPy's and MKL's: ``_mkl.part``); returns when
-    all are done and raises the first error any raised. With P = 1 just body(0, N), the BLAS as
+    this one, each with the BLAS on one thread (NumPy's and MKL's: ``_mkl.part``); a part that
+    no pool thread has started by the time this one is done with its own (that thread's core
+    busy) runs here after it. Returns when all are done and raises the first error any raised. With P = 1 just body(0, N), the BLAS as
     it is, or on one thread if P is ``crowded``."""
     depth = _mkl.depth()
 
@@ -187,8 +188,11 @@ def run(body, N, P):
         futures = [_executor(P - 1).submit(one, c[i], c[i + 1]) for i in range(1, P)]
         try:
             one(c[0], c[1])
+            for i, f in enumerate(futures, 1):
+                if f.cancel():                  # not started yet (its core busy): run it here
+                    one(c[i], c[i + 1])
         finally:
-            errors = [f.exception() for f in futures]       # waits for every part
+            errors = [None if f.cancelled() else f.exception() for f in futures]   # waits for every part
     for e in errors:
         if e is not None:
             raise e
