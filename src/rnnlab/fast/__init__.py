@@ -40,8 +40,9 @@ class Cache:
 
     ``data`` is the loop's tuple (gates or pre-activations, h_prev, ...) and ``H_prev``
     its h_prev (T, N, H_out). ``Cache.later(t)`` holds a deferred cache, a feature-major
-    forward's (``fast/_feature_major.py``) or an eval-mode RNN forward's without h_prev
-    (``_compiled.PreviousStates``), and makes ``data`` from it (``t.batch_major()``) at first use."""
+    forward's (``fast/_feature_major.py``), an eval-mode forward's without h_prev
+    (``_compiled.PreviousStates``) or an LSTM inference loop's, which kept nothing
+    (``_compiled.Recompute``), and makes ``data`` from it (``t.batch_major()``) at first use."""
     __slots__ = ("_data", "_H_prev", "_later")
 
     def __init__(self, data, H_prev):

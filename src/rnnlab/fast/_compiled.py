@@ -924,9 +924,10 @@ def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
 
 class Recompute:
     """An inference loop's cache: the caching forward run again, when a backward asks, on the
-    same inputs, initial state and weights (the weights as they are then: a backward uses the
-    current W_hh anyway). Its outputs equal the inference loop's up to rounding (one product
-    over [x | h] against two)."""
+    same input array, a copy of the initial state, and the weights as they are then (a backward
+    reads the input and the current W_hh for its gradients anyway). Its outputs equal the
+    inference loop's up to rounding (one product over [x | h], or two, against the projection
+    and the step product)."""
     __slots__ = ("forward", "args")
 
     def __init__(self, forward, args):
