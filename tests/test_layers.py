@@ -255,3 +255,35 @@ def test_dropout_backward_uses_the_forward_mask(build):
         layer.rng = np.random.default_rng(11)                  # the same mask as the forward above
         losses.append(float(np.sum(layer.forward(xb)[0] * w)))
     assert relative_error(dx[i], (losses[0] - losses[1]) / (2 * eps)) < 1e-7
+
+
+@pytest.mark.parametrize("cls", [rnnlab.RNN, rnnlab.LSTM, rnnlab.GRU])
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_backward_sees_the_initial_state_the_forward_saw(cls, fast, training):
+    """The caller's state arrays, changed in place between forward and backward, do not change
+    the gradients: the layer keeps its own copy of the initial state (an eval-mode LSTM forward
+    that kept no cache recomputes it from that copy)."""
+    rng = np.random.default_rng(7)
+    layer = cls(5, 16, dtype=np.float32, seed=3, batch_first=True).train(training)
+    layer.fast = fast
+    x = rng.standard_normal((9, 6, 5)).astype(np.float32)
+    dout = rng.standard_normal((9, 6, 16)).astype(np.float32)
+
+    def state():
+        h = rng.standard_normal((1, 9, 16)).astype(np.float32)
+        return (h, 0.5 * h) if cls is rnnlab.LSTM else h
+
+    s = state()
+    grads = []
+    for change in (False, True):
+        layer.zero_grad()
+        given = tuple(a.copy() for a in s) if isinstance(s, tuple) else s.copy()
+        layer.forward(x, given)
+        if change:
+            for a in (given if isinstance(given, tuple) else (given,)):
+                a += 1.0
+        dx, _ = layer.backward(dout)
+        grads.append((dx, layer.grads["weight_hh_l0"].copy()))
+    for a, b in zip(*grads):
+        assert np.array_equal(a, b)

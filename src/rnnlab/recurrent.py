@@ -41,6 +41,12 @@ from . import fast as _fast
 __all__ = ["RNN", "LSTM", "GRU"]
 
 
+def _own(arr, given):
+    """arr, copied if it is the caller's own array ``given``: the caches keep the initial state
+    for the backward, which must see it as the forward did even if the caller changes it."""
+    return arr.copy() if arr is given else arr
+
+
 class _Recurrent:
     mode = None  # "rnn", "lstm" or "gru"
 
@@ -175,14 +181,14 @@ class _Recurrent:
             c = V.as_float_array(state[1], f"{name} c", self.dtype, ndim=3)
             V.expect_shape(h, h_shape, f"{name} h")
             V.expect_shape(c, (L, N, self.hidden_size), f"{name} c")
-            return (h, c)
+            return (_own(h, state[0]), _own(c, state[1]))
         if state is None:
             return np.zeros(h_shape, self.dtype)
         if isinstance(state, (tuple, list)) and len(state) == 2 and np.ndim(state[0]) == 3:
             raise TypeError(f"{name}: expected one array h for {type(self).__name__}, got a pair (that is an LSTM state)")
         h = V.as_float_array(state, name, self.dtype, ndim=3)
         V.expect_shape(h, h_shape, name)
-        return h
+        return _own(h, state)
 
     @staticmethod
     def _check_lengths(lengths, N, T):

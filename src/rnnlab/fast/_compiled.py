@@ -896,7 +896,7 @@ def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     bm = batch_major(X)
     b, _ = kernel_biases("lstm", b_ih, b_hh, 4 * H)
     out = empty_steps(T, N, H, bm)
-    h0, c0 = np.ascontiguousarray(h), c.copy()
+    h0, c0 = np.array(h, F, order="C"), c.copy()                  # copies: the caller's state may change
     c = c0.copy()
     two = N * W_ih.size >= INFER_ONE_PRODUCT_MAX
     W = None if two else np.concatenate([W_ih, W_hh], axis=1)    # [W_ih | W_hh] (4H, D + H)
