@@ -39,7 +39,7 @@ from . import _blas, _mkl, _panels, _split
 from ._steps import (RecurrentGrad, RecurrentProduct, as_order, backward_steps, batch_major, chunks,
                      empty_steps, forward_steps, kernel_biases, memory, previous_states, project,
                      transposed)
-from ._threads import all_threads, blas_threads, step_threads
+from ._threads import all_threads, blas_threads
 
 try:
     if os.environ.get("RNNLAB_NUMBA", "1") == "0":
@@ -507,14 +507,15 @@ if AVAILABLE:
                         out[n, j] += buf[j, n]
 
     @_jit(inline="always")
-    def _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw):
-        """hw <- h_prev W_hh^T at loop step s (step t), h_prev h0 or the output's previous step."""
+    def _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw, beta=F(0.0)):
+        """hw <- h_prev W_hh^T + beta hw at loop step s (step t), h_prev h0 or the output's
+        previous step."""
         K = h0.shape[1]
         if s == 0:
             a, lda = np.int64(h0.ctypes.data), K
         else:
             a, lda = _rows_at(mO, t + 1 if reverse else t - 1, bm)
-        _product(kind, fn, wide, B, buf, a, lda, K, hw, F(0.0))
+        _product(kind, fn, wide, B, buf, a, lda, K, hw, beta)
 
     @_jit(nogil=True)
     def lstm_loop_blas(kind, fn, wide, B, buf, h0, mA, mCp, mTC, mO, bm, hw, b, c, T, reverse):
@@ -556,63 +557,42 @@ if AVAILABLE:
                 sr[j] = xr[j]
 
     @_jit(inline="always")
-    def _lstm_infer_gates(hw, b, c, mO, S, D, t, bm):
-        """The inference loops' gates of step t from hw (n, 4H) + b: c <- f c + i g; h_t = o
-        tanh(c) into the output's rows (mO) and, if S has room past D, into S[:, D:]."""
-        n = hw.shape[0]
+    def _lstm_infer_gates(hw, b, zero, c, scratch, mO, t, bm):
+        """The inference loops' gates of step t: ``lstm_units`` on hw (n, 4H), which holds the
+        whole pre-activation (``zero`` its other input), c_prev and tanh(c) into ``scratch``
+        (2, H), not kept; h_t into the output's rows (mO)."""
         H = c.shape[1]
-        staged = S.shape[1] > D
-        for r in range(n):
-            a, cn, hn = hw[r], c[r], _at(mO, t, r, bm)
-            for q in range(4):                                     # i, f, g, o
-                aq, bq = a[q * H:(q + 1) * H], b[q * H:(q + 1) * H]
-                if q == 2:
-                    for j in range(H):
-                        aq[j] = tanh32(aq[j] + bq[j])
-                else:
-                    for j in range(H):
-                        aq[j] = sigmoid32(aq[j] + bq[j])
-            i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-            for j in range(H):
-                cn[j] = f[j] * cn[j] + i[j] * g[j]
-            for j in range(H):
-                hn[j] = o[j] * tanh32(cn[j])
-            if staged:
-                sh = S[r, D:]
-                for j in range(H):
-                    sh[j] = hn[j]
+        for r in range(hw.shape[0]):
+            lstm_units(hw[r], zero, b, c[r], scratch[0], scratch[1], _at(mO, t, r, bm), H, 0, H)
 
     @_jit(nogil=True)
-    def lstm_infer2_loop(kx, fx, wx, Bx, bufx, kind, fn, wide, B, buf, Xm, h0, hw, b, c, mO, bm, T, reverse):
+    def lstm_infer2_loop(kx, fx, wx, Bx, bufx, kind, fn, wide, B, buf, Xm, h0, hw, b, zero, c, scratch, mO, bm,
+                         T, reverse):
         """The LSTM's steps without a cache, two products a step: hw <- x_t W_ih^T (x_t read in
         place; kx..bufx), hw += h_{t-1} W_hh^T (kind..buf), then the gates."""
-        n, G = hw.shape
-        D = Xm.shape[2]
-        H = G // 4
         for s in range(T):
             t = T - 1 - s if reverse else s
             a, lda = _rows_at(Xm, t, bm)
-            _product(kx, fx, wx, Bx, bufx, a, lda, D, hw, F(0.0))
-            if s == 0:
-                a, lda = np.int64(h0.ctypes.data), H
-            else:
-                a, lda = _rows_at(mO, t + 1 if reverse else t - 1, bm)
-            _product(kind, fn, wide, B, buf, a, lda, H, hw, F(1.0))
-            _lstm_infer_gates(hw, b, c, mO, h0, H, t, bm)
+            _product(kx, fx, wx, Bx, bufx, a, lda, Xm.shape[2], hw, F(0.0))
+            _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw, F(1.0))
+            _lstm_infer_gates(hw, b, zero, c, scratch, mO, t, bm)
 
     @_jit(nogil=True)
-    def lstm_infer_loop(kind, fn, wide, B, buf, Xm, S, hw, b, c, mO, bm, T, reverse):
-        """The LSTM's steps without a cache: hw <- [x_t | h_{t-1}] [W_ih | W_hh]^T (B), then
-        i, f, g, o = sigma, sigma, tanh, sigma of hw + b; c <- f c + i g; h_t = o tanh(c) into
-        the output's rows (mO) and into S for the next step. S[:, D:] holds h_0 at the start."""
+    def lstm_infer_loop(kind, fn, wide, B, buf, Xm, S, hw, b, zero, c, scratch, mO, bm, T, reverse):
+        """The LSTM's steps without a cache: hw <- [x_t | h_{t-1}] [W_ih | W_hh]^T (B), then the
+        gates (``lstm_units``), h_t into the output's rows (mO) and into S for the next step.
+        S[:, D:] holds h_0 at the start."""
         n, K = S.shape
         D = K - c.shape[1]
-        H = c.shape[1]
         for s in range(T):
             t = T - 1 - s if reverse else s
             _stage_x(Xm, S, t, bm)
             _product(kind, fn, wide, B, buf, np.int64(S.ctypes.data), K, K, hw, F(0.0))
-            _lstm_infer_gates(hw, b, c, mO, S, D, t, bm)
+            _lstm_infer_gates(hw, b, zero, c, scratch, mO, t, bm)
+            for r in range(n):
+                hr, sr = _at(mO, t, r, bm), S[r, D:]
+                for j in range(K - D):
+                    sr[j] = hr[j]
 
 
 if AVAILABLE:
@@ -896,8 +876,9 @@ def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     bm = batch_major(X)
     b, _ = kernel_biases("lstm", b_ih, b_hh, 4 * H)
     out = empty_steps(T, N, H, bm)
-    h0, c0 = np.array(h, F, order="C"), c.copy()                  # copies: the caller's state may change
-    c = c0.copy()
+    h0, c0 = np.ascontiguousarray(h), c                         # the layer's own (recurrent._own)
+    c = c.copy()                                                # the loops' c_t
+    zero = np.zeros(4 * H, F)
     two = N * W_ih.size >= INFER_ONE_PRODUCT_MAX
     W = None if two else np.concatenate([W_ih, W_hh], axis=1)    # [W_ih | W_hh] (4H, D + H)
     panels = None if two else _one_core_panels(W.T, N, P)
@@ -906,38 +887,37 @@ def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
 
     def loop(n0, n1):                                            # sequences n0..n1-1
         rows = slice(n0, n1)
-        hw = np.empty((n1 - n0, 4 * H), F)
+        hw, scratch = np.empty((n1 - n0, 4 * H), F), np.empty((2, H), F)
         Xm, mO = memory(X[:, rows], bm), memory(out[:, rows], bm)
         if two:
             bx, _ = _forward_product(W_ih, n1 - n0, T, panels_x)
             bh, _ = _forward_product(W_hh, n1 - n0, T, panels_h)
-            lstm_infer2_loop(*bx, *bh, Xm, h0[rows], hw, b, c[rows], mO, bm, T, reverse)
+            lstm_infer2_loop(*bx, *bh, Xm, h0[rows], hw, b, zero, c[rows], scratch, mO, bm, T, reverse)
             return
         S = np.empty((n1 - n0, D + H), F)
         S[:, D:] = h0[rows]
         blas, _ = _forward_product(W, n1 - n0, T, panels)       # x W^T: the product takes W (G, K)
-        lstm_infer_loop(*blas, Xm, S, hw, b, c[rows], mO, bm, T, reverse)
+        lstm_infer_loop(*blas, Xm, S, hw, b, zero, c[rows], scratch, mO, bm, T, reverse)
 
     _split.run(loop, N, P)
-    return out, out[0 if reverse else T - 1], c, Recompute(lstm_forward, (X, h0, c0, W_ih, W_hh, b_ih, b_hh, reverse))
+    return out, out[0 if reverse else T - 1], c, Recompute((X, h0, c0, W_ih, W_hh, b_ih, b_hh, reverse))
 
 
 class Recompute:
-    """An inference loop's cache: the caching forward run again, when a backward asks, on the
-    same input array, a copy of the initial state, and the weights as they are then (a backward
-    reads the input and the current W_hh for its gradients anyway). Its outputs equal the
-    inference loop's up to rounding (one product over [x | h], or two, against the projection
-    and the step product)."""
-    __slots__ = ("forward", "args")
+    """An LSTM inference loop's cache: ``lstm_forward`` run again, when a backward asks (inside
+    the backward's BLAS settings, ``fast._step_blas``), on the same input array and initial
+    state (the layer's own copy: ``recurrent._own``) and the weights as they are then (a
+    backward reads the input and the current W_hh for its gradients anyway). Its outputs equal
+    the inference loop's up to rounding (one product over [x | h], or two, against the
+    projection and the step product)."""
+    __slots__ = ("args",)
 
-    def __init__(self, forward, args):
-        self.forward, self.args = forward, args
+    def __init__(self, args):
+        self.args = args
 
     def batch_major(self):
         """The full cache (``fast.Cache`` calls this name for every deferred cache)."""
-        work = self.args[0].shape[1] * self.args[4].size         # N x W_hh.size: a step's product
-        with step_threads(work), _mkl.regime(F, work):
-            return self.forward(*self.args)[-1]
+        return lstm_forward(*self.args)[-1]
 
 
 def _lstm_tiny(A, h0, c, W_hh, b, reverse, Cp, TC, out):
@@ -1106,8 +1086,8 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, defer=False
 def _with_h_prev(data, out, h0, reverse, defer):
     """A forward's cache ``data`` with its h_prev (index 1) made from the outputs and h0 now
     (the loops do not write it), or, with ``defer``, a ``PreviousStates`` that makes it when a
-    backward asks (it keeps a copy of h0, which may be the caller's state)."""
-    cache = PreviousStates(data, out, h0.copy() if defer else h0, reverse)
+    backward asks (h0 is the layer's own copy of the state: ``recurrent._own``)."""
+    cache = PreviousStates(data, out, h0, reverse)
     return cache if defer else cache.batch_major()
 
 
