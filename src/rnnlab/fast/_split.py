@@ -168,21 +168,17 @@ def run(body, N, P):
     """body(n0, n1) for the P parts of range(N): parts 1.. on the pool's threads, part 0 on
     this one, each with the BLAS on one thread (NumPy's and MKL's: ``_mkl.part``); a part that
     no pool thread has started by the time this one is done with its own (that thread's core
-    busy) runs here after it. Returns when all are done and raises the first error any raised. With P = 1 just body(0, N), the BLAS as
-    it is, or on one thread if P is ``crowded``."""
+    busy) runs here after it. Returns when all are done and raises the first error any raised.
+    With P = 1 just body(0, N), the BLAS as it is, or on one thread if P is ``crowded``."""
+    if P <= 1 and not getattr(P, "crowded", False):
+        body(0, N)
+        return
     depth = _mkl.depth()
 
     def one(n0, n1):
         with _mkl.part(depth):
             body(n0, n1)
 
-    if P <= 1:
-        if getattr(P, "crowded", False):
-            with _threads.one_thread():
-                one(0, N)
-        else:
-            body(0, N)
-        return
     c = cuts(N, P)
     with _threads.one_thread():
         futures = [_executor(P - 1).submit(one, c[i], c[i + 1]) for i in range(1, P)]
