@@ -838,7 +838,7 @@ def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, loop, m
     runs = layer.num_layers * layer.num_directions
     assert sorted(n for _, n in loops) == sorted(sizes * runs)
     kinds = {k for k, _ in loops}
-    assert kinds == {_compiled.PACKED} if blas == "mkl" else _compiled.PACKED not in kinds
+    assert (kinds == {_compiled.PACKED}) if blas == "mkl" else (_compiled.PACKED not in kinds)
     _assert_close(fast, readable, 1e-5)
     loops.clear()
     monkeypatch.setattr(_compiled, "INFER_LOOPS", False)
