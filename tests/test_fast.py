@@ -1169,38 +1169,72 @@ def _panels_or_skip():
     return _panels
 
 
-@pytest.mark.parametrize("N", [1, 2, 5, 6, 7, 8, 12, 13, 14, 32])
-@pytest.mark.parametrize("K,C", [(1, 16), (7, 48), (64, 32), (300, 16)])
-@pytest.mark.parametrize("accumulate", [False, True])
-def test_panels_kernel_equals_a_float64_product(N, K, C, accumulate):
-    """``_panels``'s kernel: every row tile size (6, 4 + 3 and 4 + 4 for the last 7 or 8 rows,
-    and the 1-5 left over), x with a row stride longer than K, writing or adding; within float32
-    rounding of the product in float64."""
+_LAYOUT_KERNELS = {}
+
+
+def _layout_kernel(vector, split_tail=True):
+    """A ``_panels.Layout`` of this vector width compiled here, and its address (skip where the
+    CPU has no such vectors: 512-bit needs AVX-512F)."""
     _panels = _panels_or_skip()
+    if vector == 16 and _panels._vector() != 16 and _panels._FORCED is None:
+        pytest.skip("this CPU has no 512-bit vectors (AVX-512F)")
+    key = (vector, split_tail)
+    if key not in _LAYOUT_KERNELS:
+        lay = _panels.Layout(vector, *_panels.LAYOUTS[vector], split_tail=split_tail)
+        engine, addr = lay.compile()
+        _LAYOUT_KERNELS[key] = (lay, addr, engine)                 # the engine owns the code: kept
+    return _LAYOUT_KERNELS[key][:2]
+
+
+@pytest.mark.parametrize("vector", [8, 16])
+@pytest.mark.parametrize("N", [1, 2, 5, 6, 7, 8, 9, 10, 12, 13, 14, 16, 17, 18, 32])
+@pytest.mark.parametrize("K,panels", [(1, 1), (7, 3), (64, 2), (300, 1)])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_panels_kernel_equals_a_float64_product(vector, N, K, panels, accumulate):
+    """``_panels``'s kernel, each layout (256-bit: 6-row tiles, 4 + 3 and 4 + 4 for the last 7 or
+    8 rows; 512-bit: 8-row tiles, 5 + 4 and 5 + 5 for the last 9 or 10; and the rows left over),
+    x with a row stride longer than K, writing or adding; within float32 rounding of the product
+    in float64."""
+    lay, addr = _layout_kernel(vector)
+    C = panels * lay.width
     rng = np.random.default_rng(N * 1000 + K)
     B = rng.standard_normal((K, C)).astype(np.float32)
     x = rng.standard_normal((N, K + 3)).astype(np.float32)[:, 1:K + 1]     # rows 4 floats apart
     out0 = rng.standard_normal((N, C)).astype(np.float32)
     out = out0.copy()
-    _panels.matmul(x, _panels.pack(B), out, accumulate)
+    lay.matmul(addr, x, lay.pack(B), out, accumulate)
     want = x.astype(np.float64) @ B.astype(np.float64) + (out0 if accumulate else 0)
     scale = np.abs(x).astype(np.float64) @ np.abs(B).astype(np.float64) + np.abs(out0)
     assert np.all(np.abs(out - want) <= 4 * K * np.finfo(np.float32).eps * scale + 1e-30)
 
 
-@pytest.mark.parametrize("N", [7, 8, 13, 14, 32])
-def test_panels_kernel_rows_do_not_depend_on_their_tile(N):
-    """A row's result is the same bits whichever tile computes it (6, 4 or 3 rows, or alone):
-    every output sums over k in order, so how the rows are blocked changes only the speed."""
-    _panels = _panels_or_skip()
+@pytest.mark.parametrize("vector", [8, 16])
+@pytest.mark.parametrize("split_tail", [True, False])
+@pytest.mark.parametrize("N", [7, 8, 9, 10, 13, 14, 32])
+def test_panels_kernel_rows_do_not_depend_on_their_tile(vector, split_tail, N):
+    """A row's result is the same bits whichever tile computes it (a full tile, a half of the
+    tail, the rows left over, or alone): every output sums over k in order, so how the rows are
+    blocked changes only the speed."""
+    lay, addr = _layout_kernel(vector, split_tail)
+    C = 3 * lay.width
     rng = np.random.default_rng(N)
-    B = rng.standard_normal((200, 48)).astype(np.float32)
+    B = rng.standard_normal((200, C)).astype(np.float32)
     x = rng.standard_normal((N, 200)).astype(np.float32)
-    panels = _panels.pack(B)
-    whole = _panels.matmul(x, panels, np.empty((N, 48), np.float32))
+    panels = lay.pack(B)
+    whole = lay.matmul(addr, x, panels, np.empty((N, C), np.float32))
     for n in range(N):
-        alone = _panels.matmul(x[n:n + 1], panels, np.empty((1, 48), np.float32))
+        alone = lay.matmul(addr, x[n:n + 1], panels, np.empty((1, C), np.float32))
         assert np.array_equal(whole[n], alone[0]), f"row {n} of {N}"
+
+
+def test_panels_kernel_takes_this_cpus_vectors(monkeypatch):
+    """The loops' kernel uses 512-bit vectors where the CPU has AVX-512F, else 256-bit, and says so."""
+    _panels = _panels_or_skip()
+    import llvmlite.binding as llvm
+    if _panels._FORCED is None:
+        assert _panels.layout().vector == (16 if llvm.get_host_cpu_features().get("avx512f", False) else 8)
+    assert f"{32 * _panels.layout().vector}-bit vectors" in _panels.describe()
+    assert _panels.usable(_panels.layout().width) and not _panels.usable(_panels.layout().width + 8)
 
 
 def test_panels_kernel_says_when_its_tail_tiles_are_off(monkeypatch):
@@ -1212,11 +1246,12 @@ def test_panels_kernel_says_when_its_tail_tiles_are_off(monkeypatch):
 
 def test_panels_kernel_refuses_what_does_not_fit():
     _panels = _panels_or_skip()
-    B = np.ones((4, 16), np.float32)
-    with pytest.raises(ValueError, match="multiple of 16"):
-        _panels.matmul(np.ones((2, 4), np.float32), _panels.pack(B), np.empty((2, 8), np.float32))
+    W = _panels.layout().width
+    B = np.ones((4, W), np.float32)
+    with pytest.raises(ValueError, match=f"multiple of {W}"):
+        _panels.matmul(np.ones((2, 4), np.float32), _panels.pack(B), np.empty((2, W // 2), np.float32))
     with pytest.raises(ValueError, match="float32"):
-        _panels.matmul(np.ones((2, 4)), _panels.pack(B), np.empty((2, 16), np.float32))
+        _panels.matmul(np.ones((2, 4)), _panels.pack(B), np.empty((2, W), np.float32))
 
 
 PANEL_CASES = [("lstm", {}), ("gru", {}), ("rnn", {}), ("lstm", {"num_layers": 2, "bidirectional": True}),
@@ -1228,7 +1263,7 @@ PANEL_CASES = [("lstm", {}), ("gru", {}), ("rnn", {}), ("lstm", {"num_layers": 2
 @pytest.mark.parametrize("parts", [1, 2])
 def test_loops_with_the_panels_kernel_equal_the_readable_path(cell, opts, parts, without_mkl, monkeypatch):
     """Where the loops' BLAS runs on one thread (here: a one-thread BLAS, or the batch split's
-    parts) and H = 16 (C a multiple of 16 forward and backward), the compiled loops' step products
+    parts) and H = 32 (C a multiple of the panel width, 16 or 32, forward and backward), the compiled loops' step products
     are ``_panels``'s kernel (kind PANELS), forward and backward: the results equal the readable
     path's."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
@@ -1241,12 +1276,12 @@ def test_loops_with_the_panels_kernel_equal_the_readable_path(cell, opts, parts,
     real = _compiled._blas_loop
     monkeypatch.setattr(_compiled, "_blas_loop", lambda product, panels=None: kinds.append(
         real(product, panels)[0]) or real(product, panels))
-    layer = CELLS[cell](5, 16, dtype=np.float32, seed=31, **opts)
+    layer = CELLS[cell](5, 32, dtype=np.float32, seed=31, **opts)
     rng = np.random.default_rng(32)
     layer.load_state_dict({k: rng.uniform(-0.5, 0.5, v.shape) for k, v in layer.params.items()})
     N, T = 9, 7
     x = rng.standard_normal((N, T, 5) if layer.batch_first else (T, N, 5))
-    dout = rng.standard_normal(x.shape[:2] + (layer.num_directions * 16,))
+    dout = rng.standard_normal(x.shape[:2] + (layer.num_directions * 32,))
     state, dstate = _state(layer, N, rng), _state(layer, N, rng)
     layer.eval()                                                 # (the batch split: eval mode only)
     with threadpoolctl.threadpool_limits(limits=1 if parts == 1 else 2, user_api="blas"):

@@ -37,11 +37,24 @@ against 59.8 us; (64, 512) x (512, 2048), whose tiles did not change, 1365
 against 1353 us. A row's sums do not depend on its tile: the results are the
 same bits.
 
+Where the CPU has 512-bit vectors (AVX-512F) the kernel uses them: panels of 32 columns (two
+<16 x float> vectors) and tiles of 8 rows, 16 chains of FMAs in 16 of the 32 vector registers
+(``LAYOUTS``; ``RNNLAB_PANELS_VECTOR=8`` keeps the 256-bit layout). Measured on the 2-core AMD
+EPYC with AVX-512 (Zen 5, 2026-12-07), one thread, best of 5 x 300 calls, GFLOP/s, 256-bit
+layout (6 x 16) / 512-bit layouts 8 x 32, 6 x 32, 12 x 32, 12 x 16 / OpenBLAS (Haswell kernels,
+as this machine's environment sets ``OPENBLAS_CORETYPE``; its own SkylakeX kernels reached 40-109):
+
+    (16, 320) x (320, 1024)    124 / 240  227  231  188 / 91
+    (32, 512) x (512, 2048)    127 / 264  247  265  215 / 106
+    (32, 2048) x (2048, 512)   131 / 275  259  270  216 / 108
+    (8, 256) x (256, 1024)     104 / 227  186  223  183 / 71
+
 Used by the compiled loops where their BLAS runs on one thread (the batch
 split's parts, ``_split``, or a BLAS limited to one thread) and C is a multiple
 of 16; ``ENABLED = False`` (or ``RNNLAB_PANELS=0``) leaves the products to the
 BLAS. Sums run in k order per output (no reassociation); results differ from
-the BLAS's only by rounding.
+the BLAS's only by rounding. The products whose C is not a multiple of the panel width (32
+with 512-bit vectors) stay with the BLAS.
 """
 from __future__ import annotations
 
@@ -52,152 +65,218 @@ import threading
 import numpy as np
 
 ENABLED = os.environ.get("RNNLAB_PANELS", "1") != "0"
-WIDTH = 16          # columns of a panel: two vectors of 8 float32
 SPLIT_TAIL = os.environ.get("RNNLAB_PANELS_TAIL", "1") != "0"
-ROWS = 6            # rows of x in a register tile (12 accumulators + 2 of B + 1 broadcast <= 16 registers)
-_VEC = 8
+# floats in a vector -> (vectors a panel, rows a tile): 256-bit, 2 x 8 floats, 6 rows (12
+# accumulators + 2 of B + 1 broadcast <= 16 registers); 512-bit, 2 x 16 floats, 8 rows (16
+# accumulators of 32 registers)
+LAYOUTS = {8: (2, 6), 16: (2, 8)}
+_FORCED = os.environ.get("RNNLAB_PANELS_VECTOR")
 
-_state = {"tried": False, "address": None, "engine": None, "error": None}
+
+class Layout:
+    """A kernel's shape: ``vector`` floats a vector register, ``vectors`` of them a panel (its
+    ``width`` in columns), ``rows`` rows of x a register tile."""
+
+    def __init__(self, vector, vectors, rows, split_tail=True):
+        self.vector, self.vectors, self.rows, self.split_tail = vector, vectors, rows, split_tail
+        self.width = vector * vectors
+
+    def __repr__(self):
+        return f"Layout({self.vector}, {self.vectors}, {self.rows})"
+
+    def tail(self):
+        """Rows left after the full tiles that go as two tiles of about half (``split_tail``):
+        rows + 1 and rows + 2 (7 and 8 for 6-row tiles), so no last tile of one or two rows."""
+        return (self.rows + 1, self.rows + 2) if self.split_tail else ()
+
+    def tile_ir(self, R):
+        """k<R>: out[0:R, 0:width] (row stride ldc) <- (or +=, if acc) x[0:R, 0:K] (row stride
+        ldx) times the panel w (K, width); K >= 1."""
+        V, NV = self.vector, self.vectors
+        vt = f"<{V} x float>"
+        lines = [f"define internal void @k{R}(i64 %K, ptr %x, i64 %ldx, ptr %w, ptr %c, i64 %ldc, i1 %acc) "
+                 "alwaysinline {", "entry:"]
+        add = lines.append
+        for r in range(R):
+            add(f"  %xo{r} = mul i64 {r}, %ldx")
+            add(f"  %xr{r} = getelementptr float, ptr %x, i64 %xo{r}")
+        add("  br label %loop")
+        add("loop:")
+        add("  %k = phi i64 [0, %entry], [%k1, %loop]")
+        for r in range(R):
+            for v in range(NV):
+                add(f"  %a{r}_{v} = phi {vt} [zeroinitializer, %entry], [%n{r}_{v}, %loop]")
+        add(f"  %wo = mul i64 %k, {self.width}")
+        for v in range(NV):
+            add(f"  %wo{v} = add i64 %wo, {v * V}")
+            add(f"  %wp{v} = getelementptr float, ptr %w, i64 %wo{v}")
+            add(f"  %w{v} = load {vt}, ptr %wp{v}, align 4")
+        for r in range(R):
+            add(f"  %xp{r} = getelementptr float, ptr %xr{r}, i64 %k")
+            add(f"  %xs{r} = load float, ptr %xp{r}, align 4")
+            add(f"  %xi{r} = insertelement {vt} poison, float %xs{r}, i32 0")
+            add(f"  %xb{r} = shufflevector {vt} %xi{r}, {vt} poison, <{V} x i32> zeroinitializer")
+            for v in range(NV):
+                add(f"  %n{r}_{v} = call {vt} @llvm.fmuladd.v{V}f32({vt} %xb{r}, {vt} %w{v}, {vt} %a{r}_{v})")
+        add("  %k1 = add i64 %k, 1")
+        add("  %more = icmp slt i64 %k1, %K")
+        add("  br i1 %more, label %loop, label %done")
+        add("done:")
+        for r in range(R):
+            add(f"  %co{r} = mul i64 {r}, %ldc")
+            for v in range(NV):
+                add(f"  %cq{r}_{v} = add i64 %co{r}, {v * V}")
+                add(f"  %cp{r}_{v} = getelementptr float, ptr %c, i64 %cq{r}_{v}")
+                add(f"  %old{r}_{v} = load {vt}, ptr %cp{r}_{v}, align 4")
+                add(f"  %sum{r}_{v} = fadd {vt} %old{r}_{v}, %n{r}_{v}")
+                add(f"  %res{r}_{v} = select i1 %acc, {vt} %sum{r}_{v}, {vt} %n{r}_{v}")
+                add(f"  store {vt} %res{r}_{v}, ptr %cp{r}_{v}, align 4")
+        add("  ret void")
+        add("}")
+        return "\n".join(lines)
+
+    def driver_ir(self):
+        """rnnlab_panels(N, C, K, x, ldx, panels, out, ldc, acc): out (N, C) <- (or +=) x (N, K) B,
+        B packed by ``pack``; the panels one by one, each over the row tiles of x."""
+        R, W = self.rows, self.width
+        lines = ["define void @rnnlab_panels(i64 %N, i64 %C, i64 %K, ptr %x, i64 %ldx, ptr %wp, ptr %c, "
+                 "i64 %ldc, i32 %acc32) {", "entry:"]
+        add = lines.append
+        add("  %acc = icmp ne i32 %acc32, 0")
+        add(f"  %np = udiv i64 %C, {W}")
+        add(f"  %pstride = mul i64 %K, {W}")
+        add("  %anyp = icmp sgt i64 %np, 0")
+        add("  %anyk = icmp sgt i64 %K, 0")
+        add("  %anyn = icmp sgt i64 %N, 0")
+        add("  %any0 = and i1 %anyp, %anyk")
+        add("  %any = and i1 %any0, %anyn")
+        add("  br i1 %any, label %ploop, label %exit")
+        add("ploop:")
+        add("  %p = phi i64 [0, %entry], [%p1, %pnext]")
+        add("  %wo = mul i64 %p, %pstride")
+        add("  %wpp = getelementptr float, ptr %wp, i64 %wo")
+        add(f"  %co = mul i64 %p, {W}")
+        add("  %cpp = getelementptr float, ptr %c, i64 %co")
+        add("  br label %rloop")
+        add("rloop:")
+        add("  %r = phi i64 [0, %ploop], [%r1, %rbody]")
+        add(f"  %r1 = add i64 %r, {R}")
+        add("  %fitsR = icmp sle i64 %r1, %N")
+        # rows + 1 or rows + 2 left go as two tiles of about half, not a full tile and 1 or 2 rows
+        add("  %left0 = sub i64 %N, %r")
+        if self.tail():
+            add(f"  %isa = icmp eq i64 %left0, {self.tail()[0]}")
+            add(f"  %isb = icmp eq i64 %left0, {self.tail()[1]}")
+            add("  %split = or i1 %isa, %isb")
+        else:
+            add("  %split = icmp ne i64 0, 0")                   # never
+        add("  %nsplit = xor i1 %split, true")
+        add("  %fits = and i1 %fitsR, %nsplit")
+        add("  br i1 %fits, label %rbody, label %rest")
+        add("rbody:")
+        add("  %xo = mul i64 %r, %ldx")
+        add("  %xrp = getelementptr float, ptr %x, i64 %xo")
+        add("  %cro = mul i64 %r, %ldc")
+        add("  %crp = getelementptr float, ptr %cpp, i64 %cro")
+        add(f"  call void @k{R}(i64 %K, ptr %xrp, i64 %ldx, ptr %wpp, ptr %crp, i64 %ldc, i1 %acc)")
+        add("  br label %rloop")
+        add("rest:")                                            # the last N mod rows (or the tail)
+        add("  %xo2 = mul i64 %r, %ldx")
+        add("  %xrp2 = getelementptr float, ptr %x, i64 %xo2")
+        add("  %cro2 = mul i64 %r, %ldc")
+        add("  %crp2 = getelementptr float, ptr %cpp, i64 %cro2")
+        cases = [f"i64 {L}, label %rem{L}" for L in list(range(1, R)) + list(self.tail())]
+        add("  switch i64 %left0, label %pnext [" + " ".join(cases) + "]")
+        for L in range(1, R):
+            add(f"rem{L}:")
+            add(f"  call void @k{L}(i64 %K, ptr %xrp2, i64 %ldx, ptr %wpp, ptr %crp2, i64 %ldc, i1 %acc)")
+            add("  br label %pnext")
+        for L in self.tail():
+            a = (L + 1) // 2
+            add(f"rem{L}:")
+            add(f"  %xoh{L} = mul i64 {a}, %ldx")
+            add(f"  %xrh{L} = getelementptr float, ptr %xrp2, i64 %xoh{L}")
+            add(f"  %coh{L} = mul i64 {a}, %ldc")
+            add(f"  %crh{L} = getelementptr float, ptr %crp2, i64 %coh{L}")
+            add(f"  call void @k{a}(i64 %K, ptr %xrp2, i64 %ldx, ptr %wpp, ptr %crp2, i64 %ldc, i1 %acc)")
+            add(f"  call void @k{L - a}(i64 %K, ptr %xrh{L}, i64 %ldx, ptr %wpp, ptr %crh{L}, i64 %ldc, i1 %acc)")
+            add("  br label %pnext")
+        add("pnext:")
+        add("  %p1 = add i64 %p, 1")
+        add("  %pmore = icmp slt i64 %p1, %np")
+        add("  br i1 %pmore, label %ploop, label %exit")
+        add("exit:")
+        add("  ret void")
+        add("}")
+        return "\n".join(lines)
+
+    def module_ir(self):
+        """The whole module as LLVM IR text."""
+        V = self.vector
+        return "\n".join([f"declare <{V} x float> @llvm.fmuladd.v{V}f32(<{V} x float>, <{V} x float>, "
+                          f"<{V} x float>)"] + [self.tile_ir(R) for R in range(1, self.rows + 1)]
+                         + [self.driver_ir()])
+
+    def compile(self):
+        """(engine, address of rnnlab_panels), compiled for this CPU; keep the engine (it owns the code)."""
+        import llvmlite.binding as llvm
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        module = llvm.parse_assembly(self.module_ir())
+        module.verify()
+        target = llvm.Target.from_default_triple()
+        machine = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
+                                               features=llvm.get_host_cpu_features().flatten(), opt=3)
+        engine = llvm.create_mcjit_compiler(module, machine)
+        engine.finalize_object()
+        return engine, engine.get_function_address("rnnlab_panels")
+
+    def pack(self, B):
+        """B (K, C) as its panels, a (C / width, K * width) float32 array: row p is
+        B[:, width p : width (p + 1)] row by row."""
+        K, C = B.shape
+        W = self.width
+        return np.ascontiguousarray(B.reshape(K, C // W, W).transpose(1, 0, 2), np.float32).reshape(C // W, K * W)
+
+    def matmul(self, address, x, panels, out, accumulate=False):
+        """out (N, C) <- (or +=) x (N, K) B through the compiled kernel at ``address`` (from
+        Python: tests; the loops call the address), with B's panels (``pack``). x: float32 rows
+        with unit column stride; out C-contiguous float32."""
+        N, K = x.shape
+        C, W = out.shape[1], self.width
+        if (x.dtype != np.float32 or out.dtype != np.float32 or x.strides[1] != 4 or not out.flags.c_contiguous
+                or out.shape[0] != N or panels.shape != (C // W, K * W) or C % W):
+            raise ValueError(f"panels matmul: x {x.shape} {x.dtype}, panels {panels.shape}, out {out.shape} "
+                             f"{out.dtype} do not fit (float32, x rows contiguous, C a multiple of {W})")
+        _signature(address)(N, C, K, x.ctypes.data, x.strides[0] // 4, panels.ctypes.data, out.ctypes.data, C,
+                            int(accumulate))
+        return out
+
+
+_signature = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                              ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32)
+_state = {"tried": False, "address": None, "engine": None, "error": None, "layout": None}
 _lock = threading.Lock()
 
 
-def _tile_ir(R):
-    """k<R>: out[0:R, 0:16] (row stride ldc) <- (or +=, if acc) x[0:R, 0:K] (row stride ldx)
-    times the panel w (K, 16); K >= 1."""
-    lines = [f"define internal void @k{R}(i64 %K, ptr %x, i64 %ldx, ptr %w, ptr %c, i64 %ldc, i1 %acc) "
-             "alwaysinline {", "entry:"]
-    add = lines.append
-    for r in range(R):
-        add(f"  %xo{r} = mul i64 {r}, %ldx")
-        add(f"  %xr{r} = getelementptr float, ptr %x, i64 %xo{r}")
-    add("  br label %loop")
-    add("loop:")
-    add("  %k = phi i64 [0, %entry], [%k1, %loop]")
-    for r in range(R):
-        for v in range(2):
-            add(f"  %a{r}_{v} = phi <8 x float> [zeroinitializer, %entry], [%n{r}_{v}, %loop]")
-    add(f"  %wo = mul i64 %k, {WIDTH}")
-    for v in range(2):
-        add(f"  %wo{v} = add i64 %wo, {v * _VEC}")
-        add(f"  %wp{v} = getelementptr float, ptr %w, i64 %wo{v}")
-        add(f"  %w{v} = load <8 x float>, ptr %wp{v}, align 4")
-    for r in range(R):
-        add(f"  %xp{r} = getelementptr float, ptr %xr{r}, i64 %k")
-        add(f"  %xs{r} = load float, ptr %xp{r}, align 4")
-        add(f"  %xi{r} = insertelement <8 x float> poison, float %xs{r}, i32 0")
-        add(f"  %xb{r} = shufflevector <8 x float> %xi{r}, <8 x float> poison, <8 x i32> zeroinitializer")
-        for v in range(2):
-            add(f"  %n{r}_{v} = call <8 x float> @llvm.fmuladd.v8f32(<8 x float> %xb{r}, <8 x float> %w{v}, "
-                f"<8 x float> %a{r}_{v})")
-    add("  %k1 = add i64 %k, 1")
-    add("  %more = icmp slt i64 %k1, %K")
-    add("  br i1 %more, label %loop, label %done")
-    add("done:")
-    for r in range(R):
-        add(f"  %co{r} = mul i64 {r}, %ldc")
-        for v in range(2):
-            add(f"  %cq{r}_{v} = add i64 %co{r}, {v * _VEC}")
-            add(f"  %cp{r}_{v} = getelementptr float, ptr %c, i64 %cq{r}_{v}")
-            add(f"  %old{r}_{v} = load <8 x float>, ptr %cp{r}_{v}, align 4")
-            add(f"  %sum{r}_{v} = fadd <8 x float> %old{r}_{v}, %n{r}_{v}")
-            add(f"  %res{r}_{v} = select i1 %acc, <8 x float> %sum{r}_{v}, <8 x float> %n{r}_{v}")
-            add(f"  store <8 x float> %res{r}_{v}, ptr %cp{r}_{v}, align 4")
-    add("  ret void")
-    add("}")
-    return "\n".join(lines)
+def _vector():
+    """Floats in this CPU's widest vector register the kernel uses: 16 with AVX-512F, else 8
+    (``RNNLAB_PANELS_VECTOR`` = 8 or 16 chooses)."""
+    if _FORCED in ("8", "16"):
+        return int(_FORCED)
+    try:
+        import llvmlite.binding as llvm
+        return 16 if llvm.get_host_cpu_features().get("avx512f", False) else 8
+    except Exception:      # noqa: BLE001 (no llvmlite: ``address`` reports it)
+        return 8
 
 
-def _driver_ir():
-    """rnnlab_panels(N, C, K, x, ldx, panels, out, ldc, acc): out (N, C) <- (or +=) x (N, K) B,
-    B packed by ``pack``; the panels one by one, each over the row tiles of x."""
-    lines = ["define void @rnnlab_panels(i64 %N, i64 %C, i64 %K, ptr %x, i64 %ldx, ptr %wp, ptr %c, "
-             "i64 %ldc, i32 %acc32) {", "entry:"]
-    add = lines.append
-    add("  %acc = icmp ne i32 %acc32, 0")
-    add(f"  %np = udiv i64 %C, {WIDTH}")
-    add(f"  %pstride = mul i64 %K, {WIDTH}")
-    add("  %anyp = icmp sgt i64 %np, 0")
-    add("  %anyk = icmp sgt i64 %K, 0")
-    add("  %anyn = icmp sgt i64 %N, 0")
-    add("  %any0 = and i1 %anyp, %anyk")
-    add("  %any = and i1 %any0, %anyn")
-    add("  br i1 %any, label %ploop, label %exit")
-    add("ploop:")
-    add("  %p = phi i64 [0, %entry], [%p1, %pnext]")
-    add("  %wo = mul i64 %p, %pstride")
-    add("  %wpp = getelementptr float, ptr %wp, i64 %wo")
-    add(f"  %co = mul i64 %p, {WIDTH}")
-    add("  %cpp = getelementptr float, ptr %c, i64 %co")
-    add("  br label %rloop")
-    add("rloop:")
-    add("  %r = phi i64 [0, %ploop], [%r1, %rbody]")
-    add(f"  %r1 = add i64 %r, {ROWS}")
-    add("  %fits6 = icmp sle i64 %r1, %N")
-    # 7 or 8 rows left go as 4 + 3 or 4 + 4, not 6 + 1 or 6 + 2 (``SPLIT_TAIL``)
-    add("  %left0 = sub i64 %N, %r")
-    add("  %is7 = icmp eq i64 %left0, 7")
-    add("  %is8 = icmp eq i64 %left0, 8")
-    add("  %tail = or i1 %is7, %is8")
-    add(f"  %split = and i1 %tail, {'true' if SPLIT_TAIL else 'false'}")
-    add("  %nsplit = xor i1 %split, true")
-    add("  %fits = and i1 %fits6, %nsplit")
-    add("  br i1 %fits, label %rbody, label %rest")
-    add("rbody:")
-    add("  %xo = mul i64 %r, %ldx")
-    add("  %xrp = getelementptr float, ptr %x, i64 %xo")
-    add("  %cro = mul i64 %r, %ldc")
-    add("  %crp = getelementptr float, ptr %cpp, i64 %cro")
-    add(f"  call void @k{ROWS}(i64 %K, ptr %xrp, i64 %ldx, ptr %wpp, ptr %crp, i64 %ldc, i1 %acc)")
-    add("  br label %rloop")
-    add("rest:")                                                      # the last N mod 6 rows
-    add("  %left = sub i64 %N, %r")
-    add("  %xo2 = mul i64 %r, %ldx")
-    add("  %xrp2 = getelementptr float, ptr %x, i64 %xo2")
-    add("  %cro2 = mul i64 %r, %ldc")
-    add("  %crp2 = getelementptr float, ptr %cpp, i64 %cro2")
-    add("  %xo4 = mul i64 4, %ldx")
-    add("  %xrp4 = getelementptr float, ptr %xrp2, i64 %xo4")
-    add("  %co4 = mul i64 4, %ldc")
-    add("  %crp4 = getelementptr float, ptr %crp2, i64 %co4")
-    add("  switch i64 %left, label %pnext [" + " ".join(f"i64 {R}, label %rem{R}" for R in range(1, ROWS))
-        + " i64 7, label %rem7 i64 8, label %rem8]")
-    for R in range(1, ROWS):
-        add(f"rem{R}:")
-        add(f"  call void @k{R}(i64 %K, ptr %xrp2, i64 %ldx, ptr %wpp, ptr %crp2, i64 %ldc, i1 %acc)")
-        add("  br label %pnext")
-    for R in (7, 8):
-        add(f"rem{R}:")
-        add("  call void @k4(i64 %K, ptr %xrp2, i64 %ldx, ptr %wpp, ptr %crp2, i64 %ldc, i1 %acc)")
-        add(f"  call void @k{R - 4}(i64 %K, ptr %xrp4, i64 %ldx, ptr %wpp, ptr %crp4, i64 %ldc, i1 %acc)")
-        add("  br label %pnext")
-    add("pnext:")
-    add("  %p1 = add i64 %p, 1")
-    add("  %pmore = icmp slt i64 %p1, %np")
-    add("  br i1 %pmore, label %ploop, label %exit")
-    add("exit:")
-    add("  ret void")
-    add("}")
-    return "\n".join(lines)
-
-
-def module_ir():
-    """The whole module as LLVM IR text."""
-    return "\n".join(["declare <8 x float> @llvm.fmuladd.v8f32(<8 x float>, <8 x float>, <8 x float>)"]
-                     + [_tile_ir(R) for R in range(1, ROWS + 1)] + [_driver_ir()])
-
-
-def _compile():
-    import llvmlite.binding as llvm
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    module = llvm.parse_assembly(module_ir())
-    module.verify()
-    target = llvm.Target.from_default_triple()
-    machine = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                           features=llvm.get_host_cpu_features().flatten(), opt=3)
-    engine = llvm.create_mcjit_compiler(module, machine)
-    engine.finalize_object()
-    return engine, engine.get_function_address("rnnlab_panels")
+def layout():
+    """The layout the loops' kernel uses on this CPU."""
+    if _state["layout"] is None:
+        V = _vector()
+        _state["layout"] = Layout(V, *LAYOUTS[V], split_tail=SPLIT_TAIL)
+    return _state["layout"]
 
 
 def address():
@@ -209,40 +288,26 @@ def address():
         if not _state["tried"]:
             _state["tried"] = True
             try:
-                _state["engine"], _state["address"] = _compile()     # the engine owns the code: kept
+                _state["engine"], _state["address"] = layout().compile()
             except Exception as e:                                 # noqa: BLE001 (any failure: use the BLAS)
                 _state["error"] = f"{type(e).__name__}: {e}"
         return _state["address"]
 
 
 def usable(C, dtype=np.float32):
-    """Whether a product with C output columns can run here: float32, C a multiple of ``WIDTH``."""
-    return dtype == np.float32 and C % WIDTH == 0 and C > 0 and address() is not None
+    """Whether a product with C output columns can run here: float32, C a multiple of the
+    layout's panel width."""
+    return dtype == np.float32 and C > 0 and address() is not None and C % layout().width == 0
 
 
 def pack(B):
-    """B (K, C) as its panels, a (C / 16, K * 16) float32 array: row p is B[:, 16p:16p+16] row by row."""
-    K, C = B.shape
-    return np.ascontiguousarray(B.reshape(K, C // WIDTH, WIDTH).transpose(1, 0, 2), np.float32).reshape(
-        C // WIDTH, K * WIDTH)
-
-
-_signature = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                              ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32)
+    """B (K, C) as the loops' kernel's panels (``Layout.pack``)."""
+    return layout().pack(B)
 
 
 def matmul(x, panels, out, accumulate=False):
-    """out (N, C) <- (or +=) x (N, K) B from Python (tests; the loops call the address), with B's
-    ``pack``ed panels. x: float32 rows with unit column stride; out C-contiguous float32."""
-    N, K = x.shape
-    C = out.shape[1]
-    if (x.dtype != np.float32 or out.dtype != np.float32 or x.strides[1] != 4 or not out.flags.c_contiguous
-            or out.shape[0] != N or panels.shape != (C // WIDTH, K * WIDTH) or C % WIDTH):
-        raise ValueError(f"panels matmul: x {x.shape} {x.dtype}, panels {panels.shape}, out {out.shape} "
-                         f"{out.dtype} do not fit (float32, x rows contiguous, C a multiple of {WIDTH})")
-    fn = _signature(address())
-    fn(N, C, K, x.ctypes.data, x.strides[0] // 4, panels.ctypes.data, out.ctypes.data, C, int(accumulate))
-    return out
+    """out (N, C) <- (or +=) x (N, K) B through the loops' kernel (``Layout.matmul``)."""
+    return layout().matmul(address(), x, panels, out, accumulate)
 
 
 def describe():
@@ -251,8 +316,10 @@ def describe():
         return "off (RNNLAB_PANELS=0)"
     if address() is None:
         return f"unavailable ({_state['error']})"
+    lay = layout()
     tail = "" if SPLIT_TAIL else " to the last row (RNNLAB_PANELS_TAIL=0)"
-    return f"{ROWS} x {WIDTH} register tiles{tail}, LLVM IR compiled for {_host()}"
+    return (f"{lay.rows} x {lay.width} register tiles of {32 * lay.vector}-bit vectors{tail}, "
+            f"LLVM IR compiled for {_host()}")
 
 
 def _host():
