@@ -1179,30 +1179,36 @@ def _layout_kernel(vector, split_tail=True):
     if vector == 16 and _panels._vector() != 16 and _panels._FORCED is None:
         pytest.skip("this CPU has no 512-bit vectors (AVX-512F)")
     key = (vector, split_tail)
-    if key not in _LAYOUT_KERNELS:
-        lay = _panels.Layout(vector, *_panels.LAYOUTS[vector], split_tail=split_tail)
-        engine, addr = lay.compile()
-        _LAYOUT_KERNELS[key] = (lay, addr, engine)                 # the engine owns the code: kept
-    return _LAYOUT_KERNELS[key][:2]
+    if key not in _LAYOUT_KERNELS:                  # kept: the engine owns the code
+        _LAYOUT_KERNELS[key] = _panels.Layout(vector, *_panels.LAYOUTS[vector], split_tail=split_tail).compile()
+    return _LAYOUT_KERNELS[key]
 
 
 @pytest.mark.parametrize("vector", [8, 16])
 @pytest.mark.parametrize("N", [1, 2, 5, 6, 7, 8, 9, 10, 12, 13, 14, 16, 17, 18, 32])
 @pytest.mark.parametrize("K,panels", [(1, 1), (7, 3), (64, 2), (300, 1)])
 @pytest.mark.parametrize("accumulate", [False, True])
-def test_panels_kernel_equals_a_float64_product(vector, N, K, panels, accumulate):
+@pytest.mark.parametrize("by", ["rows", "cols"])
+def test_panels_kernel_equals_a_float64_product(vector, N, K, panels, accumulate, by):
     """``_panels``'s kernel, each layout (256-bit: 6-row tiles, 4 + 3 and 4 + 4 for the last 7 or
     8 rows; 512-bit: 8-row tiles, 5 + 4 and 5 + 5 for the last 9 or 10; and the rows left over),
-    x with a row stride longer than K, writing or adding; within float32 rounding of the product
-    in float64."""
-    lay, addr = _layout_kernel(vector)
-    C = panels * lay.width
+    x by rows with a row stride longer than K or by columns (a transposed array's view, with a
+    longer column stride), out with a row stride longer than C, writing or adding; within
+    float32 rounding of the product in float64."""
+    kernel = _layout_kernel(vector)
+    C = panels * kernel.layout.width
     rng = np.random.default_rng(N * 1000 + K)
     B = rng.standard_normal((K, C)).astype(np.float32)
-    x = rng.standard_normal((N, K + 3)).astype(np.float32)[:, 1:K + 1]     # rows 4 floats apart
-    out0 = rng.standard_normal((N, C)).astype(np.float32)
-    out = out0.copy()
-    lay.matmul(addr, x, lay.pack(B), out, accumulate)
+    if by == "rows":
+        x = rng.standard_normal((N, K + 3)).astype(np.float32)[:, 1:K + 1]     # rows 4 floats apart
+    else:
+        x = rng.standard_normal((K, N + 3)).astype(np.float32)[:, 1:N + 1].T   # columns 4 floats apart
+    wide = rng.standard_normal((N, C + 5)).astype(np.float32)
+    before = wide.copy()
+    out0 = wide[:, 2:C + 2].copy()
+    out = wide[:, 2:C + 2]
+    kernel.matmul(x, kernel.layout.pack(B), out, accumulate)
+    assert np.array_equal(wide[:, :2], before[:, :2]) and np.array_equal(wide[:, C + 2:], before[:, C + 2:])
     want = x.astype(np.float64) @ B.astype(np.float64) + (out0 if accumulate else 0)
     scale = np.abs(x).astype(np.float64) @ np.abs(B).astype(np.float64) + np.abs(out0)
     assert np.all(np.abs(out - want) <= 4 * K * np.finfo(np.float32).eps * scale + 1e-30)
@@ -1215,15 +1221,17 @@ def test_panels_kernel_rows_do_not_depend_on_their_tile(vector, split_tail, N):
     """A row's result is the same bits whichever tile computes it (a full tile, a half of the
     tail, the rows left over, or alone): every output sums over k in order, so how the rows are
     blocked changes only the speed."""
-    lay, addr = _layout_kernel(vector, split_tail)
-    C = 3 * lay.width
+    kernel = _layout_kernel(vector, split_tail)
+    C = 3 * kernel.layout.width
     rng = np.random.default_rng(N)
     B = rng.standard_normal((200, C)).astype(np.float32)
     x = rng.standard_normal((N, 200)).astype(np.float32)
-    panels = lay.pack(B)
-    whole = lay.matmul(addr, x, panels, np.empty((N, C), np.float32))
+    panels = kernel.layout.pack(B)
+    whole = kernel.matmul(x, panels, np.empty((N, C), np.float32))
+    by_cols = kernel.matmul(np.ascontiguousarray(x.T).T, panels, np.empty((N, C), np.float32))
+    assert np.array_equal(whole, by_cols)
     for n in range(N):
-        alone = lay.matmul(addr, x[n:n + 1], panels, np.empty((1, C), np.float32))
+        alone = kernel.matmul(x[n:n + 1], panels, np.empty((1, C), np.float32))
         assert np.array_equal(whole[n], alone[0]), f"row {n} of {N}"
 
 

@@ -109,11 +109,14 @@ def paired_fraction(n_flops, seconds, gemm_flops, gemm_seconds):
 class Gemm:
     """The roofline's GEMM (n x n times n x n, float32) as a function to time with the others.
 
-    Through NumPy's BLAS, and through MKL too when rnnlab's loops run on it (``fast/_mkl.py``):
-    ``gemm_peak`` times each and keeps the faster as ``backend``, so that the roofline is the
-    fastest GEMM this install has, not only the one rnnlab's loops do not use."""
+    Through NumPy's BLAS, through MKL too when rnnlab's loops run on it (``fast/_mkl.py``), and
+    through PyTorch's ``torch.mm`` when ``torch`` is given: ``gemm_peak`` times each and keeps
+    the fastest as ``backend``, so that the roofline is the fastest GEMM in the process, not
+    only the one rnnlab's loops do not use. (PyTorch's counts where NumPy's BLAS is held to
+    narrower kernels than the CPU's, as ``OPENBLAS_CORETYPE`` can do, while rnnlab's own
+    kernel and PyTorch's use the CPU's widest vectors.)"""
 
-    def __init__(self, n=2048):
+    def __init__(self, n=2048, torch=None):
         rng = np.random.default_rng(0)
         self.a = rng.standard_normal((n, n), dtype=np.float32)
         self.b = rng.standard_normal((n, n), dtype=np.float32)
@@ -123,6 +126,9 @@ class Gemm:
         mkl = recurrent._fast._mkl
         if mkl.active(np.float32, n ** 3):
             self.backends["mkl"] = lambda: mkl.matmul(self.a, self.b, self.c)
+        if torch is not None:
+            ta, tb, tc = (torch.from_numpy(v) for v in (self.a, self.b, self.c))
+            self.backends["torch"] = lambda: torch.mm(ta, tb, out=tc)
         self.backend = "numpy"
         self.peaks = {}          # GFLOP/s of each backend, best over every gemm_peak
 
@@ -395,7 +401,7 @@ def run(threads=None, quick=False, repeats=None, sizes=None, cells=CELLS, stream
               "fast_path": recurrent._fast.describe()}
     with _blas_threads(threads):
         result["blas"] = _blas_info()
-    gemm = Gemm(gemm_n)      # timed at the start, in each grid point's turns and at the end
+    gemm = Gemm(gemm_n, torch)      # timed at the start, in each grid point's turns and at the end
     result["gemm_peak_gflops"] = gemm_peak(threads, gemm)
     bar.update(1)
     points, stream, sample, mem = [], [], None, None

@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from .._conventions import GATES
-from . import _blas, _compiled, _feature_major, _helper, _mkl, _pair, _panels, _split, _stream, _threads, gru, lstm, rnn
+from . import _blas, _compiled, _feature_major, _gemm, _helper, _mkl, _pair, _panels, _split, _stream, _threads, gru, lstm, rnn
 from ._steps import rows, rows_view, unrows
 
 __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
@@ -172,7 +172,7 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
         A = rows(dA, bm)                                         # ((hi - lo) N, G)
         Xc = rows(X[lo:hi, seqs], bm)
         Hp = rows(cache.H_prev[lo:hi, seqs], bm)
-        mm = _mkl.matmul                                         # np.matmul unless MKL is in use
+        mm = _gemm.matmul                                        # MKL, the panels kernel or NumPy
         mm(A.T, Xc, g_ih, accumulate=True)                       # XW = X W_ih^T
         dXc = dX[lo:hi, seqs]
         target = rows_view(dXc, bm) if write_dX else None       # None: dX's chunk is no block of rows
@@ -242,6 +242,7 @@ def describe():
             "stream_helper": COMPILED and _helper.ENABLED, "mkl": _mkl.describe(),
             "blas_loops": COMPILED and _compiled.blas_loops(), "blas": _blas.describe(),
             "panels": _panels.describe() if COMPILED else "off (no Numba)",
+            "panels_gemm": _gemm.describe() if COMPILED else "off (no Numba)",
             "split": "on" if _split.ENABLED else "off (RNNLAB_SPLIT=0)",
             "pair": "on" if COMPILED and _pair.ENABLED else "off (RNNLAB_PAIR=0 or no Numba)",
             "infer_loops": ("on" if COMPILED and _compiled.INFER_LOOPS

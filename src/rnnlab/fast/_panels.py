@@ -89,16 +89,18 @@ class Layout:
         rows + 1 and rows + 2 (7 and 8 for 6-row tiles), so no last tile of one or two rows."""
         return (self.rows + 1, self.rows + 2) if self.split_tail else ()
 
-    def tile_ir(self, R):
+    def tile_ir(self, R, cols=False):
         """k<R>: out[0:R, 0:width] (row stride ldc) <- (or +=, if acc) x[0:R, 0:K] (row stride
-        ldx) times the panel w (K, width); K >= 1."""
+        ldx) times the panel w (K, width); K >= 1. ``cols`` (kc<R>): x is stored by columns,
+        x[r, k] at x + k ldx + r (x the transpose of a C-contiguous array)."""
         V, NV = self.vector, self.vectors
         vt = f"<{V} x float>"
-        lines = [f"define internal void @k{R}(i64 %K, ptr %x, i64 %ldx, ptr %w, ptr %c, i64 %ldc, i1 %acc) "
+        name = f"kc{R}" if cols else f"k{R}"
+        lines = [f"define internal void @{name}(i64 %K, ptr %x, i64 %ldx, ptr %w, ptr %c, i64 %ldc, i1 %acc) "
                  "alwaysinline {", "entry:"]
         add = lines.append
         for r in range(R):
-            add(f"  %xo{r} = mul i64 {r}, %ldx")
+            add(f"  %xo{r} = mul i64 {r}, {1 if cols else '%ldx'}")
             add(f"  %xr{r} = getelementptr float, ptr %x, i64 %xo{r}")
         add("  br label %loop")
         add("loop:")
@@ -107,12 +109,13 @@ class Layout:
             for v in range(NV):
                 add(f"  %a{r}_{v} = phi {vt} [zeroinitializer, %entry], [%n{r}_{v}, %loop]")
         add(f"  %wo = mul i64 %k, {self.width}")
+        add(f"  %xk = mul i64 %k, {'%ldx' if cols else 1}")
         for v in range(NV):
             add(f"  %wo{v} = add i64 %wo, {v * V}")
             add(f"  %wp{v} = getelementptr float, ptr %w, i64 %wo{v}")
             add(f"  %w{v} = load {vt}, ptr %wp{v}, align 4")
         for r in range(R):
-            add(f"  %xp{r} = getelementptr float, ptr %xr{r}, i64 %k")
+            add(f"  %xp{r} = getelementptr float, ptr %xr{r}, i64 %xk")
             add(f"  %xs{r} = load float, ptr %xp{r}, align 4")
             add(f"  %xi{r} = insertelement {vt} poison, float %xs{r}, i32 0")
             add(f"  %xb{r} = shufflevector {vt} %xi{r}, {vt} poison, <{V} x i32> zeroinitializer")
@@ -135,13 +138,16 @@ class Layout:
         add("}")
         return "\n".join(lines)
 
-    def driver_ir(self):
+    def driver_ir(self, cols=False):
         """rnnlab_panels(N, C, K, x, ldx, panels, out, ldc, acc): out (N, C) <- (or +=) x (N, K) B,
-        B packed by ``pack``; the panels one by one, each over the row tiles of x."""
+        B packed by ``pack``; the panels one by one, each over the row tiles of x. ``cols``
+        (rnnlab_panels_cols): x stored by columns (``tile_ir``)."""
         R, W = self.rows, self.width
-        lines = ["define void @rnnlab_panels(i64 %N, i64 %C, i64 %K, ptr %x, i64 %ldx, ptr %wp, ptr %c, "
-                 "i64 %ldc, i32 %acc32) {", "entry:"]
+        k = "kc" if cols else "k"
+        lines = [f"define void @rnnlab_panels{'_cols' if cols else ''}(i64 %N, i64 %C, i64 %K, ptr %x, "
+                 "i64 %ldx, ptr %wp, ptr %c, i64 %ldc, i32 %acc32) {", "entry:"]
         add = lines.append
+        step = "1" if cols else "%ldx"             # from one row of x to the next
         add("  %acc = icmp ne i32 %acc32, 0")
         add(f"  %np = udiv i64 %C, {W}")
         add(f"  %pstride = mul i64 %K, {W}")
@@ -174,14 +180,14 @@ class Layout:
         add("  %fits = and i1 %fitsR, %nsplit")
         add("  br i1 %fits, label %rbody, label %rest")
         add("rbody:")
-        add("  %xo = mul i64 %r, %ldx")
+        add(f"  %xo = mul i64 %r, {step}")
         add("  %xrp = getelementptr float, ptr %x, i64 %xo")
         add("  %cro = mul i64 %r, %ldc")
         add("  %crp = getelementptr float, ptr %cpp, i64 %cro")
-        add(f"  call void @k{R}(i64 %K, ptr %xrp, i64 %ldx, ptr %wpp, ptr %crp, i64 %ldc, i1 %acc)")
+        add(f"  call void @{k}{R}(i64 %K, ptr %xrp, i64 %ldx, ptr %wpp, ptr %crp, i64 %ldc, i1 %acc)")
         add("  br label %rloop")
         add("rest:")                                            # the last N mod rows (or the tail)
-        add("  %xo2 = mul i64 %r, %ldx")
+        add(f"  %xo2 = mul i64 %r, {step}")
         add("  %xrp2 = getelementptr float, ptr %x, i64 %xo2")
         add("  %cro2 = mul i64 %r, %ldc")
         add("  %crp2 = getelementptr float, ptr %cpp, i64 %cro2")
@@ -189,17 +195,17 @@ class Layout:
         add("  switch i64 %left0, label %pnext [" + " ".join(cases) + "]")
         for L in range(1, R):
             add(f"rem{L}:")
-            add(f"  call void @k{L}(i64 %K, ptr %xrp2, i64 %ldx, ptr %wpp, ptr %crp2, i64 %ldc, i1 %acc)")
+            add(f"  call void @{k}{L}(i64 %K, ptr %xrp2, i64 %ldx, ptr %wpp, ptr %crp2, i64 %ldc, i1 %acc)")
             add("  br label %pnext")
         for L in self.tail():
             a = (L + 1) // 2
             add(f"rem{L}:")
-            add(f"  %xoh{L} = mul i64 {a}, %ldx")
+            add(f"  %xoh{L} = mul i64 {a}, {step}")
             add(f"  %xrh{L} = getelementptr float, ptr %xrp2, i64 %xoh{L}")
             add(f"  %coh{L} = mul i64 {a}, %ldc")
             add(f"  %crh{L} = getelementptr float, ptr %crp2, i64 %coh{L}")
-            add(f"  call void @k{a}(i64 %K, ptr %xrp2, i64 %ldx, ptr %wpp, ptr %crp2, i64 %ldc, i1 %acc)")
-            add(f"  call void @k{L - a}(i64 %K, ptr %xrh{L}, i64 %ldx, ptr %wpp, ptr %crh{L}, i64 %ldc, i1 %acc)")
+            add(f"  call void @{k}{a}(i64 %K, ptr %xrp2, i64 %ldx, ptr %wpp, ptr %crp2, i64 %ldc, i1 %acc)")
+            add(f"  call void @{k}{L - a}(i64 %K, ptr %xrh{L}, i64 %ldx, ptr %wpp, ptr %crh{L}, i64 %ldc, i1 %acc)")
             add("  br label %pnext")
         add("pnext:")
         add("  %p1 = add i64 %p, 1")
@@ -214,11 +220,12 @@ class Layout:
         """The whole module as LLVM IR text."""
         V = self.vector
         return "\n".join([f"declare <{V} x float> @llvm.fmuladd.v{V}f32(<{V} x float>, <{V} x float>, "
-                          f"<{V} x float>)"] + [self.tile_ir(R) for R in range(1, self.rows + 1)]
-                         + [self.driver_ir()])
+                          f"<{V} x float>)"]
+                         + [self.tile_ir(R, cols) for cols in (False, True) for R in range(1, self.rows + 1)]
+                         + [self.driver_ir(False), self.driver_ir(True)])
 
     def compile(self):
-        """(engine, address of rnnlab_panels), compiled for this CPU; keep the engine (it owns the code)."""
+        """This layout's kernels compiled for this CPU (``Compiled``: keep it, its engine owns the code)."""
         import llvmlite.binding as llvm
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
@@ -229,33 +236,48 @@ class Layout:
                                                features=llvm.get_host_cpu_features().flatten(), opt=3)
         engine = llvm.create_mcjit_compiler(module, machine)
         engine.finalize_object()
-        return engine, engine.get_function_address("rnnlab_panels")
+        return Compiled(self, engine, engine.get_function_address("rnnlab_panels"),
+                        engine.get_function_address("rnnlab_panels_cols"))
 
-    def pack(self, B):
+    def pack(self, B, out=None):
         """B (K, C) as its panels, a (C / width, K * width) float32 array: row p is
-        B[:, width p : width (p + 1)] row by row."""
+        B[:, width p : width (p + 1)] row by row (into ``out`` if given)."""
         K, C = B.shape
         W = self.width
-        return np.ascontiguousarray(B.reshape(K, C // W, W).transpose(1, 0, 2), np.float32).reshape(C // W, K * W)
+        if out is None:
+            out = np.empty((C // W, K * W), np.float32)
+        out.reshape(C // W, K, W)[...] = B.reshape(K, C // W, W).transpose(1, 0, 2)
+        return out
 
-    def matmul(self, address, x, panels, out, accumulate=False):
-        """out (N, C) <- (or +=) x (N, K) B through the compiled kernel at ``address`` (from
-        Python: tests; the loops call the address), with B's panels (``pack``). x: float32 rows
-        with unit column stride; out C-contiguous float32."""
+
+class Compiled:
+    """A layout's compiled kernels: ``rows`` (x by rows) and ``cols`` (x by columns) addresses."""
+
+    def __init__(self, layout, engine, rows, cols):
+        self.layout, self.engine, self.rows, self.cols = layout, engine, rows, cols
+
+    def matmul(self, x, panels, out, accumulate=False):
+        """out (N, C) <- (or +=) x (N, K) B from Python (tests and ``_gemm``; the loops call the
+        address), with B's panels (``Layout.pack``). x: float32 with a unit stride along k (its
+        rows) or along n (the transpose of a C-contiguous array: the ``cols`` kernel); out
+        float32 with contiguous rows. Returns out."""
         N, K = x.shape
-        C, W = out.shape[1], self.width
-        if (x.dtype != np.float32 or out.dtype != np.float32 or x.strides[1] != 4 or not out.flags.c_contiguous
-                or out.shape[0] != N or panels.shape != (C // W, K * W) or C % W):
+        C, W = out.shape[1], self.layout.width
+        by_rows = x.strides[1] == 4
+        if (x.dtype != np.float32 or out.dtype != np.float32 or not (by_rows or x.strides[0] == 4)
+                or out.strides[1] != 4 or out.shape[0] != N or panels.shape != (C // W, K * W) or C % W):
             raise ValueError(f"panels matmul: x {x.shape} {x.dtype}, panels {panels.shape}, out {out.shape} "
-                             f"{out.dtype} do not fit (float32, x rows contiguous, C a multiple of {W})")
-        _signature(address)(N, C, K, x.ctypes.data, x.strides[0] // 4, panels.ctypes.data, out.ctypes.data, C,
-                            int(accumulate))
+                             f"{out.dtype} do not fit (float32, x rows or columns contiguous, out rows "
+                             f"contiguous, C a multiple of {W})")
+        ldx = x.strides[0] // 4 if by_rows else x.strides[1] // 4
+        _signature(self.rows if by_rows else self.cols)(N, C, K, x.ctypes.data, ldx, panels.ctypes.data,
+                                                         out.ctypes.data, out.strides[0] // 4, int(accumulate))
         return out
 
 
 _signature = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                               ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32)
-_state = {"tried": False, "address": None, "engine": None, "error": None, "layout": None}
+_state = {"tried": False, "compiled": None, "error": None, "layout": None}
 _lock = threading.Lock()
 
 
@@ -288,10 +310,15 @@ def address():
         if not _state["tried"]:
             _state["tried"] = True
             try:
-                _state["engine"], _state["address"] = layout().compile()
+                _state["compiled"] = layout().compile()
             except Exception as e:                                 # noqa: BLE001 (any failure: use the BLAS)
                 _state["error"] = f"{type(e).__name__}: {e}"
-        return _state["address"]
+        return None if _state["compiled"] is None else _state["compiled"].rows
+
+
+def compiled():
+    """The loops' layout's ``Compiled`` kernels, or None (as ``address``)."""
+    return _state["compiled"] if address() is not None else None
 
 
 def usable(C, dtype=np.float32):
@@ -306,8 +333,10 @@ def pack(B):
 
 
 def matmul(x, panels, out, accumulate=False):
-    """out (N, C) <- (or +=) x (N, K) B through the loops' kernel (``Layout.matmul``)."""
-    return layout().matmul(address(), x, panels, out, accumulate)
+    """out (N, C) <- (or +=) x (N, K) B through the loops' kernel (``Compiled.matmul``)."""
+    if compiled() is None:
+        raise RuntimeError(f"the panels kernel is unavailable: {describe()}")
+    return compiled().matmul(x, panels, out, accumulate)
 
 
 def describe():

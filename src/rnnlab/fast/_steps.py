@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _mkl
+from . import _gemm, _mkl
 
 
 # ---- memory order of the per-step arrays ----------------------------------------------------
@@ -81,13 +81,13 @@ def project(X, W, out=None):
         target = rows_view(out, bm)
         if target is None:
             T, n = out.shape[:2]
-            out[...] = _mkl.matmul(np.ascontiguousarray(X).reshape(T * n, -1), W.T).reshape(T, n, -1)
+            out[...] = _gemm.matmul(np.ascontiguousarray(X).reshape(T * n, -1), W.T).reshape(T, n, -1)
         else:
-            _mkl.matmul(rows(X, bm), W.T, target)
+            _gemm.matmul(rows(X, bm), W.T, target)
         return out
     bm = batch_major(X)
     m = memory(X, bm)
-    P = _mkl.matmul(m.reshape(-1, m.shape[2]), W.T).reshape(m.shape[:2] + (-1,))
+    P = _gemm.matmul(m.reshape(-1, m.shape[2]), W.T).reshape(m.shape[:2] + (-1,))
     return memory(P, bm)
 
 
