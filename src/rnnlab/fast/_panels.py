@@ -89,9 +89,49 @@ class Layout:
         rows + 1 and rows + 2 (7 and 8 for 6-row tiles), so no last tile of one or two rows."""
         return (self.rows + 1, self.rows + 2) if self.split_tail else ()
 
+    def k_loop_ir(self, R, add, entry, tag, K, rowptrs, kstep, w, start):
+        """Lines (through ``add``) of the loop acc[r, :] += x[r, k] w[k, :] over k < K for the
+        R rows whose start addresses are ``rowptrs`` (element k at + k ``kstep``), w a panel
+        (K, width); entered from block ``entry``, with the accumulators ``start`` (names, or
+        None for zeros); skipped if K <= 0. Blocks and values are named with ``tag``. Returns the
+        accumulators' names after the loop (in block ``{tag}end``)."""
+        V, NV = self.vector, self.vectors
+        vt = f"<{V} x float>"
+        init = start or [["zeroinitializer"] * NV for _ in range(R)]
+        add(f"  %{tag}any = icmp sgt i64 {K}, 0")
+        add(f"  br i1 %{tag}any, label %{tag}loop, label %{tag}end")
+        add(f"{tag}loop:")
+        add(f"  %{tag}k = phi i64 [0, %{entry}], [%{tag}k1, %{tag}loop]")
+        for r in range(R):
+            for v in range(NV):
+                add(f"  %{tag}a{r}_{v} = phi {vt} [{init[r][v]}, %{entry}], [%{tag}n{r}_{v}, %{tag}loop]")
+        add(f"  %{tag}wo = mul i64 %{tag}k, {self.width}")
+        add(f"  %{tag}xk = mul i64 %{tag}k, {kstep}")
+        for v in range(NV):
+            add(f"  %{tag}wo{v} = add i64 %{tag}wo, {v * V}")
+            add(f"  %{tag}wp{v} = getelementptr float, ptr {w}, i64 %{tag}wo{v}")
+            add(f"  %{tag}w{v} = load {vt}, ptr %{tag}wp{v}, align 4")
+        for r in range(R):
+            add(f"  %{tag}xp{r} = getelementptr float, ptr {rowptrs[r]}, i64 %{tag}xk")
+            add(f"  %{tag}xs{r} = load float, ptr %{tag}xp{r}, align 4")
+            add(f"  %{tag}xi{r} = insertelement {vt} poison, float %{tag}xs{r}, i32 0")
+            add(f"  %{tag}xb{r} = shufflevector {vt} %{tag}xi{r}, {vt} poison, <{V} x i32> zeroinitializer")
+            for v in range(NV):
+                add(f"  %{tag}n{r}_{v} = call {vt} @llvm.fmuladd.v{V}f32({vt} %{tag}xb{r}, {vt} %{tag}w{v}, "
+                    f"{vt} %{tag}a{r}_{v})")
+        add(f"  %{tag}k1 = add i64 %{tag}k, 1")
+        add(f"  %{tag}more = icmp slt i64 %{tag}k1, {K}")
+        add(f"  br i1 %{tag}more, label %{tag}loop, label %{tag}end")
+        add(f"{tag}end:")
+        out = [[f"%{tag}e{r}_{v}" for v in range(NV)] for r in range(R)]
+        for r in range(R):
+            for v in range(NV):
+                add(f"  {out[r][v]} = phi {vt} [{init[r][v]}, %{entry}], [%{tag}n{r}_{v}, %{tag}loop]")
+        return out
+
     def tile_ir(self, R, cols=False):
         """k<R>: out[0:R, 0:width] (row stride ldc) <- (or +=, if acc) x[0:R, 0:K] (row stride
-        ldx) times the panel w (K, width); K >= 1. ``cols`` (kc<R>): x is stored by columns,
+        ldx) times the panel w (K, width). ``cols`` (kc<R>): x is stored by columns,
         x[r, k] at x + k ldx + r (x the transpose of a C-contiguous array)."""
         V, NV = self.vector, self.vectors
         vt = f"<{V} x float>"
@@ -102,47 +142,74 @@ class Layout:
         for r in range(R):
             add(f"  %xo{r} = mul i64 {r}, {1 if cols else '%ldx'}")
             add(f"  %xr{r} = getelementptr float, ptr %x, i64 %xo{r}")
-        add("  br label %loop")
-        add("loop:")
-        add("  %k = phi i64 [0, %entry], [%k1, %loop]")
-        for r in range(R):
-            for v in range(NV):
-                add(f"  %a{r}_{v} = phi {vt} [zeroinitializer, %entry], [%n{r}_{v}, %loop]")
-        add(f"  %wo = mul i64 %k, {self.width}")
-        add(f"  %xk = mul i64 %k, {'%ldx' if cols else 1}")
-        for v in range(NV):
-            add(f"  %wo{v} = add i64 %wo, {v * V}")
-            add(f"  %wp{v} = getelementptr float, ptr %w, i64 %wo{v}")
-            add(f"  %w{v} = load {vt}, ptr %wp{v}, align 4")
-        for r in range(R):
-            add(f"  %xp{r} = getelementptr float, ptr %xr{r}, i64 %xk")
-            add(f"  %xs{r} = load float, ptr %xp{r}, align 4")
-            add(f"  %xi{r} = insertelement {vt} poison, float %xs{r}, i32 0")
-            add(f"  %xb{r} = shufflevector {vt} %xi{r}, {vt} poison, <{V} x i32> zeroinitializer")
-            for v in range(NV):
-                add(f"  %n{r}_{v} = call {vt} @llvm.fmuladd.v{V}f32({vt} %xb{r}, {vt} %w{v}, {vt} %a{r}_{v})")
-        add("  %k1 = add i64 %k, 1")
-        add("  %more = icmp slt i64 %k1, %K")
-        add("  br i1 %more, label %loop, label %done")
-        add("done:")
+        acc = self.k_loop_ir(R, add, "entry", "", "%K", [f"%xr{r}" for r in range(R)], "%ldx" if cols else 1, "%w",
+                             None)
         for r in range(R):
             add(f"  %co{r} = mul i64 {r}, %ldc")
             for v in range(NV):
                 add(f"  %cq{r}_{v} = add i64 %co{r}, {v * V}")
                 add(f"  %cp{r}_{v} = getelementptr float, ptr %c, i64 %cq{r}_{v}")
                 add(f"  %old{r}_{v} = load {vt}, ptr %cp{r}_{v}, align 4")
-                add(f"  %sum{r}_{v} = fadd {vt} %old{r}_{v}, %n{r}_{v}")
-                add(f"  %res{r}_{v} = select i1 %acc, {vt} %sum{r}_{v}, {vt} %n{r}_{v}")
+                add(f"  %sum{r}_{v} = fadd {vt} %old{r}_{v}, {acc[r][v]}")
+                add(f"  %res{r}_{v} = select i1 %acc, {vt} %sum{r}_{v}, {vt} {acc[r][v]}")
                 add(f"  store {vt} %res{r}_{v}, ptr %cp{r}_{v}, align 4")
         add("  ret void")
         add("}")
         return "\n".join(lines)
 
+    def panel_rows_ir(self, add, setup, call):
+        """Lines of the loop over the panels p < %np and, in each, over the row tiles of the %N
+        rows (rows + 1 or rows + 2 left go as two tiles of about half, ``tail``; then the rows
+        left over), from block ``entry`` (which checked there is work) to block ``exit``.
+        ``setup(add)`` emits the panel's values (after %p); ``call(add, L, r, tag)`` a tile's
+        call for L rows from the row index value r, its values named with ``tag``."""
+        R = self.rows
+        add("ploop:")
+        add("  %p = phi i64 [0, %entry], [%p1, %pnext]")
+        setup(add)
+        add("  br label %rloop")
+        add("rloop:")
+        add("  %r = phi i64 [0, %ploop], [%r1, %rbody]")
+        add(f"  %r1 = add i64 %r, {R}")
+        add("  %fitsR = icmp sle i64 %r1, %N")
+        add("  %left0 = sub i64 %N, %r")
+        if self.tail():
+            add(f"  %isa = icmp eq i64 %left0, {self.tail()[0]}")
+            add(f"  %isb = icmp eq i64 %left0, {self.tail()[1]}")
+            add("  %split = or i1 %isa, %isb")
+        else:
+            add("  %split = icmp ne i64 0, 0")                   # never
+        add("  %nsplit = xor i1 %split, true")
+        add("  %fits = and i1 %fitsR, %nsplit")
+        add("  br i1 %fits, label %rbody, label %rest")
+        add("rbody:")
+        call(add, R, "%r", "full")
+        add("  br label %rloop")
+        add("rest:")                                            # the last N mod rows (or the tail)
+        cases = [f"i64 {L}, label %rem{L}" for L in list(range(1, R)) + list(self.tail())]
+        add("  switch i64 %left0, label %pnext [" + " ".join(cases) + "]")
+        for L in range(1, R):
+            add(f"rem{L}:")
+            call(add, L, "%r", f"rem{L}")
+            add("  br label %pnext")
+        for L in self.tail():
+            a = (L + 1) // 2
+            add(f"rem{L}:")
+            add(f"  %rh{L} = add i64 %r, {a}")
+            call(add, a, "%r", f"ta{L}")
+            call(add, L - a, f"%rh{L}", f"tb{L}")
+            add("  br label %pnext")
+        add("pnext:")
+        add("  %p1 = add i64 %p, 1")
+        add("  %pmore = icmp slt i64 %p1, %np")
+        add("  br i1 %pmore, label %ploop, label %exit")
+        add("exit:")
+
     def driver_ir(self, cols=False):
         """rnnlab_panels(N, C, K, x, ldx, panels, out, ldc, acc): out (N, C) <- (or +=) x (N, K) B,
         B packed by ``pack``; the panels one by one, each over the row tiles of x. ``cols``
         (rnnlab_panels_cols): x stored by columns (``tile_ir``)."""
-        R, W = self.rows, self.width
+        W = self.width
         k = "kc" if cols else "k"
         lines = [f"define void @rnnlab_panels{'_cols' if cols else ''}(i64 %N, i64 %C, i64 %K, ptr %x, "
                  "i64 %ldx, ptr %wp, ptr %c, i64 %ldc, i32 %acc32) {", "entry:"]
@@ -157,61 +224,21 @@ class Layout:
         add("  %any0 = and i1 %anyp, %anyk")
         add("  %any = and i1 %any0, %anyn")
         add("  br i1 %any, label %ploop, label %exit")
-        add("ploop:")
-        add("  %p = phi i64 [0, %entry], [%p1, %pnext]")
-        add("  %wo = mul i64 %p, %pstride")
-        add("  %wpp = getelementptr float, ptr %wp, i64 %wo")
-        add(f"  %co = mul i64 %p, {W}")
-        add("  %cpp = getelementptr float, ptr %c, i64 %co")
-        add("  br label %rloop")
-        add("rloop:")
-        add("  %r = phi i64 [0, %ploop], [%r1, %rbody]")
-        add(f"  %r1 = add i64 %r, {R}")
-        add("  %fitsR = icmp sle i64 %r1, %N")
-        # rows + 1 or rows + 2 left go as two tiles of about half, not a full tile and 1 or 2 rows
-        add("  %left0 = sub i64 %N, %r")
-        if self.tail():
-            add(f"  %isa = icmp eq i64 %left0, {self.tail()[0]}")
-            add(f"  %isb = icmp eq i64 %left0, {self.tail()[1]}")
-            add("  %split = or i1 %isa, %isb")
-        else:
-            add("  %split = icmp ne i64 0, 0")                   # never
-        add("  %nsplit = xor i1 %split, true")
-        add("  %fits = and i1 %fitsR, %nsplit")
-        add("  br i1 %fits, label %rbody, label %rest")
-        add("rbody:")
-        add(f"  %xo = mul i64 %r, {step}")
-        add("  %xrp = getelementptr float, ptr %x, i64 %xo")
-        add("  %cro = mul i64 %r, %ldc")
-        add("  %crp = getelementptr float, ptr %cpp, i64 %cro")
-        add(f"  call void @{k}{R}(i64 %K, ptr %xrp, i64 %ldx, ptr %wpp, ptr %crp, i64 %ldc, i1 %acc)")
-        add("  br label %rloop")
-        add("rest:")                                            # the last N mod rows (or the tail)
-        add(f"  %xo2 = mul i64 %r, {step}")
-        add("  %xrp2 = getelementptr float, ptr %x, i64 %xo2")
-        add("  %cro2 = mul i64 %r, %ldc")
-        add("  %crp2 = getelementptr float, ptr %cpp, i64 %cro2")
-        cases = [f"i64 {L}, label %rem{L}" for L in list(range(1, R)) + list(self.tail())]
-        add("  switch i64 %left0, label %pnext [" + " ".join(cases) + "]")
-        for L in range(1, R):
-            add(f"rem{L}:")
-            add(f"  call void @{k}{L}(i64 %K, ptr %xrp2, i64 %ldx, ptr %wpp, ptr %crp2, i64 %ldc, i1 %acc)")
-            add("  br label %pnext")
-        for L in self.tail():
-            a = (L + 1) // 2
-            add(f"rem{L}:")
-            add(f"  %xoh{L} = mul i64 {a}, {step}")
-            add(f"  %xrh{L} = getelementptr float, ptr %xrp2, i64 %xoh{L}")
-            add(f"  %coh{L} = mul i64 {a}, %ldc")
-            add(f"  %crh{L} = getelementptr float, ptr %crp2, i64 %coh{L}")
-            add(f"  call void @{k}{a}(i64 %K, ptr %xrp2, i64 %ldx, ptr %wpp, ptr %crp2, i64 %ldc, i1 %acc)")
-            add(f"  call void @{k}{L - a}(i64 %K, ptr %xrh{L}, i64 %ldx, ptr %wpp, ptr %crh{L}, i64 %ldc, i1 %acc)")
-            add("  br label %pnext")
-        add("pnext:")
-        add("  %p1 = add i64 %p, 1")
-        add("  %pmore = icmp slt i64 %p1, %np")
-        add("  br i1 %pmore, label %ploop, label %exit")
-        add("exit:")
+
+        def setup(add):
+            add("  %wo = mul i64 %p, %pstride")
+            add("  %wpp = getelementptr float, ptr %wp, i64 %wo")
+            add(f"  %co = mul i64 %p, {W}")
+            add("  %cpp = getelementptr float, ptr %c, i64 %co")
+
+        def call(add, L, r, tag):
+            add(f"  %xo{tag} = mul i64 {r}, {step}")
+            add(f"  %xr{tag} = getelementptr float, ptr %x, i64 %xo{tag}")
+            add(f"  %co{tag} = mul i64 {r}, %ldc")
+            add(f"  %cr{tag} = getelementptr float, ptr %cpp, i64 %co{tag}")
+            add(f"  call void @{k}{L}(i64 %K, ptr %xr{tag}, i64 %ldx, ptr %wpp, ptr %cr{tag}, i64 %ldc, i1 %acc)")
+
+        self.panel_rows_ir(add, setup, call)
         add("  ret void")
         add("}")
         return "\n".join(lines)
