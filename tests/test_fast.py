@@ -1300,3 +1300,116 @@ def test_loops_with_the_panels_kernel_equal_the_readable_path(cell, opts, parts,
     assert kinds == [_compiled.PANELS] * (runs * (3 if cell == "lstm" else 2) * parts), kinds
     readable = _run(layer, False, x, state, None, dout, dstate)
     _assert_close(fast, readable, 1e-5)
+
+
+# ---- the large GEMMs through the panels kernel on every core (fast/_gemm.py) ----------------
+@pytest.mark.parametrize("by", ["rows", "cols"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("M,K", [(1, 5), (13, 64), (70, 150)])
+def test_panels_gemm_equals_a_float64_product(by, threads, accumulate, M, K, monkeypatch):
+    """``_gemm.panels_matmul``: a by rows or a transposed view, blocks of b's rows and a's rows
+    smaller than the matrices (K and M not multiples of them), the rows shared among 1-3
+    threads, writing or adding into out with a row stride longer than C; within float32 rounding
+    of the product in float64, and nothing written outside out."""
+    _panels = _panels_or_skip()
+    from rnnlab.fast import _gemm
+    monkeypatch.setattr(_gemm, "K_BLOCK", 32)
+    monkeypatch.setattr(_gemm, "M_BLOCK", 16)
+    C = 2 * _panels.layout().width
+    rng = np.random.default_rng(M * 100 + K)
+    a = (rng.standard_normal((M, K)) if by == "rows" else rng.standard_normal((K, M)).T).astype(np.float32)
+    b = rng.standard_normal((K, C)).astype(np.float32)
+    wide = rng.standard_normal((M, C + 3)).astype(np.float32)
+    before = wide.copy()
+    out = wide[:, 1:C + 1]
+    _gemm.panels_matmul(a, b, out, accumulate, threads=threads)
+    want = a.astype(np.float64) @ b + (before[:, 1:C + 1] if accumulate else 0)
+    scale = np.abs(a).astype(np.float64) @ np.abs(b) + np.abs(before[:, 1:C + 1])
+    assert np.all(np.abs(out - want) <= 4 * K * np.finfo(np.float32).eps * scale + 1e-30)
+    assert np.array_equal(wide[:, 0], before[:, 0]) and np.array_equal(wide[:, C + 1:], before[:, C + 1:])
+
+
+def test_panels_gemm_takes_only_what_fits(monkeypatch):
+    """``_gemm.takes``: float32, enough work, K and C at least MIN_SIDE, C a multiple of the panel
+    width, a by rows or columns, out not overlapping, and only where the kernel is wider than
+    NumPy's BLAS (``wider_than_blas``)."""
+    _panels = _panels_or_skip()
+    from rnnlab.fast import _gemm
+    monkeypatch.setattr(_gemm, "wider_than_blas", lambda: True)
+    W = _panels.layout().width
+    C = 8 * W
+    a, b = np.ones((2 ** 24 // (256 * C) + 1, 256), np.float32), np.ones((256, C), np.float32)
+    out = np.empty((a.shape[0], C), np.float32)
+    assert _gemm.takes(a, b, out)
+    assert not _gemm.takes(a.astype(np.float64), b.astype(np.float64), out.astype(np.float64))
+    assert not _gemm.takes(a[:4], b, out[:4])                                   # too little work
+    assert not _gemm.takes(a, b[:, :C - 8], out[:, :C - 8])                     # C not a multiple
+    assert not _gemm.takes(a[:, ::2], b[:128], out)                             # a strided both ways
+    assert not _gemm.takes(out[:, :256], b, out)                                # out overlaps a
+    monkeypatch.setattr(_gemm, "wider_than_blas", lambda: False)
+    assert not _gemm.takes(a, b, out)
+
+
+def test_panels_gemm_is_taken_where_numpys_blas_is_narrower(monkeypatch):
+    """``wider_than_blas``: 512-bit panels against OpenBLAS kernels named in ``_NARROW``, not
+    against its AVX-512 ones, not with MKL in use, not when turned off."""
+    _panels = _panels_or_skip()
+    from rnnlab.fast import _gemm, _threads
+
+    class Lib:
+        internal_api = "openblas"
+
+        def __init__(self, arch):
+            self.architecture = arch
+    monkeypatch.setattr(_panels, "layout", lambda: _panels.Layout(16, 2, 8))
+    for arch, want in (("Haswell", True), ("Zen", True), ("SkylakeX", False), ("Cooperlake", False)):
+        monkeypatch.setattr(_threads, "_blas_libs", lambda arch=arch: [Lib(arch)])
+        monkeypatch.setattr(_gemm, "_wider", None)
+        monkeypatch.setattr(rnnlab.fast._mkl, "ENABLED", False)
+        assert _gemm.wider_than_blas() is want, arch
+    monkeypatch.setattr(_threads, "_blas_libs", lambda: [Lib("Haswell")])
+    monkeypatch.setattr(_gemm, "_wider", None)
+    monkeypatch.setattr(rnnlab.fast._mkl, "ENABLED", True)
+    assert not _gemm.wider_than_blas()
+    monkeypatch.setattr(rnnlab.fast._mkl, "ENABLED", False)
+    monkeypatch.setattr(_gemm, "ENABLED", False)
+    assert not _gemm.wider_than_blas() and "RNNLAB_PANELS_GEMM=0" in _gemm.describe()
+    monkeypatch.setattr(_panels, "layout", lambda: _panels.Layout(8, 2, 6))
+    monkeypatch.setattr(_gemm, "ENABLED", True)
+    monkeypatch.setattr(_gemm, "_wider", None)
+    assert not _gemm.wider_than_blas()                                          # 256-bit panels: no wider
+
+
+@needs_numba
+@pytest.mark.parametrize("cell,opts", [("lstm", {}), ("gru", {"bidirectional": True}),
+                                       ("rnn", {"batch_first": False, "num_layers": 2})])
+@pytest.mark.parametrize("train", [True, False])
+def test_layers_with_the_panels_gemm_equal_the_readable_path(cell, opts, train, monkeypatch):
+    """With the large GEMMs sent to ``_gemm.panels_matmul`` (every size: the thresholds lowered),
+    forward and backward equal the readable path's; the route was taken, for the projections
+    and, in training, the weight gradients and dX."""
+    _panels = _panels_or_skip()
+    from rnnlab.fast import _gemm
+    monkeypatch.setattr(_gemm, "wider_than_blas", lambda: True)
+    monkeypatch.setattr(_gemm, "MIN_WORK", 0)
+    monkeypatch.setattr(_gemm, "MIN_SIDE", 1)
+    calls = []
+    real = _gemm.panels_matmul
+    monkeypatch.setattr(_gemm, "panels_matmul", lambda a, b, out, accumulate=False: calls.append(
+        (a.shape, b.shape)) or real(a, b, out, accumulate))
+    W = _panels.layout().width
+    H, D = W, W                                      # C = 4H, 3H, H and D: multiples of the width
+    layer = CELLS[cell](D, H, dtype=np.float32, seed=41, **opts)
+    rng = np.random.default_rng(42)
+    layer.load_state_dict({k: rng.uniform(-0.5, 0.5, v.shape) for k, v in layer.params.items()})
+    N, T = 6, 5
+    x = rng.standard_normal((N, T, D) if layer.batch_first else (T, N, D))
+    dout = rng.standard_normal(x.shape[:2] + (layer.num_directions * H,))
+    state, dstate = _state(layer, N, rng), _state(layer, N, rng)
+    layer.train(train)
+    fast = _run(layer, True, x, state, None, dout, dstate)
+    assert calls, "no GEMM went through the panels kernel"
+    assert any(a[1] == N * T for a, _ in calls), calls             # a weight gradient, dA^T X: K = N T
+    readable = _run(layer, False, x, state, None, dout, dstate)
+    _assert_close(fast, readable, 1e-5)

@@ -136,6 +136,30 @@ def test_a_nonfinite_gradient_stops_the_run_naming_parameter_and_step(tmp_path):
     assert [json.loads(s)["step"] for s in lines] == [2, 4]
 
 
+def test_a_nonfinite_gradient_refused_inside_backward_stops_the_run_too(tmp_path):
+    """A layer's backward refuses a non-finite dout (NonFiniteError) before the trainer sees the
+    gradients: that is the same divergence, reported with the step and the checkpoint kept, not
+    a bare input error. (Which of the two a diverging run hits first depends on rounding.)"""
+    t = make_trainer(tmp_path / "run", eval_every=2)
+    backward = t.model.rnn.backward
+    calls = []
+
+    def poisoned(dout, dstate=None):
+        calls.append(1)
+        if len(calls) == 5:                                  # the 5th step
+            dout = dout.copy()
+            dout[0, 0, 0] = np.inf
+        return backward(dout, dstate)
+
+    t.model.rnn.backward = poisoned
+    with pytest.raises(Diverged) as e:
+        t.fit(steps=10)
+    msg = str(e.value)
+    assert "step 5" in msg and "not finite" in msg and "dout" in msg and "step 4" in msg and "\n" not in msg
+    _, meta = load_checkpoint(tmp_path / "run" / "model.safetensors")
+    assert meta["step"] == 4
+
+
 def test_gradients_are_clipped_to_the_global_norm(tmp_path, monkeypatch):
     t = make_trainer(tmp_path / "run", clip=1e-3)
     seen = []

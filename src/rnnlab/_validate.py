@@ -33,10 +33,14 @@ def as_float_array(x, name, dtype, ndim=None, finite=True):
     return arr
 
 
+class NonFiniteError(ValueError):
+    """An array that must be finite holds NaN or inf (inside training: the run diverged)."""
+
+
 def check_finite(arr, name):
     if not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(
+        raise NonFiniteError(
             f"{name}: contains non-finite values ({int((~np.isfinite(arr)).sum())} of {arr.size}); "
             f"the first is {arr[tuple(bad)]} at index {tuple(int(b) for b in bad)}")
 

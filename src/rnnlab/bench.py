@@ -109,12 +109,12 @@ def paired_fraction(n_flops, seconds, gemm_flops, gemm_seconds):
 class Gemm:
     """The roofline's GEMM (n x n times n x n, float32) as a function to time with the others.
 
-    Through NumPy's BLAS, through MKL too when rnnlab's loops run on it (``fast/_mkl.py``), and
-    through PyTorch's ``torch.mm`` when ``torch`` is given: ``gemm_peak`` times each and keeps
-    the fastest as ``backend``, so that the roofline is the fastest GEMM in the process, not
-    only the one rnnlab's loops do not use. (PyTorch's counts where NumPy's BLAS is held to
-    narrower kernels than the CPU's, as ``OPENBLAS_CORETYPE`` can do, while rnnlab's own
-    kernel and PyTorch's use the CPU's widest vectors.)"""
+    Through NumPy's BLAS, through MKL too when rnnlab's loops run on it (``fast/_mkl.py``),
+    through rnnlab's panels kernel on every core where its large GEMMs take it
+    (``fast/_gemm.py``: NumPy's OpenBLAS held to narrower kernels than the CPU's, as
+    ``OPENBLAS_CORETYPE`` can do), and through PyTorch's ``torch.mm`` when ``torch`` is given:
+    ``gemm_peak`` times each and keeps the fastest as ``backend``, so that the roofline is the
+    fastest GEMM in the process, not only one that rnnlab's loops do not use."""
 
     def __init__(self, n=2048, torch=None):
         rng = np.random.default_rng(0)
@@ -126,6 +126,9 @@ class Gemm:
         mkl = recurrent._fast._mkl
         if mkl.active(np.float32, n ** 3):
             self.backends["mkl"] = lambda: mkl.matmul(self.a, self.b, self.c)
+        gemm = recurrent._fast._gemm
+        if gemm.wider_than_blas():               # rnnlab's own kernel on every core (``fast/_gemm.py``)
+            self.backends["rnnlab"] = lambda: gemm.panels_matmul(self.a, self.b, self.c)
         if torch is not None:
             ta, tb, tc = (torch.from_numpy(v) for v in (self.a, self.b, self.c))
             self.backends["torch"] = lambda: torch.mm(ta, tb, out=tc)
@@ -484,7 +487,7 @@ def _blas_lines(result):
                      f"{fast.get('panels')}; {loops}")
     peaks = result.get("gemm_peak_by_blas") or {}
     if len(peaks) > 1:
-        lines.append("GEMM roofline, each BLAS: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
+        lines.append("GEMM roofline, each GEMM: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
     forced = (result.get("machine") or {}).get("OPENBLAS_CORETYPE")
     if forced:
         lines.append(f"warning: OPENBLAS_CORETYPE={forced} is set, so OpenBLAS runs {forced} kernels instead of "

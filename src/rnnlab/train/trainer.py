@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from .. import optim
+from .._validate import NonFiniteError
 from ..errors import UsageError
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .metrics import MetricsLog, Tally
@@ -216,7 +217,11 @@ class Trainer:
         # A diverging run overflows somewhere; that is detected and reported just below
         # (naming the parameter and step), so NumPy's warnings would only add noise.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            loss, _, _, self.state = tbptt_step(self.model, x, y, state, self.config.k2)
+            try:
+                loss, _, _, self.state = tbptt_step(self.model, x, y, state, self.config.k2)
+            except NonFiniteError as e:      # a layer's backward refused a non-finite gradient
+                raise Diverged(f"training stopped at step {self.step + 1}: a gradient is not finite ({e}); "
+                               f"{self._kept()}; try a lower --lr, --clip or --clip-value") from None
         grads = self.model.grads
         bad = optim.find_nonfinite(grads)
         state_ok = all(np.isfinite(a).all() for a in _state_arrays(self.state))
