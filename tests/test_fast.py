@@ -1120,6 +1120,11 @@ def test_split_parts_follow_the_blas_threads_and_the_sizes(monkeypatch):
         assert seen == [before]
         monkeypatch.setattr(_split, "_own_running", lambda: 1)             # the running one is the split's own
         assert _split.parts(32, _split.MIN_WORK) == 2
+        monkeypatch.setattr(_split, "_own_running", lambda: 0)
+        reads = iter([2, 1])                                               # busy at the first look only:
+        monkeypatch.setattr(_split, "_running", lambda: next(reads))       # a thread that ran for a moment
+        split = _split.parts(32, _split.MIN_WORK)
+        assert split == 2 and not split.crowded
         monkeypatch.setattr(_split, "_running", lambda: None)              # unknown: all CPUs count as idle
         assert _split.parts(32, _split.MIN_WORK) == 2
     monkeypatch.setattr(_split, "ENABLED", False)

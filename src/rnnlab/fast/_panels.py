@@ -266,6 +266,21 @@ class Layout:
         return Compiled(self, engine, engine.get_function_address("rnnlab_panels"),
                         engine.get_function_address("rnnlab_panels_cols"))
 
+    def panels_shape(self, K, C):
+        """The shape of B (K, C)'s panels."""
+        return (C // self.width, K * self.width)
+
+    def pack_rows(self, blocks, out):
+        """The blocks (K_i, C) stacked along K, packed like ``pack`` into out (``panels_shape``)."""
+        C, W = blocks[0].shape[1], self.width
+        K = sum(b.shape[0] for b in blocks)
+        o3 = out.reshape(C // W, K, W)
+        k0 = 0
+        for b in blocks:
+            o3[:, k0:k0 + b.shape[0]] = b.reshape(b.shape[0], C // W, W).transpose(1, 0, 2)
+            k0 += b.shape[0]
+        return out
+
     def pack(self, B, out=None):
         """B (K, C) as its panels, a (C / width, K * width) float32 array: row p is
         B[:, width p : width (p + 1)] row by row (into ``out`` if given)."""
