@@ -348,6 +348,9 @@ def test_the_table_names_the_blas_of_rnnlabs_loops():
     assert lines[1] == ("rnnlab's loops: NumPy's BLAS called from compiled code (scipy_cblas_sgemm64_); "
                         "on one core: panels kernel 6 x 16 register tiles; batch split onto idle cores on; "
                         "tiny LSTM loops' units on two cores on; LSTM inference loops off (RNNLAB_INFER_LOOPS=0)")
+    lines = bench._blas_lines({**base, "fast_path": {"mkl": {"enabled": False}, "blas_loops": True,
+                                                     "panels": "8 x 32 register tiles", "panels_gemm": "on"}})
+    assert "panels kernel 8 x 32 register tiles; large GEMMs through the panels kernel on every core on;" in lines[1]
     assert len(bench._blas_lines({**base, "fast_path": {"mkl": {}, "blas_loops": False}})) == 1
 
 

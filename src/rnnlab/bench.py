@@ -482,9 +482,11 @@ def _blas_lines(result):
         lines.append(f"rnnlab's loops: GEMMs through {mkl.get('version') or 'MKL'}, W_hh packed once a call "
                      f"({mkl.get('threading')} threading); {loops}")
     elif fast.get("blas_loops"):
+        gemms = (f"; large GEMMs through the panels kernel on every core {fast['panels_gemm']}"
+                 if "panels_gemm" in fast else "")
         lines.append(f"rnnlab's loops: NumPy's BLAS called from compiled code "
                      f"({(fast.get('blas') or {}).get('symbol')}); on one core: panels kernel "
-                     f"{fast.get('panels')}; {loops}")
+                     f"{fast.get('panels')}{gemms}; {loops}")
     peaks = result.get("gemm_peak_by_blas") or {}
     if len(peaks) > 1:
         lines.append("GEMM roofline, each GEMM: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
