@@ -50,11 +50,13 @@ as this machine's environment sets ``OPENBLAS_CORETYPE``; its own SkylakeX kerne
     (8, 256) x (256, 1024)     104 / 227  186  223  183 / 71
 
 Used by the compiled loops where their BLAS runs on one thread (the batch
-split's parts, ``_split``, or a BLAS limited to one thread) and C is a multiple
-of 16; ``ENABLED = False`` (or ``RNNLAB_PANELS=0``) leaves the products to the
-BLAS. Sums run in k order per output (no reassociation); results differ from
-the BLAS's only by rounding. The products whose C is not a multiple of the panel width (32
-with 512-bit vectors) stay with the BLAS.
+split's parts, ``_split``, a crowded loop, or a BLAS limited to one thread) and C
+is a multiple of the panel width (16, or 32 with 512-bit vectors; other products
+stay with the BLAS), and by ``_gemm`` for the large GEMMs where it has wider
+vectors than NumPy's BLAS; for those the kernel also reads x by columns
+(``Layout.tile_ir``'s ``cols``: x a transposed view). ``ENABLED = False`` (or
+``RNNLAB_PANELS=0``) leaves the products to the BLAS. Sums run in k order per
+output (no reassociation); results differ from the BLAS's only by rounding.
 """
 from __future__ import annotations
 
