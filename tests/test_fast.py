@@ -1347,13 +1347,15 @@ def test_panels_gemm_takes_only_what_fits(monkeypatch):
     monkeypatch.setattr(_gemm, "wider_than_blas", lambda: True)
     W = _panels.layout().width
     C = 8 * W
-    a, b = np.ones((2 ** 24 // (256 * C) + 1, 256), np.float32), np.ones((256, C), np.float32)
-    out = np.empty((a.shape[0], C), np.float32)
+    M = 2 * (2 ** 24 // (256 * C) + 1)              # twice the work needed: each case below fails one rule
+    a, b = np.ones((M, 256), np.float32), np.ones((256, C), np.float32)
+    out = np.empty((M, C), np.float32)
     assert _gemm.takes(a, b, out)
+    assert _gemm.takes(np.ones((256, M), np.float32).T, b, out)                 # a by columns
     assert not _gemm.takes(a.astype(np.float64), b.astype(np.float64), out.astype(np.float64))
     assert not _gemm.takes(a[:4], b, out[:4])                                   # too little work
     assert not _gemm.takes(a, b[:, :C - 8], out[:, :C - 8])                     # C not a multiple
-    assert not _gemm.takes(a[:, ::2], b[:128], out)                             # a strided both ways
+    assert not _gemm.takes(np.ones((M, 512), np.float32)[:, ::2], b, out)       # a strided both ways
     assert not _gemm.takes(out[:, :256], b, out)                                # out overlaps a
     monkeypatch.setattr(_gemm, "wider_than_blas", lambda: False)
     assert not _gemm.takes(a, b, out)

@@ -873,7 +873,8 @@ INFER_LOOPS = os.environ.get("RNNLAB_INFER_LOOPS", "1") != "0"
 
 
 # The LSTM's inference loop multiplies [x_t | h_{t-1}] by [W_ih | W_hh]^T in one product a step
-# (``lstm_infer_loop``, the weights copied side by side and packed at every call) where x_t W_ih^T
+# (``lstm_infer_loop``, the weights packed side by side into the panels at every call, or copied
+# side by side where the BLAS takes the product) where x_t W_ih^T
 # over the batch has fewer than INFER_ONE_PRODUCT_MAX multiply-adds, else as two products, x_t read
 # in place (``lstm_infer2_loop``). Measured here, 15 rounds each way in one process, best / median
 # (ms) of the caching loop, one product and two: N=32, T=100, H=256, D=64 (2^21 multiply-adds)

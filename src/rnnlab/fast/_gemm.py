@@ -32,12 +32,10 @@ first three at 440, 454 and 436 against 392, 420 and 359: there this route is no
 from __future__ import annotations
 
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import _mkl, _panels, _threads
+from . import _mkl, _panels, _split, _threads
 
 ENABLED = os.environ.get("RNNLAB_PANELS_GEMM", "1") != "0"
 K_BLOCK = 512           # rows of b packed (and summed over) at a time
@@ -47,8 +45,6 @@ MIN_WORK = 2 ** 24      # multiply-adds at least this (below, NumPy's call is ch
 _NARROW = ("haswell", "zen", "sandybridge", "nehalem", "core2", "prescott", "atom", "bulldozer",
            "piledriver", "steamroller", "excavator")    # OpenBLAS kernels without 512-bit vectors
 
-_pool = None
-_pool_lock = threading.Lock()
 _wider = None
 
 
@@ -85,18 +81,10 @@ def matmul(a, b, out=None, accumulate=False):
     return _mkl.matmul(a, b, out, accumulate)
 
 
-def _workers(n):
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool._max_workers < n:
-            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="rnnlab-gemm")
-        return _pool
-
-
 def panels_matmul(a, b, out, accumulate=False, threads=None):
     """out (M, C) <- (or +=) a (M, K) b (K, C) through ``_panels``'s kernel on ``threads``
     threads (default: NumPy's BLAS thread count now, at most the CPUs), each taking a share of
-    a's rows (a multiple of 8)."""
+    a's rows: the batch split's mechanism (``_split.run``), its pool and its parts."""
     kernel, lay = _panels.compiled(), _panels.layout()
     M, K = a.shape
     if threads is None:
@@ -111,12 +99,7 @@ def panels_matmul(a, b, out, accumulate=False, threads=None):
                 r1 = min(m1, r0 + M_BLOCK)
                 kernel.matmul(a[r0:r1, k0:k1], packs[i], out[r0:r1], accumulate or i > 0)
 
-    share = ((M + threads - 1) // threads + 7) // 8 * 8
-    cuts = [min(M, j * share) for j in range(threads)] + [M]
-    futures = [_workers(threads - 1).submit(part, cuts[j], cuts[j + 1]) for j in range(1, threads)]
-    part(cuts[0], cuts[1])
-    for f in futures:
-        f.result()
+    _split.run(part, M, threads)
     return out
 
 

@@ -273,7 +273,8 @@ class Layout:
         return (C // self.width, K * self.width)
 
     def pack_rows(self, blocks, out):
-        """The blocks (K_i, C) stacked along K, packed like ``pack`` into out (``panels_shape``)."""
+        """The blocks (K_i, C) stacked along K as B (K, C), packed into out (``panels_shape``): row
+        p of out is B[:, width p : width (p + 1)] row by row."""
         C, W = blocks[0].shape[1], self.width
         K = sum(b.shape[0] for b in blocks)
         o3 = out.reshape(C // W, K, W)
@@ -283,15 +284,10 @@ class Layout:
             k0 += b.shape[0]
         return out
 
-    def pack(self, B, out=None):
-        """B (K, C) as its panels, a (C / width, K * width) float32 array: row p is
-        B[:, width p : width (p + 1)] row by row (into ``out`` if given)."""
-        K, C = B.shape
-        W = self.width
-        if out is None:
-            out = np.empty((C // W, K * W), np.float32)
-        out.reshape(C // W, K, W)[...] = B.reshape(K, C // W, W).transpose(1, 0, 2)
-        return out
+    def pack(self, B):
+        """B (K, C) as its panels, a new (C / width, K * width) float32 array: row p is
+        B[:, width p : width (p + 1)] row by row (``pack_rows`` with one block)."""
+        return self.pack_rows((B,), np.empty(self.panels_shape(*B.shape), np.float32))
 
 
 class Compiled:
