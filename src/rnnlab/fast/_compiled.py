@@ -895,8 +895,9 @@ def infer_usable(mode, N, W_hh):
 
 
 def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
-    """The LSTM's eval-mode forward without a cache (``lstm_infer_loop`` or ``lstm_infer2_loop``):
-    out, h_T, c_T and a ``Recompute`` that makes the cache if a backward asks."""
+    """The LSTM's eval-mode forward without a cache (split by units on two cores, ``_units``; else
+    ``lstm_infer_loop`` or ``lstm_infer2_loop``, whole or in the batch split's parts): out, h_T,
+    c_T and a ``Recompute`` that makes the cache if a backward asks."""
     T, N, D = X.shape
     H = W_hh.shape[1]
     P = _parts(N, W_hh, False)
@@ -905,6 +906,11 @@ def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     out = empty_steps(T, N, H, bm)
     h0, c0 = np.ascontiguousarray(h), c                         # the layer's own (recurrent._own)
     c = c.copy()                                                # the loops' c_t
+    from . import _units                                        # (it imports this module)
+    if _units.usable(N, D, H, P):                               # by units on two cores (fast/_units.py)
+        if _units.lstm_infer(X, h0, c, W_ih, W_hh, b, reverse, out, bm, memory(X, bm), memory(out, bm)):
+            return out, out[0 if reverse else T - 1], c, Recompute((X, h0, c0, W_ih, W_hh, b_ih, b_hh, reverse))
+        c[...] = c0                                             # the second core never started
     zero = np.zeros(4 * H, F)
     two = N * W_ih.size >= INFER_ONE_PRODUCT_MAX
     panels = None if two else _one_core_panels((W_ih.T, W_hh.T), N, P, "xh")   # [W_ih | W_hh]^T

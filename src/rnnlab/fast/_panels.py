@@ -159,6 +159,32 @@ class Layout:
         add("}")
         return "\n".join(lines)
 
+    def tile2_ir(self, R):
+        """k2_<R>: out[0:R, 0:width] (row stride ldc) <- x1[0:R, 0:K1] w1 + x2[0:R, 0:K2] w2, two
+        sources (rows, strides ldx1, ldx2) and their panels summed in one register tile: the
+        second k loop starts from the first's accumulators, so the sum runs in the order of one
+        product over the stacked K1 + K2 (x1 | x2 by rows, w1 over w2), with one store."""
+        V, NV = self.vector, self.vectors
+        vt = f"<{V} x float>"
+        lines = [f"define internal void @k2_{R}(i64 %K1, ptr %x1, i64 %ldx1, ptr %w1, i64 %K2, ptr %x2, "
+                 "i64 %ldx2, ptr %w2, ptr %c, i64 %ldc) alwaysinline {", "entry:"]
+        add = lines.append
+        for src in (1, 2):
+            for r in range(R):
+                add(f"  %xo{src}_{r} = mul i64 {r}, %ldx{src}")
+                add(f"  %xr{src}_{r} = getelementptr float, ptr %x{src}, i64 %xo{src}_{r}")
+        acc = self.k_loop_ir(R, add, "entry", "f", "%K1", [f"%xr1_{r}" for r in range(R)], 1, "%w1", None)
+        acc = self.k_loop_ir(R, add, "fend", "s", "%K2", [f"%xr2_{r}" for r in range(R)], 1, "%w2", acc)
+        for r in range(R):
+            add(f"  %co{r} = mul i64 {r}, %ldc")
+            for v in range(NV):
+                add(f"  %cq{r}_{v} = add i64 %co{r}, {v * V}")
+                add(f"  %cp{r}_{v} = getelementptr float, ptr %c, i64 %cq{r}_{v}")
+                add(f"  store {vt} {acc[r][v]}, ptr %cp{r}_{v}, align 4")
+        add("  ret void")
+        add("}")
+        return "\n".join(lines)
+
     def panel_rows_ir(self, add, setup, call):
         """Lines of the loop over the panels p < %np and, in each, over the row tiles of the %N
         rows (rows + 1 or rows + 2 left go as two tiles of about half, ``tail``; then the rows
@@ -245,13 +271,50 @@ class Layout:
         add("}")
         return "\n".join(lines)
 
+    def driver2_ir(self):
+        """rnnlab_panels2(N, C, K1, x1, ldx1, p1, K2, x2, ldx2, p2, out, ldc): out (N, C) <- x1 (N, K1) B1
+        + x2 (N, K2) B2, B1 and B2 packed by ``pack`` (``tile2_ir``)."""
+        W = self.width
+        lines = ["define void @rnnlab_panels2(i64 %N, i64 %C, i64 %K1, ptr %x1, i64 %ldx1, ptr %b1, i64 %K2, "
+                 "ptr %x2, i64 %ldx2, ptr %b2, ptr %c, i64 %ldc) {", "entry:"]
+        add = lines.append
+        add(f"  %np = udiv i64 %C, {W}")
+        add(f"  %pstride1 = mul i64 %K1, {W}")
+        add(f"  %pstride2 = mul i64 %K2, {W}")
+        add("  %anyp = icmp sgt i64 %np, 0")
+        add("  %anyn = icmp sgt i64 %N, 0")
+        add("  %any = and i1 %anyp, %anyn")
+        add("  br i1 %any, label %ploop, label %exit")
+
+        def setup(add):
+            for i in (1, 2):
+                add(f"  %wo{i} = mul i64 %p, %pstride{i}")
+                add(f"  %wp{i} = getelementptr float, ptr %b{i}, i64 %wo{i}")
+            add(f"  %co = mul i64 %p, {W}")
+            add("  %cpp = getelementptr float, ptr %c, i64 %co")
+
+        def call(add, L, r, tag):
+            for i in (1, 2):
+                add(f"  %xo{i}{tag} = mul i64 {r}, %ldx{i}")
+                add(f"  %xr{i}{tag} = getelementptr float, ptr %x{i}, i64 %xo{i}{tag}")
+            add(f"  %co{tag} = mul i64 {r}, %ldc")
+            add(f"  %cr{tag} = getelementptr float, ptr %cpp, i64 %co{tag}")
+            add(f"  call void @k2_{L}(i64 %K1, ptr %xr1{tag}, i64 %ldx1, ptr %wp1, i64 %K2, ptr %xr2{tag}, "
+                f"i64 %ldx2, ptr %wp2, ptr %cr{tag}, i64 %ldc)")
+
+        self.panel_rows_ir(add, setup, call)
+        add("  ret void")
+        add("}")
+        return "\n".join(lines)
+
     def module_ir(self):
         """The whole module as LLVM IR text."""
         V = self.vector
         return "\n".join([f"declare <{V} x float> @llvm.fmuladd.v{V}f32(<{V} x float>, <{V} x float>, "
                           f"<{V} x float>)"]
                          + [self.tile_ir(R, cols) for cols in (False, True) for R in range(1, self.rows + 1)]
-                         + [self.driver_ir(False), self.driver_ir(True)])
+                         + [self.tile2_ir(R) for R in range(1, self.rows + 1)]
+                         + [self.driver_ir(False), self.driver_ir(True), self.driver2_ir()])
 
     def compile(self):
         """This layout's kernels compiled for this CPU (``Compiled``: keep it, its engine owns the code)."""
@@ -266,7 +329,8 @@ class Layout:
         engine = llvm.create_mcjit_compiler(module, machine)
         engine.finalize_object()
         return Compiled(self, engine, engine.get_function_address("rnnlab_panels"),
-                        engine.get_function_address("rnnlab_panels_cols"))
+                        engine.get_function_address("rnnlab_panels_cols"),
+                        engine.get_function_address("rnnlab_panels2"))
 
     def panels_shape(self, K, C):
         """The shape of B (K, C)'s panels."""
@@ -293,8 +357,8 @@ class Layout:
 class Compiled:
     """A layout's compiled kernels: ``rows`` (x by rows) and ``cols`` (x by columns) addresses."""
 
-    def __init__(self, layout, engine, rows, cols):
-        self.layout, self.engine, self.rows, self.cols = layout, engine, rows, cols
+    def __init__(self, layout, engine, rows, cols, two):
+        self.layout, self.engine, self.rows, self.cols, self.two = layout, engine, rows, cols, two
 
     def matmul(self, x, panels, out, accumulate=False):
         """out (N, C) <- (or +=) x (N, K) B from Python (tests and ``_gemm``; the loops call the
@@ -315,6 +379,25 @@ class Compiled:
         return out
 
 
+    def matmul2(self, x1, panels1, x2, panels2, out):
+        """out (N, C) <- x1 (N, K1) B1 + x2 (N, K2) B2 from Python (tests), with the B's panels; x1,
+        x2 float32 with contiguous rows."""
+        (N, K1), (_, K2) = x1.shape, x2.shape
+        C, W = out.shape[1], self.layout.width
+        for x, p, K in ((x1, panels1, K1), (x2, panels2, K2)):
+            if (x.dtype != np.float32 or (x.strides[1] != 4 and K > 0) or x.shape[0] != N or p.shape != (C // W, K * W)
+                    or C % W or out.dtype != np.float32 or out.strides[1] != 4 or out.shape[0] != N):
+                raise ValueError(f"panels matmul2: x {x.shape} {x.dtype}, panels {p.shape}, out {out.shape} "
+                                 f"{out.dtype} do not fit (float32, rows contiguous, C a multiple of {W})")
+        _signature2(self.two)(N, C, K1, x1.ctypes.data, x1.strides[0] // 4, panels1.ctypes.data, K2,
+                              x2.ctypes.data, x2.strides[0] // 4, panels2.ctypes.data, out.ctypes.data,
+                              out.strides[0] // 4)
+        return out
+
+
+_signature2 = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                               ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                               ctypes.c_void_p, ctypes.c_int64)
 _signature = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                               ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32)
 _state = {"tried": False, "compiled": None, "error": None, "layout": None}

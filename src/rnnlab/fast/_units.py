@@ -1,0 +1,215 @@
+"""LSTM inference on two cores by hidden units: each core computes every sequence's step for half the units.
+
+The batch split (``_split``) gives each core half the sequences, so each core
+reads all of [W_ih | W_hh] every step: at N = 64, D = H = 512 that is 8 MB a
+core a step, from the shared L3, and each core first packs all of it for the
+panels kernel. Here each core takes half the hidden units instead: unit j's step
+needs rows j, H + j, 2H + j, 3H + j of W_ih and W_hh (its gates i, f, g, o), the
+whole h_{t-1} and its own c; nothing of the other units. So core k packs and
+reads only the gate rows of its units (half the weights), multiplies every
+sequence's x_t and h_{t-1} by them with ``_panels``'s kernel, and runs the gates
+of its units (``_compiled.lstm_units``); the two cores meet once a step, as
+h_t must be whole before the recurrent product of step t + 1.
+
+    core k, units U_k = [k H/2, (k + 1) H/2), at step s (time t):
+        hw (N, 4 H/2)  = x_t W_ih[rows of U_k]^T           (needs nothing of the other core)
+        wait until the other core has written its half of h_{t-1}
+        hw            += h_{t-1} W_hh[rows of U_k]^T       (h_{t-1}: the output's rows of step t-1)
+        c[:, U_k], h_t[:, U_k] = the gates of hw (+ b[rows of U_k])
+        mark step s done
+
+Each core waits only for the other's mark of the previous step (an int64 slot of
+``ctl``, atomics from ``_helper``), and computes the input product before that
+wait, so a late core delays the other by less than its lateness. h_{t-1} is read
+from the output itself, and a core writes only step t's rows and its own
+columns of c, so no step's data is written while the other core may read it.
+
+A unit's numbers are those of ``_compiled.lstm_infer2_loop`` with the panels
+kernel (the same two products, k in the same order, the same gate kernel), bit
+for bit. The second core's half runs on the batch split's pool thread; the
+calling thread packs its weights and then waits up to ``START_S`` for that
+thread to start (its core may be busy), else withdraws it and returns None:
+the caller then runs its one-core loop. An error on either side (``ABORT``)
+releases the other from its wait.
+
+Used for float32 LSTM inference where the batch split would run two parts (two
+idle cores), the panels kernel is in use with H/2 a multiple of its panel width
+(32 columns with 512-bit vectors, 16 with 256-bit), and N >= ``MIN_N``; ``ENABLED = False`` (or
+``RNNLAB_UNITS=0``) turns it off.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import _compiled, _panels, _split
+
+ENABLED = os.environ.get("RNNLAB_UNITS", "1") != "0"
+MIN_N = 8
+START_SPINS = 60_000        # ~2 ms (a spin, x86 ``pause``, ~30 ns here: ``_helper.IDLE_SPINS``)
+F = np.float32
+ABORTED, DONE_ALL, ALONE = 0, 1, 2
+
+# ctl slots (int64): each core's last step done, on lines of their own; ABORT; STARTED
+DONE, ABORT, STARTED = (0, 16), 32, 48
+CTL_SIZE = 64
+
+if _compiled.AVAILABLE:
+    from ._helper import claim, load_acquire, pause, store_release
+
+    _jit = _compiled._jit
+    _at, _rows_at, _panels_call = _compiled._at, _compiled._rows_at, _compiled._panels_call
+    lstm_units = _compiled.lstm_units
+
+    from llvmlite import ir as _ir
+    from numba.core import types as _types
+    from numba.extending import intrinsic as _intrinsic
+
+    @_intrinsic
+    def _panels2_call(typingctx, fn, n, c, k1, x1, ldx1, w1, k2, x2, ldx2, w2, out, ldc):
+        """out (n, c) <- x1 (n, k1) B1 + x2 (n, k2) B2, the B's packed into panels at w1, w2:
+        ``_panels``'s two-source kernel through the function pointer fn (``Compiled.two``)."""
+        args_ = (fn, n, c, k1, x1, ldx1, w1, k2, x2, ldx2, w2, out, ldc)
+        if not all(isinstance(v, _types.Integer) for v in args_):
+            return None
+
+        def codegen(context, builder, signature, args):
+            i64, vp = _ir.IntType(64), _ir.IntType(8).as_pointer()
+            kinds = [i64, i64, i64, vp, i64, vp, i64, vp, i64, vp, vp, i64]
+            fnty = _ir.FunctionType(_ir.VoidType(), kinds)
+            vals = [builder.inttoptr(v, vp) if t is vp else (builder.sext(v, i64) if v.type.width < 64 else v)
+                    for v, t in zip(args[1:], kinds)]
+            builder.call(builder.inttoptr(args[0], fnty.as_pointer()), vals)
+            return context.get_dummy_value()
+        return _types.void(*args_), codegen
+
+    @_jit(inline="always")
+    def _wait(ctl, i, s):
+        """Spin until ctl[i] >= s; False if ``ABORT`` was set meanwhile."""
+        while load_acquire(ctl, i) < s:
+            if load_acquire(ctl, ABORT) != 0:
+                return False
+            pause()
+        return True
+
+    @_jit(inline="always")
+    def _alone(ctl, start_spins):
+        """The calling core, before its first wait for the other: whether the other core's thread
+        has not started within ``start_spins`` spins, in which case it never will (``STARTED``
+        claimed here, -1)."""
+        spins = 0
+        while load_acquire(ctl, STARTED) == 0 and spins < start_spins:
+            pause()
+            spins += 1
+        return claim(ctl, STARTED, 0, -1)
+
+    @_jit()
+    def begin(ctl):
+        """The second core's thread, as it starts: whether its half is still its own (``STARTED``
+        claimed, 1), not taken back by the calling core (``_alone``)."""
+        return claim(ctl, STARTED, 0, 1)
+
+    @_jit(nogil=True)
+    def units_loop(fn, Px, Ph, Xm, h0, hw, b, zero, c, u0, scratch, mO, bm, T, reverse, ctl, me, start_spins):
+        """One core's half of the LSTM's steps (see the module's docstring): units u0..u0 + Hc - 1,
+        Hc = hw.shape[1] / 4; Px, Ph the panels of their rows of W_ih^T and W_hh^T; b their biases
+        (4 Hc,); c (N, H) the whole cell state (its columns u0.. updated here). The calling core
+        (me = 0) returns only when the other's half is done too. Returns DONE_ALL, ABORTED (the
+        other core failed) or ALONE (me = 0: the other core's thread never started; the steps are
+        then not done)."""
+        n, G = hw.shape
+        Hc, D, H = G // 4, Xm.shape[2], h0.shape[1]
+        o, px, ph = np.int64(hw.ctypes.data), np.int64(Px.ctypes.data), np.int64(Ph.ctypes.data)
+        other = DONE[1 - me]
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            a, lda = _rows_at(Xm, t, bm)
+            if s == 0:
+                a2, lda2 = np.int64(h0.ctypes.data), H
+            else:
+                if me == 0 and s == 1 and _alone(ctl, start_spins):
+                    return ALONE
+                if not _wait(ctl, other, s):
+                    return ABORTED
+                a2, lda2 = _rows_at(mO, t + 1 if reverse else t - 1, bm)
+            _panels2_call(fn, n, G, D, a, lda, px, H, a2, lda2, ph, o, G)
+            for r in range(n):
+                lstm_units(hw[r], zero, b, c[r, u0:u0 + Hc], scratch[0], scratch[1],
+                           _at(mO, t, r, bm)[u0:u0 + Hc], Hc, 0, Hc)
+            store_release(ctl, DONE[me], s + 1)
+        if me == 0:
+            if T == 1 and _alone(ctl, start_spins):
+                return ALONE
+            if not _wait(ctl, other, T):
+                return ABORTED
+        return DONE_ALL
+
+
+def usable(N, D, H, P):
+    """Whether an LSTM inference loop over N sequences (D inputs, H units) runs here, given the
+    batch split's parts P for it (``_split.parts``): two, the compiled loops on NumPy's BLAS (not
+    in an MKL regime, where the batch split's parts run MKL's packed GEMM), and H/2, each half's
+    columns of a gate, a multiple of the panels kernel's width (``_pack`` makes a gate's panels
+    from its rows)."""
+    if not (ENABLED and _compiled.AVAILABLE and P == 2 and not getattr(P, "crowded", False) and N >= MIN_N):
+        return False
+    return (H % 2 == 0 and _panels.usable(H // 2) and _panels.compiled() is not None
+            and _compiled._numpy_blas_loops(N * (D + H) * 4 * H))
+
+
+def _half(W, k, H):
+    """Rows of W (4H, K) for core k's units, gate by gate: W[q H + u] for q = 0..3, u in U_k."""
+    Hc = H // 2
+    return tuple(W[q * H + k * Hc: q * H + (k + 1) * Hc] for q in range(4))
+
+
+def _pack(blocks, slot):
+    """The blocks (rows of W, (Hc, K) each) as panels of their transpose (K, 4 Hc), column block
+    q from block q, in this thread's buffer for ``slot``."""
+    lay = _panels.layout()
+    K, Wd = blocks[0].shape[1], lay.width
+    out = _compiled._pack_buffer(slot, lay.panels_shape(K, len(blocks) * blocks[0].shape[0]))
+    o3 = out.reshape(-1, K, Wd)
+    per = blocks[0].shape[0] // Wd
+    for q, blk in enumerate(blocks):                     # panel p: rows Wd p .. of the block, transposed
+        o3[q * per:(q + 1) * per] = blk.reshape(per, Wd, K).transpose(0, 2, 1)
+    return out
+
+
+def lstm_infer(X, h0, c, W_ih, W_hh, b, reverse, out, bm, Xm, mO):
+    """The LSTM's inference loop split by units (module docstring): writes ``out`` (through its
+    memory mO) and c (N, H, updated in place). Returns False where the second core's thread did
+    not start within ``START_SPINS`` of the first wait for it (the caller then runs its own
+    loop; c has been changed)."""
+    N, H = h0.shape
+    ctl = np.zeros(CTL_SIZE, np.int64)
+    fn = _panels.compiled().two
+    zero = np.zeros(2 * H, F)
+
+    def half(k):
+        try:
+            if k == 1 and not begin(ctl):
+                return ALONE
+            Px = _pack(_half(W_ih, k, H), "ux")
+            Ph = _pack(_half(W_hh, k, H), "uh")
+            bk = np.concatenate(_half(b, k, H))
+            hw, scratch = np.empty((N, 2 * H), F), np.empty((2, H // 2), F)
+            return units_loop(fn, Px, Ph, Xm, h0, hw, bk, zero, c, k * (H // 2), scratch, mO, bm,
+                              X.shape[0], reverse, ctl, k, START_SPINS)
+        except BaseException:
+            ctl[ABORT] = 1
+            raise
+
+    future = _split._executor(1).submit(half, 1)
+    try:
+        status = half(0)
+    finally:
+        if not future.cancel():
+            future.exception()                           # waits: done, or stopped at a wait (ABORT)
+    if status == ALONE:
+        return False
+    if status == ABORTED:
+        future.result()                                  # raises the second core's error
+        raise RuntimeError("units split: the second core stopped without an error")
+    return True
