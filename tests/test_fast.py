@@ -1076,31 +1076,6 @@ def test_split_running_threads_are_read_where_the_system_tells():
         assert running is None
 
 
-def test_split_an_all_idle_reading_stands_for_a_while_a_busy_one_not(monkeypatch):
-    """``_idle_cpus`` reads the running threads again only after IDLE_FOR_S once it found every CPU
-    idle, at once after a busy reading, and at once for another reader (a test's)."""
-    from rnnlab.fast import _split, _threads
-    monkeypatch.setattr(_threads, "cpus", lambda: 2)
-    monkeypatch.setattr(_split, "_own_running", lambda: 0)
-    readings = []
-
-    def reader(values):
-        return lambda: readings.append(1) or values[len(readings) - 1]
-    monkeypatch.setattr(_split, "_running", reader([1, 2, 2, 1, 1]))
-    monkeypatch.setattr(_split, "_idle_seen", [float("-inf"), None])
-    clock = [100.0]
-    monkeypatch.setattr(_split, "_clock", lambda: clock[0])
-    assert _split._idle_cpus() == 2 and len(readings) == 1           # all idle: stands
-    clock[0] += _split.IDLE_FOR_S / 2
-    assert _split._idle_cpus() == 2 and len(readings) == 1
-    clock[0] += _split.IDLE_FOR_S                                     # stale: read again, busy
-    assert _split._idle_cpus() == 1 and len(readings) == 2
-    assert _split._idle_cpus() == 1 and len(readings) == 3           # busy: never kept
-    assert _split._idle_cpus() == 2 and len(readings) == 4
-    monkeypatch.setattr(_split, "_running", lambda: 2)               # another reader reads afresh
-    assert _split._idle_cpus() == 1
-
-
 def test_split_parts_follow_the_blas_threads_and_the_sizes(monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from rnnlab.fast import _split, _threads

@@ -26,9 +26,8 @@ a core from the parts. A split forward right after a threaded GEMM took 115.4 /
 best / median of 15); with the forward split and the backward whole, training
 steps at N=32 took 70.7 against 63.1 ms. Hence the parts go only onto idle
 cores: one per CPU not taken by another running thread (``/proc/loadavg``
-counts them, a spinning OpenBLAS worker too; reading it costs 10-130 us, so a
-reading that found every CPU idle stands for ``IDLE_FOR_S``), so a forward or
-backward that would start beside a busy thread runs whole. Training
+counts them, a spinning OpenBLAS worker too; reading it costs ~25 us), so a
+forward or backward that would start beside a busy thread runs whole. Training
 steps back to back (two of three timed per turn, 10 turns, 6 at N=64; best / median), with
 the batch split and ``_panels`` against without: LSTM N=32, T=100, D=64, H=256
 48.9 / 59.3 against 58.5 / 69.4 ms; N=64, T=50, D=H=512 283.8 / 328.3 against
@@ -82,12 +81,6 @@ PARTS = None
 # inference at N=32 taking turns with PyTorch; each such call ran whole on one thread, 10 ms
 # against 5.5 split. (At an idle moment, 1% of reads saw one, 0.9% again 100 us later.)
 RECHECK_S = 1e-4
-# Seconds for which a reading that found every CPU idle stands: the first read of /proc/loadavg
-# after a long loop took 90-130 us here (10 us when repeated at once), 2% of an LSTM inference
-# at N=32, T=100, D=64, H=256; forwards back to back then read it once every IDLE_FOR_S.
-IDLE_FOR_S = 0.05
-_idle_seen = [float("-inf"), None]      # when every CPU was last seen idle, and by which reader
-_clock = time.perf_counter
 
 _pool = None            # (executor, its number of threads)
 _pool_lock = threading.Lock()
@@ -152,18 +145,13 @@ def _own_running():
 
 def _idle_cpus():
     """CPUs of this process not taken by another running thread, the split's own ones aside (all
-    of them if unknown). A reading that found them all idle stands for ``IDLE_FOR_S``."""
-    cpus, now = _threads.cpus(), _clock()
-    if now - _idle_seen[0] < IDLE_FOR_S and _idle_seen[1] is _running:
-        return cpus
-    running = _running()
+    of them if unknown)."""
+    cpus, running = _threads.cpus(), _running()
     if running is None:
         return cpus
     if running > 1:
         running -= _own_running()
-    idle = max(1, cpus - (running - 1))
-    _idle_seen[:] = [now, _running] if idle == cpus else [float("-inf"), None]
-    return idle
+    return max(1, cpus - (running - 1))
 
 
 def _executor(workers):
