@@ -202,3 +202,27 @@ def test_two_source_kernel_is_one_product_over_the_stacked_inputs(N, K1, K2):
     want = x1.astype(np.float64) @ B1 + x2.astype(np.float64) @ B2
     scale = np.abs(x1) @ np.abs(B1).astype(np.float64) + np.abs(x2) @ np.abs(B2).astype(np.float64)
     assert np.all(np.abs(out - want) <= 4 * (K1 + K2) * np.finfo(np.float32).eps * scale + 1e-30)
+
+
+@pytest.mark.parametrize("vector", [8, 16])
+@pytest.mark.parametrize("Ks", [(5,), (16,), (37,), (64, 256), (3, 40, 17)])
+@pytest.mark.parametrize("transposed", [True, False])
+def test_compiled_pack_equals_numpys(vector, Ks, transposed):
+    """``Compiled.pack_rows`` (blocks that are transposes of C-contiguous rows through the compiled
+    in-register transposes, the last K mod vector columns and other blocks by NumPy) writes the
+    same panels as ``Layout.pack_rows``, blocks stacked along K, each layout."""
+    if vector == 16 and _panels._vector() != 16 and _panels._FORCED is None:
+        pytest.skip("this CPU has no 512-bit vectors (AVX-512F)")
+    kernel = _panels.Layout(vector, *_panels.LAYOUTS[vector]).compile()
+    C = 3 * kernel.layout.width
+    rng = np.random.default_rng(sum(Ks) + vector)
+    if transposed:
+        blocks = tuple(rng.standard_normal((C, K)).astype(np.float32).T for K in Ks)    # W.T views
+    else:
+        blocks = tuple(rng.standard_normal((K, C)).astype(np.float32) for K in Ks)
+    shape = kernel.layout.panels_shape(sum(Ks), C)
+    got = kernel.pack_rows(blocks, np.full(shape, np.nan, np.float32))
+    want = kernel.layout.pack_rows(blocks, np.empty(shape, np.float32))
+    assert np.array_equal(got, want)
+    assert np.array_equal(want.reshape(C // kernel.layout.width, sum(Ks), -1).transpose(1, 0, 2).reshape(sum(Ks), C),
+                          np.concatenate(blocks))

@@ -700,7 +700,7 @@ def _one_core_panels(B, N, P=1, slot="h"):
     # on one thread: LSTM inference N=32, T=100, D=64, H=256 took 21 ms in those calls, 6 split)
     if P == 1 and not getattr(P, "crowded", False) and blas_threads() != 1:
         return None
-    return _panels.layout().pack_rows(blocks, _pack_buffer(slot, _panels.layout().panels_shape(K, C)))
+    return _panels.pack_rows(blocks, _pack_buffer(slot, _panels.layout().panels_shape(K, C)))
 
 
 _buffers = threading.local()

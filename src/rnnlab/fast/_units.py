@@ -166,14 +166,14 @@ def _half(W, k, H):
 
 def _pack(blocks, slot):
     """The blocks (rows of W, (Hc, K) each) as panels of their transpose (K, 4 Hc), column block
-    q from block q, in this thread's buffer for ``slot``."""
+    q from block q, in this thread's buffer for ``slot`` (``_panels.pack_rows`` on each block's
+    part of the panels: Hc is a multiple of the panel width)."""
     lay = _panels.layout()
-    K, Wd = blocks[0].shape[1], lay.width
-    out = _compiled._pack_buffer(slot, lay.panels_shape(K, len(blocks) * blocks[0].shape[0]))
-    o3 = out.reshape(-1, K, Wd)
-    per = blocks[0].shape[0] // Wd
-    for q, blk in enumerate(blocks):                     # panel p: rows Wd p .. of the block, transposed
-        o3[q * per:(q + 1) * per] = blk.reshape(per, Wd, K).transpose(0, 2, 1)
+    Hc, K = blocks[0].shape
+    out = _compiled._pack_buffer(slot, lay.panels_shape(K, len(blocks) * Hc))
+    per = Hc // lay.width
+    for q, blk in enumerate(blocks):
+        _panels.pack_rows((blk.T,), out[q * per:(q + 1) * per])
     return out
 
 
