@@ -31,6 +31,7 @@ def _numpy_blas_and_kernel(monkeypatch):
         pytest.skip("no BLAS address for the compiled loops")
     monkeypatch.setattr(_mkl, "ENABLED", False)        # the split runs outside MKL's regime only
     monkeypatch.setattr(_split, "PARTS", 2)            # two parts whatever the machine's load
+    monkeypatch.setattr(_units, "ENABLED", True)       # (off by default)
     # the caller waits for the second core's thread however long it takes to start (a first call
     # loads the compiled loop there, often longer than START_SPINS)
     monkeypatch.setattr(_units, "START_SPINS", 10 ** 9)
@@ -164,8 +165,9 @@ def test_an_error_on_the_second_core_reaches_the_caller_without_a_hang(monkeypat
 
 
 def test_split_by_units_runs_for_two_parts_and_fitting_sizes(monkeypatch):
-    """The split runs where the batch split would run two parts, not crowded, N >= MIN_N, outside
-    an MKL regime, with each half's columns whole panels; ``ENABLED`` off turns it off."""
+    """The split runs, turned on, where the batch split would run two parts, not crowded, N >= MIN_N,
+    outside an MKL regime, with each half's columns whole panels; ``ENABLED`` off (the default)
+    turns it off."""
     width = _panels.layout().width
     H_ok = 2 * width                                # H/2 columns of each gate: one panel
     assert _units.usable(8, 5, H_ok, _split.Parts(2))
@@ -226,3 +228,15 @@ def test_compiled_pack_equals_numpys(vector, Ks, transposed):
     assert np.array_equal(got, want)
     assert np.array_equal(want.reshape(C // kernel.layout.width, sum(Ks), -1).transpose(1, 0, 2).reshape(sum(Ks), C),
                           np.concatenate(blocks))
+
+
+def test_split_by_units_is_off_unless_asked():
+    """``RNNLAB_UNITS=1`` turns the split on; by default it is off."""
+    import subprocess
+    import sys
+    code = "from rnnlab.fast import _units; print(_units.ENABLED)"
+    env = {k: v for k, v in os.environ.items() if k != "RNNLAB_UNITS"}
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    on = subprocess.run([sys.executable, "-c", code], env={**env, "RNNLAB_UNITS": "1"}, capture_output=True,
+                        text=True, check=True)
+    assert (off.stdout.strip(), on.stdout.strip()) == ("False", "True")

@@ -895,9 +895,9 @@ def infer_usable(mode, N, W_hh):
 
 
 def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
-    """The LSTM's eval-mode forward without a cache (split by units on two cores, ``_units``; else
-    ``lstm_infer_loop`` or ``lstm_infer2_loop``, whole or in the batch split's parts): out, h_T,
-    c_T and a ``Recompute`` that makes the cache if a backward asks."""
+    """The LSTM's eval-mode forward without a cache (split by units on two cores where turned on,
+    ``_units``; else ``lstm_infer_loop`` or ``lstm_infer2_loop``, whole or in the batch split's
+    parts): out, h_T, c_T and a ``Recompute`` that makes the cache if a backward asks."""
     T, N, D = X.shape
     H = W_hh.shape[1]
     P = _parts(N, W_hh, False)
