@@ -570,6 +570,7 @@ def test_streaming_stack_in_one_call_equals_the_readable_path(cell, opts, N, pro
     calls = []
     if products == "blas":
         monkeypatch.setattr(_stream, "STACK_BLAS_MIN_WORK", 0)
+        monkeypatch.setattr(_stream, "STACK_HELPER_MAX_WORK", 0)
         real_blas = _stream.blas_stack
         monkeypatch.setattr(_stream, "blas_stack", lambda *a: calls.append(1) or real_blas(*a))
     taken = []
@@ -616,6 +617,7 @@ def test_streaming_stack_reports_non_finite_input_and_falls_back_where_it_must(p
     from rnnlab.fast import _stream
     if products == "blas":
         monkeypatch.setattr(_stream, "STACK_BLAS_MIN_WORK", 0)
+        monkeypatch.setattr(_stream, "STACK_HELPER_MAX_WORK", 0)
     layer = rnnlab.LSTM(4, 6, num_layers=2, seed=0)
     x = np.ones((1, 1, 4), np.float32)
     x[0, 0, 2] = np.nan

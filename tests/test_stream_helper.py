@@ -182,6 +182,7 @@ def test_off_with_one_thread_with_a_large_step_or_when_disabled(monkeypatch):
     monkeypatch.setattr(_helper, "ENABLED", True)
     from rnnlab.fast import _stream
     monkeypatch.setattr(_stream, "STACK_BLAS_MIN_WORK", 0)          # the BLAS does the products
+    monkeypatch.setattr(_stream, "STACK_HELPER_MAX_WORK", 0)
     layer = rnnlab.LSTM(4, 6, num_layers=2, dtype=np.float32, seed=0).eval()
     layer.forward(x)
     assert layer._stream_ws.blas and layer._stream_ws.helper is False
@@ -233,6 +234,49 @@ def test_the_helper_goes_back_to_sleep_when_the_steps_stop(monkeypatch, until):
     until(lambda: not _helper.HELPER.serving, "the helper did not go back to sleep", timeout=5)
     # and a new step wakes it again
     _served(layer)
+
+
+@two_cpus
+@pytest.mark.skipif(not (_compiled.AVAILABLE and _helper.FUTEX), reason="futex waits are Linux x86-64's")
+def test_a_helper_asleep_on_a_paused_stream_goes_to_the_next_one(monkeypatch, until):
+    """A step of another layer while the helper sleeps on a paused stream's workspace sends it
+    away from that one (not after its sleeps run out), and the helper then serves the new layer,
+    which gives the readable path's results; the paused one's steps run on one core till it
+    offers again."""
+    layer_a, ws_a = _sleeping_helper(monkeypatch, until)
+    b = rnnlab.LSTM(4, 6, num_layers=2, dtype=np.float32, seed=3).eval()
+    x = np.ones((1, 1, 4), np.float32)
+    out_b, _ = b.forward(x)
+    assert ws_a.ctl[_helper.BOUND] == 0
+    until(lambda: not _helper.HELPER.serving, "the helper stayed on the paused stream", timeout=10)
+    ws_b = _served(b)
+    assert _helper.HELPER.ws is ws_b and ws_a.ctl[_helper.BOUND] == 0
+    np.testing.assert_allclose(out_b, _readable(b, [x], None)[0][0], rtol=1e-5, atol=1e-6)
+    assert _helper.HELPER.stop()
+
+
+def test_one_sequence_with_the_helper_keeps_large_products_off_the_blas(monkeypatch):
+    """From STACK_BLAS_MIN_WORK multiply-adds a product the stack's products go to the BLAS, but
+    not for one sequence with the helper allowed and fewer than STACK_HELPER_MAX_WORK (its
+    matrix-vector products on two cores read the weights faster)."""
+    from rnnlab.fast import _stream
+    monkeypatch.setattr(_stream, "STACK_BLAS_MIN_WORK", 0)
+    monkeypatch.setattr(_helper, "allowed", lambda layers: True)
+    layer = rnnlab.LSTM(4, 6, num_layers=2, dtype=np.float32, seed=0).eval()
+    layer.forward(np.ones((1, 1, 4), np.float32))
+    assert not layer._stream_ws.blas and layer._stream_ws.helper
+    layer = rnnlab.LSTM(4, 6, num_layers=2, dtype=np.float32, seed=0).eval()
+    layer.forward(np.ones((2, 1, 4), np.float32))                        # two sequences: the BLAS
+    assert layer._stream_ws.blas
+    monkeypatch.setattr(_stream, "STACK_HELPER_MAX_WORK", 4 * 6 * 6)    # G max(D, H): at the limit
+    layer = rnnlab.LSTM(4, 6, num_layers=2, dtype=np.float32, seed=0).eval()
+    layer.forward(np.ones((1, 1, 4), np.float32))
+    assert layer._stream_ws.blas
+    monkeypatch.setattr(_helper, "allowed", lambda layers: False)        # no helper: the BLAS
+    monkeypatch.setattr(_stream, "STACK_HELPER_MAX_WORK", 2 ** 22)
+    layer = rnnlab.LSTM(4, 6, num_layers=2, dtype=np.float32, seed=0).eval()
+    layer.forward(np.ones((1, 1, 4), np.float32))
+    assert layer._stream_ws.blas
 
 
 def test_futex_wait_returns_when_the_word_moved_and_at_its_timeout(monkeypatch):

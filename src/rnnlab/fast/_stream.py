@@ -34,6 +34,15 @@ F = np.float32
 # (about 2^19.2) compiled 260 / 685 us, BLAS 202 / 237 us; H = 512 (2^20) 1758 / 2142 against
 # 619 / 851 us.
 STACK_BLAS_MIN_WORK = 2 ** 19
+# ...except for one sequence with the helper (``_helper``) on the second core, below this many:
+# the helper's matrix-vector products then read the weights on both cores, faster than the BLAS's
+# two-thread products, a call each. On the 2-core Zen 5 VM (2026-12-07, fourth session; 32 MB of
+# L3), a 2-layer LSTM step at N=1, D=H, 12 turns of 400 steps 0.2 s apart, interleaved, best /
+# median, us: H=384 65.0 / 74.1 against the BLAS's 79.5 / 85.4; H=512 103.2 / 104.6 against
+# 134.3 / 144.4; H=768 433 / 453 against 584 / 594; H=1024 (2^22) 1103 / 1395 against 1270 /
+# 1337. (Two cores read 188 GB/s from L3 there, one 110; four (2048, 512) products by NumPy on
+# two threads took 103 us, 163 GB/s.)
+STACK_HELPER_MAX_WORK = 2 ** 22
 
 if _compiled.AVAILABLE:
     # Each step's (1, N, .) arrays go to the kernels whole, as step 0 of a time-major sequence.
@@ -219,7 +228,8 @@ if _compiled.AVAILABLE:
 
 def blas_stack(mode, x, h0, c0, Ws, Bs, ws, hT, cT, out, relu):
     """The stack's step for large products (N G max(D, H) at least ``STACK_BLAS_MIN_WORK``
-    multiply-adds): the products by the BLAS on every thread, the rest of each layer by the same
+    multiply-adds, but for one sequence with the helper below ``STACK_HELPER_MAX_WORK``): the
+    products by the BLAS on every thread, the rest of each layer by the same
     compiled layer step as the one-call stacks. Two threads read W from memory about three times
     as fast as one (four (2048, 512) float32 W x, one after the other, took 1.1-1.4 ms on one
     thread and 0.40-0.48 ms on two, measured). False if an input is not finite."""
@@ -264,7 +274,9 @@ class Workspace:
         self.x_strides = (4 * D, 4 * D, 4) if layer.batch_first else (4 * N * D, 4 * D, 4)
         self.s_shape, self.s_strides = (L, N, H), (4 * N * H, 4 * H, 4)
         self.out_shape = self.x_shape[:2] + (H,)
-        self.blas = N * G * max(D, H) >= STACK_BLAS_MIN_WORK
+        work = N * G * max(D, H)
+        self.blas = work >= STACK_BLAS_MIN_WORK and not (N == 1 and work < STACK_HELPER_MAX_WORK
+                                                         and _helper.allowed(L))
         self.lstm, self.relu = layer.mode == "lstm", layer.nonlinearity == "relu"
         self.zero = _zeros(G)
         self.A, self.HW = np.empty((L, N, G), F), np.empty((L, N, G), F)
