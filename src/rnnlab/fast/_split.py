@@ -119,12 +119,18 @@ def parts(N, work, mkl=False):
     return result
 
 
+_loadavg = []            # /proc/loadavg's file descriptor, kept open (``_running``)
+
+
 def _running():
     """Threads running or ready to run on this machine now, this one included (Linux: field 4 of
-    /proc/loadavg), or None where that cannot be read."""
+    /proc/loadavg), or None where that cannot be read. The file stays open and is read with
+    pread: opening it each time took 90-130 us when it came after a long loop here (10 us when
+    repeated at once), reading the open file 17-32 us."""
     try:
-        with open("/proc/loadavg") as f:
-            return int(f.read().split()[3].split("/")[0])
+        if not _loadavg:
+            _loadavg.append(os.open("/proc/loadavg", os.O_RDONLY))
+        return int(os.pread(_loadavg[0], 128, 0).split()[3].split(b"/")[0])
     except (OSError, ValueError, IndexError):
         return None
 
