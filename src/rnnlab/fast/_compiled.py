@@ -467,6 +467,24 @@ if AVAILABLE:
             return context.get_dummy_value()
         return _types.void(fn, n, c, k, x, ldx, w, out, ldc, acc), codegen
 
+    @_intrinsic
+    def _panels2_call(typingctx, fn, n, c, k1, x1, ldx1, w1, k2, x2, ldx2, w2, out, ldc):
+        """out (n, c) <- x1 (n, k1) B1 + x2 (n, k2) B2, the B's packed into panels at w1, w2:
+        ``_panels``'s two-source kernel through the function pointer fn (``Compiled.two``)."""
+        args_ = (fn, n, c, k1, x1, ldx1, w1, k2, x2, ldx2, w2, out, ldc)
+        if not all(isinstance(v, _types.Integer) for v in args_):
+            return None
+
+        def codegen(context, builder, signature, args):
+            i64, vp = _ir.IntType(64), _ir.IntType(8).as_pointer()
+            kinds = [i64, i64, i64, vp, i64, vp, i64, vp, i64, vp, vp, i64]
+            fnty = _ir.FunctionType(_ir.VoidType(), kinds)
+            vals = [builder.inttoptr(v, vp) if t is vp else (builder.sext(v, i64) if v.type.width < 64 else v)
+                    for v, t in zip(args[1:], kinds)]
+            builder.call(builder.inttoptr(args[0], fnty.as_pointer()), vals)
+            return context.get_dummy_value()
+        return _types.void(*args_), codegen
+
     # The loops over t with the per-step product called from compiled code: no Python between
     # the steps. The product is one of these kinds (``_blas_loop`` picks it from the loop's
     # ``_steps.StepProduct`` and, where the loop runs on one core, ``_one_core_panels``):
@@ -568,14 +586,27 @@ if AVAILABLE:
 
     @_jit(nogil=True)
     def lstm_infer2_loop(kx, fx, wx, Bx, bufx, kind, fn, wide, B, buf, Xm, h0, hw, b, zero, c, scratch, mO, bm,
-                         T, reverse):
+                         T, reverse, fn2):
         """The LSTM's steps without a cache, two products a step: hw <- x_t W_ih^T (x_t read in
-        place; kx..bufx), hw += h_{t-1} W_hh^T (kind..buf), then the gates."""
+        place; kx..bufx), hw += h_{t-1} W_hh^T (kind..buf), then the gates. Where both products
+        are the panels kernel's and ``fn2`` is its two-source kernel (``_panels.Compiled.two``;
+        else 0), one call of that does both, summed in one register tile."""
+        D, H = Xm.shape[2], h0.shape[1]
+        both = kx == PANELS and kind == PANELS and fn2 != 0
         for s in range(T):
             t = T - 1 - s if reverse else s
             a, lda = _rows_at(Xm, t, bm)
-            _product(kx, fx, wx, Bx, bufx, a, lda, Xm.shape[2], hw, F(0.0))
-            _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw, F(1.0))
+            if both:
+                if s == 0:
+                    a2, lda2 = np.int64(h0.ctypes.data), H
+                else:
+                    a2, lda2 = _rows_at(mO, t + 1 if reverse else t - 1, bm)
+                G = hw.shape[1]
+                _panels2_call(fn2, hw.shape[0], G, D, a, lda, np.int64(Bx.ctypes.data), H, a2, lda2,
+                              np.int64(B.ctypes.data), np.int64(hw.ctypes.data), G)
+            else:
+                _product(kx, fx, wx, Bx, bufx, a, lda, D, hw, F(0.0))
+                _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw, F(1.0))
             _lstm_infer_gates(hw, b, zero, c, scratch, mO, t, bm)
 
     @_jit(nogil=True)
@@ -925,7 +956,8 @@ def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
         if two:
             bx, _ = _forward_product(W_ih, n1 - n0, T, panels_x)
             bh, _ = _forward_product(W_hh, n1 - n0, T, panels_h)
-            lstm_infer2_loop(*bx, *bh, Xm, h0[rows], hw, b, zero, c[rows], scratch, mO, bm, T, reverse)
+            lstm_infer2_loop(*bx, *bh, Xm, h0[rows], hw, b, zero, c[rows], scratch, mO, bm, T, reverse,
+                             _panels.compiled().two if panels_x is not None and panels_h is not None else 0)
             return
         S = np.empty((n1 - n0, D + H), F)
         S[:, D:] = h0[rows]

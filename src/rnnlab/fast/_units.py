@@ -69,30 +69,8 @@ if _compiled.AVAILABLE:
     from ._helper import claim, load_acquire, pause, store_release
 
     _jit = _compiled._jit
-    _at, _rows_at, _panels_call = _compiled._at, _compiled._rows_at, _compiled._panels_call
+    _at, _rows_at, _panels2_call = _compiled._at, _compiled._rows_at, _compiled._panels2_call
     lstm_units = _compiled.lstm_units
-
-    from llvmlite import ir as _ir
-    from numba.core import types as _types
-    from numba.extending import intrinsic as _intrinsic
-
-    @_intrinsic
-    def _panels2_call(typingctx, fn, n, c, k1, x1, ldx1, w1, k2, x2, ldx2, w2, out, ldc):
-        """out (n, c) <- x1 (n, k1) B1 + x2 (n, k2) B2, the B's packed into panels at w1, w2:
-        ``_panels``'s two-source kernel through the function pointer fn (``Compiled.two``)."""
-        args_ = (fn, n, c, k1, x1, ldx1, w1, k2, x2, ldx2, w2, out, ldc)
-        if not all(isinstance(v, _types.Integer) for v in args_):
-            return None
-
-        def codegen(context, builder, signature, args):
-            i64, vp = _ir.IntType(64), _ir.IntType(8).as_pointer()
-            kinds = [i64, i64, i64, vp, i64, vp, i64, vp, i64, vp, vp, i64]
-            fnty = _ir.FunctionType(_ir.VoidType(), kinds)
-            vals = [builder.inttoptr(v, vp) if t is vp else (builder.sext(v, i64) if v.type.width < 64 else v)
-                    for v, t in zip(args[1:], kinds)]
-            builder.call(builder.inttoptr(args[0], fnty.as_pointer()), vals)
-            return context.get_dummy_value()
-        return _types.void(*args_), codegen
 
     @_jit(inline="always")
     def _wait(ctl, i, s):
