@@ -122,7 +122,11 @@ def test_a_replaced_weight_is_never_used_stale():
 
 
 @two_cpus
-def test_another_layer_streams_on_one_core_meanwhile():
+def test_another_layer_streams_on_one_core_meanwhile(monkeypatch):
+    """While the helper serves a stream that keeps stepping, another layer's steps run on one core
+    (the helper would go to it only once the first stream paused: asleep, after IDLE_SPINS, here
+    made too many to pass, so a slow moment of the machine cannot pause it)."""
+    monkeypatch.setattr(_helper, "IDLE_SPINS", 10 ** 9)
     a = rnnlab.GRU(4, 6, num_layers=2, dtype=np.float32, seed=1).eval()
     b = rnnlab.GRU(4, 6, num_layers=2, dtype=np.float32, seed=2).eval()
     ws_a = _served(a)
@@ -136,6 +140,7 @@ def test_another_layer_streams_on_one_core_meanwhile():
         outs_a.append(oa)
         outs_b.append(ob)
     assert _helper.HELPER.ws is ws_a and b._stream_ws.ctl[_helper.BOUND] == 0
+    assert _helper.HELPER.stop()
     for layer, outs, s in ((a, outs_a, sa), (b, outs_b, sb)):
         ref, ref_s = _readable(layer, xs, None)
         for u, v in zip(outs + [s], ref + [ref_s]):

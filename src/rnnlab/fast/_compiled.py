@@ -576,16 +576,35 @@ if AVAILABLE:
                 sr[j] = xr[j]
 
     @_jit(inline="always")
-    def _lstm_infer_gates(hw, b, zero, c, scratch, mO, t, bm):
-        """The inference loops' gates of step t: ``lstm_units`` on hw (n, 4H), which holds the
-        whole pre-activation (``zero`` its other input), c_prev and tanh(c) into ``scratch``
-        (2, H), not kept; h_t into the output's rows (mO)."""
+    def lstm_infer_units(an, b, cn, hn, H):
+        """One sequence's inference step from its whole pre-activation an (4H,), x W_ih^T + h W_hh^T
+        in, gates out: ``lstm_units`` without the recurrent product's separate array or the
+        cache's c_prev and tanh(c_t) (the same numbers, bit for bit; 20.1 against 21.6 us a step
+        of 32 sequences, H=512, here). cn (H,): c_prev in, c_t out; hn <- h_t."""
+        for q in range(4):                                     # i, f, g, o
+            aq, bq = an[q * H:(q + 1) * H], b[q * H:(q + 1) * H]
+            if q == 2:
+                for j in range(H):
+                    aq[j] = tanh32(aq[j] + bq[j])
+            else:
+                for j in range(H):
+                    aq[j] = sigmoid32(aq[j] + bq[j])
+        i, f, g, o = an[:H], an[H:2 * H], an[2 * H:3 * H], an[3 * H:4 * H]
+        for j in range(H):                                     # c = f * c_prev + i * g, h = o * tanh(c)
+            cj = f[j] * cn[j] + i[j] * g[j]
+            cn[j] = cj
+            hn[j] = o[j] * tanh32(cj)
+
+    @_jit(inline="always")
+    def _lstm_infer_gates(hw, b, c, mO, t, bm):
+        """The inference loops' gates of step t (``lstm_infer_units``) on hw (n, 4H), which holds
+        the whole pre-activation; h_t into the output's rows (mO)."""
         H = c.shape[1]
         for r in range(hw.shape[0]):
-            lstm_units(hw[r], zero, b, c[r], scratch[0], scratch[1], _at(mO, t, r, bm), H, 0, H)
+            lstm_infer_units(hw[r], b, c[r], _at(mO, t, r, bm), H)
 
     @_jit(nogil=True)
-    def lstm_infer2_loop(kx, fx, wx, Bx, bufx, kind, fn, wide, B, buf, Xm, h0, hw, b, zero, c, scratch, mO, bm,
+    def lstm_infer2_loop(kx, fx, wx, Bx, bufx, kind, fn, wide, B, buf, Xm, h0, hw, b, c, mO, bm,
                          T, reverse, fn2):
         """The LSTM's steps without a cache, two products a step: hw <- x_t W_ih^T (x_t read in
         place; kx..bufx), hw += h_{t-1} W_hh^T (kind..buf), then the gates. Where both products
@@ -607,10 +626,10 @@ if AVAILABLE:
             else:
                 _product(kx, fx, wx, Bx, bufx, a, lda, D, hw, F(0.0))
                 _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw, F(1.0))
-            _lstm_infer_gates(hw, b, zero, c, scratch, mO, t, bm)
+            _lstm_infer_gates(hw, b, c, mO, t, bm)
 
     @_jit(nogil=True)
-    def lstm_infer_loop(kind, fn, wide, B, buf, Xm, S, hw, b, zero, c, scratch, mO, bm, T, reverse):
+    def lstm_infer_loop(kind, fn, wide, B, buf, Xm, S, hw, b, c, mO, bm, T, reverse):
         """The LSTM's steps without a cache: hw <- [x_t | h_{t-1}] [W_ih | W_hh]^T (B), then the
         gates (``lstm_units``), h_t into the output's rows (mO) and into S for the next step.
         S[:, D:] holds h_0 at the start."""
@@ -620,7 +639,7 @@ if AVAILABLE:
             t = T - 1 - s if reverse else s
             _stage_x(Xm, S, t, bm)
             _product(kind, fn, wide, B, buf, np.int64(S.ctypes.data), K, K, hw, F(0.0))
-            _lstm_infer_gates(hw, b, zero, c, scratch, mO, t, bm)
+            _lstm_infer_gates(hw, b, c, mO, t, bm)
             for r in range(n):
                 hr, sr = _at(mO, t, r, bm), S[r, D:]
                 for j in range(K - D):
@@ -942,7 +961,6 @@ def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
         if _units.lstm_infer(X, h0, c, W_ih, W_hh, b, reverse, out, bm, memory(X, bm), memory(out, bm)):
             return out, out[0 if reverse else T - 1], c, Recompute((X, h0, c0, W_ih, W_hh, b_ih, b_hh, reverse))
         c[...] = c0                                             # the second core never started
-    zero = np.zeros(4 * H, F)
     two = N * W_ih.size >= INFER_ONE_PRODUCT_MAX
     panels = None if two else _one_core_panels((W_ih.T, W_hh.T), N, P, "xh")   # [W_ih | W_hh]^T
     W = None if two or panels is not None else np.concatenate([W_ih, W_hh], axis=1)    # (4H, D + H)
@@ -951,18 +969,18 @@ def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
 
     def loop(n0, n1):                                            # sequences n0..n1-1
         rows = slice(n0, n1)
-        hw, scratch = np.empty((n1 - n0, 4 * H), F), np.empty((2, H), F)
+        hw = np.empty((n1 - n0, 4 * H), F)
         Xm, mO = memory(X[:, rows], bm), memory(out[:, rows], bm)
         if two:
             bx, _ = _forward_product(W_ih, n1 - n0, T, panels_x)
             bh, _ = _forward_product(W_hh, n1 - n0, T, panels_h)
-            lstm_infer2_loop(*bx, *bh, Xm, h0[rows], hw, b, zero, c[rows], scratch, mO, bm, T, reverse,
+            lstm_infer2_loop(*bx, *bh, Xm, h0[rows], hw, b, c[rows], mO, bm, T, reverse,
                              _panels.compiled().two if panels_x is not None and panels_h is not None else 0)
             return
         S = np.empty((n1 - n0, D + H), F)
         S[:, D:] = h0[rows]
         blas, _ = _forward_product(W, n1 - n0, T, panels)       # x W^T: the product takes W (G, K)
-        lstm_infer_loop(*blas, Xm, S, hw, b, zero, c[rows], scratch, mO, bm, T, reverse)
+        lstm_infer_loop(*blas, Xm, S, hw, b, c[rows], mO, bm, T, reverse)
 
     _split.run(loop, N, P)
     return out, out[0 if reverse else T - 1], c, Recompute((X, h0, c0, W_ih, W_hh, b_ih, b_hh, reverse))

@@ -8,7 +8,7 @@ needs rows j, H + j, 2H + j, 3H + j of W_ih and W_hh (its gates i, f, g, o), the
 whole h_{t-1} and its own c; nothing of the other units. So core k packs and
 reads only the gate rows of its units (half the weights), multiplies every
 sequence's x_t and h_{t-1} by them with ``_panels``'s kernel, and runs the gates
-of its units (``_compiled.lstm_units``); the two cores meet once a step, as
+of its units (``_compiled.lstm_infer_units``); the two cores meet once a step, as
 h_t must be whole before the recurrent product of step t + 1.
 
     core k, units U_k = [k H/2, (k + 1) H/2), at step s (time t):
@@ -25,7 +25,7 @@ from the output itself, and a core writes only step t's rows and its own
 columns of c, so no step's data is written while the other core may read it.
 
 A unit's numbers are those of ``_compiled.lstm_infer2_loop`` with the panels
-kernel (the same two products, k in the same order, the same gate kernel), bit
+kernel (the same two products, k in the same order, the same gate kernel, ``lstm_infer_units``), bit
 for bit. The second core's half runs on the batch split's pool thread; the
 calling thread packs its weights and then waits up to ``START_S`` for that
 thread to start (its core may be busy), else withdraws it and returns None:
@@ -70,7 +70,7 @@ if _compiled.AVAILABLE:
 
     _jit = _compiled._jit
     _at, _rows_at, _panels2_call = _compiled._at, _compiled._rows_at, _compiled._panels2_call
-    lstm_units = _compiled.lstm_units
+    lstm_infer_units = _compiled.lstm_infer_units
 
     @_jit(inline="always")
     def _wait(ctl, i, s):
@@ -99,7 +99,7 @@ if _compiled.AVAILABLE:
         return claim(ctl, STARTED, 0, 1)
 
     @_jit(nogil=True)
-    def units_loop(fn, Px, Ph, Xm, h0, hw, b, zero, c, u0, scratch, mO, bm, T, reverse, ctl, me, start_spins):
+    def units_loop(fn, Px, Ph, Xm, h0, hw, b, c, u0, mO, bm, T, reverse, ctl, me, start_spins):
         """One core's half of the LSTM's steps (see the module's docstring): units u0..u0 + Hc - 1,
         Hc = hw.shape[1] / 4; Px, Ph the panels of their rows of W_ih^T and W_hh^T; b their biases
         (4 Hc,); c (N, H) the whole cell state (its columns u0.. updated here). The calling core
@@ -123,8 +123,7 @@ if _compiled.AVAILABLE:
                 a2, lda2 = _rows_at(mO, t + 1 if reverse else t - 1, bm)
             _panels2_call(fn, n, G, D, a, lda, px, H, a2, lda2, ph, o, G)
             for r in range(n):
-                lstm_units(hw[r], zero, b, c[r, u0:u0 + Hc], scratch[0], scratch[1],
-                           _at(mO, t, r, bm)[u0:u0 + Hc], Hc, 0, Hc)
+                lstm_infer_units(hw[r], b, c[r, u0:u0 + Hc], _at(mO, t, r, bm)[u0:u0 + Hc], Hc)
             store_release(ctl, DONE[me], s + 1)
         if me == 0:
             if T == 1 and _alone(ctl, start_spins):
@@ -173,7 +172,6 @@ def lstm_infer(X, h0, c, W_ih, W_hh, b, reverse, out, bm, Xm, mO):
     N, H = h0.shape
     ctl = np.zeros(CTL_SIZE, np.int64)
     fn = _panels.compiled().two
-    zero = np.zeros(2 * H, F)
 
     def half(k):
         try:
@@ -182,9 +180,9 @@ def lstm_infer(X, h0, c, W_ih, W_hh, b, reverse, out, bm, Xm, mO):
             Px = _pack(_half(W_ih, k, H), "ux")
             Ph = _pack(_half(W_hh, k, H), "uh")
             bk = np.concatenate(_half(b, k, H))
-            hw, scratch = np.empty((N, 2 * H), F), np.empty((2, H // 2), F)
-            return units_loop(fn, Px, Ph, Xm, h0, hw, bk, zero, c, k * (H // 2), scratch, mO, bm,
-                              X.shape[0], reverse, ctl, k, START_SPINS)
+            hw = np.empty((N, 2 * H), F)
+            return units_loop(fn, Px, Ph, Xm, h0, hw, bk, c, k * (H // 2), mO, bm, X.shape[0], reverse, ctl, k,
+                              START_SPINS)
         except BaseException:
             ctl[ABORT] = 1
             raise
