@@ -991,9 +991,12 @@ def _run_in_parts(layer, rng, N, T, parts):
 
 
 def _mkl_threads():
-    """MKL's thread count for a call from this thread, or None without MKL."""
+    """MKL's thread count for a call from this thread, or None without MKL or with it off (then
+    rnnlab never calls it, and a part leaves its count alone: ``_mkl.part``; what a thread's
+    count was then depended on what ran on that thread before, and made
+    test_split_parts_follow_the_blas_threads_and_the_sizes fail after another test)."""
     from rnnlab.fast import _mkl
-    return None if _mkl.lib is None else _mkl.lib.MKL_Get_Max_Threads()
+    return None if _mkl.lib is None or not _mkl.ENABLED else _mkl.lib.MKL_Get_Max_Threads()
 
 
 @needs_numba
