@@ -209,18 +209,21 @@ def test_two_source_kernel_is_one_product_over_the_stacked_inputs(N, K1, K2):
 
 @pytest.mark.parametrize("vector", [8, 16])
 @pytest.mark.parametrize("Ks", [(5,), (16,), (37,), (64, 256), (3, 40, 17)])
-@pytest.mark.parametrize("transposed", [True, False])
-def test_compiled_pack_equals_numpys(vector, Ks, transposed):
-    """``Compiled.pack_rows`` (blocks that are transposes of C-contiguous rows through the compiled
-    in-register transposes, the last K mod vector columns and other blocks by NumPy) writes the
-    same panels as ``Layout.pack_rows``, blocks stacked along K, each layout."""
+@pytest.mark.parametrize("blocks_are", ["W.T", "W[:, a:b].T", "rows"])
+def test_compiled_pack_equals_numpys(vector, Ks, blocks_are):
+    """``Compiled.pack_rows`` (blocks whose columns are contiguous, W.T with W's rows at any
+    stride, through the compiled in-register transposes, the last K mod vector rows and other
+    blocks by NumPy) writes the same panels as ``Layout.pack_rows``, blocks stacked along K, each
+    layout."""
     if vector == 16 and _panels._vector() != 16 and _panels._FORCED is None:
         pytest.skip("this CPU has no 512-bit vectors (AVX-512F)")
     kernel = _panels.Layout(vector, *_panels.LAYOUTS[vector]).compile()
     C = 3 * kernel.layout.width
     rng = np.random.default_rng(sum(Ks) + vector)
-    if transposed:
-        blocks = tuple(rng.standard_normal((C, K)).astype(np.float32).T for K in Ks)    # W.T views
+    if blocks_are == "W.T":
+        blocks = tuple(rng.standard_normal((C, K)).astype(np.float32).T for K in Ks)
+    elif blocks_are == "W[:, a:b].T":                                                  # W's rows 3 + K apart
+        blocks = tuple(rng.standard_normal((C, K + 3)).astype(np.float32)[:, 1:K + 1].T for K in Ks)
     else:
         blocks = tuple(rng.standard_normal((K, C)).astype(np.float32) for K in Ks)
     shape = kernel.layout.panels_shape(sum(Ks), C)

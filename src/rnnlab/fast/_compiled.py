@@ -447,43 +447,40 @@ if AVAILABLE:
             return context.get_dummy_value()
         return _types.void(fn, wide, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, beta), codegen
 
+    def _call_address(builder, fn, kinds, values):
+        """Call the C function at address ``fn`` (an integer) with ``values``, passed as ``kinds``
+        says, one letter each: i an int64, p a pointer (from an integer address), b a boolean as
+        an int32."""
+        i32, i64, vp = _ir.IntType(32), _ir.IntType(64), _ir.IntType(8).as_pointer()
+        types = {"i": i64, "p": vp, "b": i32}
+        convert = {"i": lambda v: builder.sext(v, i64) if v.type.width < 64 else v,
+                   "p": lambda v: builder.inttoptr(v, vp), "b": lambda v: builder.zext(v, i32)}
+        fnty = _ir.FunctionType(_ir.VoidType(), [types[k] for k in kinds])
+        builder.call(builder.inttoptr(fn, fnty.as_pointer()), [convert[k](v) for k, v in zip(kinds, values)])
+
+    def _kernel_typing(kinds, fn, values):
+        """An intrinsic's typing for a call of the C function at address fn with ``values``
+        (``_call_address``): the signature and codegen, or None for other argument types."""
+        if not isinstance(fn, _types.Integer) or not all(
+                v == _types.boolean if k == "b" else isinstance(v, _types.Integer) for k, v in zip(kinds, values)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            _call_address(builder, args[0], kinds, args[1:])
+            return context.get_dummy_value()
+        return _types.void(fn, *values), codegen
+
     @_intrinsic
     def _panels_call(typingctx, fn, n, c, k, x, ldx, w, out, ldc, acc):
         """out (n, c) <- x (n, k) B, or += if acc, B packed into panels at address w: ``_panels``'s
         kernel through the function pointer fn (``_panels.address``)."""
-        if not all(isinstance(v, _types.Integer) for v in (fn, n, c, k, x, ldx, w, out, ldc)) \
-                or acc != _types.boolean:
-            return None
-
-        def codegen(context, builder, signature, args):
-            i32, i64, vp = _ir.IntType(32), _ir.IntType(64), _ir.IntType(8).as_pointer()
-            fnty = _ir.FunctionType(_ir.VoidType(), [i64, i64, i64, vp, i64, vp, vp, i64, i32])
-            f, n_, c_, k_, x_, ldx_, w_, o_, ldc_, acc_ = args
-            wide = lambda v: builder.sext(v, i64) if v.type.width < 64 else v
-            ptr = lambda v: builder.inttoptr(v, vp)
-            builder.call(builder.inttoptr(f, fnty.as_pointer()),
-                         [wide(n_), wide(c_), wide(k_), ptr(x_), wide(ldx_), ptr(w_), ptr(o_), wide(ldc_),
-                          builder.zext(acc_, i32)])
-            return context.get_dummy_value()
-        return _types.void(fn, n, c, k, x, ldx, w, out, ldc, acc), codegen
+        return _kernel_typing("iiipippib", fn, (n, c, k, x, ldx, w, out, ldc, acc))
 
     @_intrinsic
-    def _panels2_call(typingctx, fn, n, c, k1, x1, ldx1, w1, k2, x2, ldx2, w2, out, ldc):
-        """out (n, c) <- x1 (n, k1) B1 + x2 (n, k2) B2, the B's packed into panels at w1, w2:
-        ``_panels``'s two-source kernel through the function pointer fn (``Compiled.two``)."""
-        args_ = (fn, n, c, k1, x1, ldx1, w1, k2, x2, ldx2, w2, out, ldc)
-        if not all(isinstance(v, _types.Integer) for v in args_):
-            return None
-
-        def codegen(context, builder, signature, args):
-            i64, vp = _ir.IntType(64), _ir.IntType(8).as_pointer()
-            kinds = [i64, i64, i64, vp, i64, vp, i64, vp, i64, vp, vp, i64]
-            fnty = _ir.FunctionType(_ir.VoidType(), kinds)
-            vals = [builder.inttoptr(v, vp) if t is vp else (builder.sext(v, i64) if v.type.width < 64 else v)
-                    for v, t in zip(args[1:], kinds)]
-            builder.call(builder.inttoptr(args[0], fnty.as_pointer()), vals)
-            return context.get_dummy_value()
-        return _types.void(*args_), codegen
+    def _panels2_call(typingctx, fn, n, c, k1, x1, ldx1, w1, k2, x2, ldx2, w2, out, ldc, acc):
+        """out (n, c) <- (or += if acc) x1 (n, k1) B1 + x2 (n, k2) B2, the B's packed into panels at
+        w1, w2: ``_panels``'s two-source kernel through the function pointer fn (``Compiled.two``)."""
+        return _kernel_typing("iiipipipippib", fn, (n, c, k1, x1, ldx1, w1, k2, x2, ldx2, w2, out, ldc, acc))
 
     # The loops over t with the per-step product called from compiled code: no Python between
     # the steps. The product is one of these kinds (``_blas_loop`` picks it from the loop's
@@ -526,15 +523,18 @@ if AVAILABLE:
                         out[n, j] += buf[j, n]
 
     @_jit(inline="always")
-    def _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw, beta=F(0.0)):
-        """hw <- h_prev W_hh^T + beta hw at loop step s (step t), h_prev h0 or the output's
-        previous step."""
-        K = h0.shape[1]
+    def _h_prev_at(h0, mO, s, t, reverse, bm):
+        """Address and row stride of h_prev at loop step s (step t): h0 (N, H) at the first, else
+        the output's rows of the previous step."""
         if s == 0:
-            a, lda = np.int64(h0.ctypes.data), K
-        else:
-            a, lda = _rows_at(mO, t + 1 if reverse else t - 1, bm)
-        _product(kind, fn, wide, B, buf, a, lda, K, hw, beta)
+            return np.int64(h0.ctypes.data), h0.shape[1]
+        return _rows_at(mO, t + 1 if reverse else t - 1, bm)
+
+    @_jit(inline="always")
+    def _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw, beta=F(0.0)):
+        """hw <- h_prev W_hh^T + beta hw at loop step s (step t) (``_h_prev_at``)."""
+        a, lda = _h_prev_at(h0, mO, s, t, reverse, bm)
+        _product(kind, fn, wide, B, buf, a, lda, h0.shape[1], hw, beta)
 
     @_jit(nogil=True)
     def lstm_loop_blas(kind, fn, wide, B, buf, h0, mA, mCp, mTC, mO, bm, hw, b, c, T, reverse):
@@ -607,22 +607,18 @@ if AVAILABLE:
     def lstm_infer2_loop(kx, fx, wx, Bx, bufx, kind, fn, wide, B, buf, Xm, h0, hw, b, c, mO, bm,
                          T, reverse, fn2):
         """The LSTM's steps without a cache, two products a step: hw <- x_t W_ih^T (x_t read in
-        place; kx..bufx), hw += h_{t-1} W_hh^T (kind..buf), then the gates. Where both products
-        are the panels kernel's and ``fn2`` is its two-source kernel (``_panels.Compiled.two``;
-        else 0), one call of that does both, summed in one register tile."""
-        D, H = Xm.shape[2], h0.shape[1]
-        both = kx == PANELS and kind == PANELS and fn2 != 0
+        place; kx..bufx), hw += h_{t-1} W_hh^T (kind..buf), then the gates. ``fn2``: the panels
+        kernel's two-source kernel (``_panels.Compiled.two``) where both products are that
+        kernel's (Bx and B their panels), else 0; then one call of it does both, summed in one
+        register tile."""
+        (n, G), D, H = hw.shape, Xm.shape[2], h0.shape[1]
+        px, ph, o = np.int64(Bx.ctypes.data), np.int64(B.ctypes.data), np.int64(hw.ctypes.data)
         for s in range(T):
             t = T - 1 - s if reverse else s
             a, lda = _rows_at(Xm, t, bm)
-            if both:
-                if s == 0:
-                    a2, lda2 = np.int64(h0.ctypes.data), H
-                else:
-                    a2, lda2 = _rows_at(mO, t + 1 if reverse else t - 1, bm)
-                G = hw.shape[1]
-                _panels2_call(fn2, hw.shape[0], G, D, a, lda, np.int64(Bx.ctypes.data), H, a2, lda2,
-                              np.int64(B.ctypes.data), np.int64(hw.ctypes.data), G)
+            if fn2 != 0:
+                a2, lda2 = _h_prev_at(h0, mO, s, t, reverse, bm)
+                _panels2_call(fn2, n, G, D, a, lda, px, H, a2, lda2, ph, o, G, False)
             else:
                 _product(kx, fx, wx, Bx, bufx, a, lda, D, hw, F(0.0))
                 _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw, F(1.0))

@@ -85,13 +85,13 @@ def panels_matmul(a, b, out, accumulate=False, threads=None):
     """out (M, C) <- (or +=) a (M, K) b (K, C) through ``_panels``'s kernel on ``threads``
     threads (default: NumPy's BLAS thread count now, at most the CPUs), each taking a share of
     a's rows: the batch split's mechanism (``_split.run``), its pool and its parts."""
-    kernel, lay = _panels.compiled(), _panels.layout()
+    kernel = _panels.compiled()
     M, K = a.shape
     if threads is None:
         threads = _threads.blas_threads() or 1
     threads = max(1, min(threads, _threads.cpus(), M // 8 or 1))
     chunks = [(k0, min(K, k0 + K_BLOCK)) for k0 in range(0, K, K_BLOCK)]
-    packs = [lay.pack(b[k0:k1]) for k0, k1 in chunks]
+    packs = [_panels.pack(b[k0:k1]) for k0, k1 in chunks]
 
     def part(m0, m1):
         for i, (k0, k1) in enumerate(chunks):

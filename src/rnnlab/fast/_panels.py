@@ -78,6 +78,7 @@ _FORCED = os.environ.get("RNNLAB_PANELS_VECTOR")
 class Layout:
     """A kernel's shape: ``vector`` floats a vector register, ``vectors`` of them a panel (its
     ``width`` in columns), ``rows`` rows of x a register tile."""
+    KERNELS = ((1, False), (1, True), (2, False))     # (sources, x by columns) of the drivers compiled
 
     def __init__(self, vector, vectors, rows, split_tail=True):
         self.vector, self.vectors, self.rows, self.split_tail = vector, vectors, rows, split_tail
@@ -131,21 +132,32 @@ class Layout:
                 add(f"  {out[r][v]} = phi {vt} [{init[r][v]}, %{entry}], [%{tag}n{r}_{v}, %{tag}loop]")
         return out
 
-    def tile_ir(self, R, cols=False):
-        """k<R>: out[0:R, 0:width] (row stride ldc) <- (or +=, if acc) x[0:R, 0:K] (row stride
-        ldx) times the panel w (K, width). ``cols`` (kc<R>): x is stored by columns,
-        x[r, k] at x + k ldx + r (x the transpose of a C-contiguous array)."""
+    @staticmethod
+    def tile_name(R, sources=1, cols=False):
+        """The name of the tile function for R rows (``tile_ir``)."""
+        return f"kc{R}" if cols else (f"k{R}" if sources == 1 else f"k{R}s{sources}")
+
+    def tile_ir(self, R, sources=1, cols=False):
+        """k<R> (k<R>s<n> for n sources): out[0:R, 0:width] (row stride ldc) <- (or +=, if acc) the
+        sum over the sources i of x_i[0:R, 0:K_i] (row stride ldx_i) times the panel w_i (K_i,
+        width), in one register tile: each source's k loop starts from the previous one's
+        accumulators, so the sum runs in the order of one product over the stacked inputs
+        ([x_1 | x_2 ...] by rows, w_1 over w_2 ...), with one store. ``cols`` (kc<R>): x is stored by
+        columns, x[r, k] at x + k ldx + r (x the transpose of a C-contiguous array)."""
         V, NV = self.vector, self.vectors
         vt = f"<{V} x float>"
-        name = f"kc{R}" if cols else f"k{R}"
-        lines = [f"define internal void @{name}(i64 %K, ptr %x, i64 %ldx, ptr %w, ptr %c, i64 %ldc, i1 %acc) "
+        params = "".join(f"i64 %K{i}, ptr %x{i}, i64 %ldx{i}, ptr %w{i}, " for i in range(sources))
+        lines = [f"define internal void @{self.tile_name(R, sources, cols)}({params}ptr %c, i64 %ldc, i1 %acc) "
                  "alwaysinline {", "entry:"]
         add = lines.append
-        for r in range(R):
-            add(f"  %xo{r} = mul i64 {r}, {1 if cols else '%ldx'}")
-            add(f"  %xr{r} = getelementptr float, ptr %x, i64 %xo{r}")
-        acc = self.k_loop_ir(R, add, "entry", "", "%K", [f"%xr{r}" for r in range(R)], "%ldx" if cols else 1, "%w",
-                             None)
+        acc, entry = None, "entry"
+        for i in range(sources):
+            for r in range(R):
+                add(f"  %xo{i}_{r} = mul i64 {r}, {1 if cols else f'%ldx{i}'}")
+                add(f"  %xr{i}_{r} = getelementptr float, ptr %x{i}, i64 %xo{i}_{r}")
+            acc = self.k_loop_ir(R, add, entry, f"s{i}", f"%K{i}", [f"%xr{i}_{r}" for r in range(R)],
+                                 f"%ldx{i}" if cols else 1, f"%w{i}", acc)
+            entry = f"s{i}end"
         for r in range(R):
             add(f"  %co{r} = mul i64 {r}, %ldc")
             for v in range(NV):
@@ -155,32 +167,6 @@ class Layout:
                 add(f"  %sum{r}_{v} = fadd {vt} %old{r}_{v}, {acc[r][v]}")
                 add(f"  %res{r}_{v} = select i1 %acc, {vt} %sum{r}_{v}, {vt} {acc[r][v]}")
                 add(f"  store {vt} %res{r}_{v}, ptr %cp{r}_{v}, align 4")
-        add("  ret void")
-        add("}")
-        return "\n".join(lines)
-
-    def tile2_ir(self, R):
-        """k2_<R>: out[0:R, 0:width] (row stride ldc) <- x1[0:R, 0:K1] w1 + x2[0:R, 0:K2] w2, two
-        sources (rows, strides ldx1, ldx2) and their panels summed in one register tile: the
-        second k loop starts from the first's accumulators, so the sum runs in the order of one
-        product over the stacked K1 + K2 (x1 | x2 by rows, w1 over w2), with one store."""
-        V, NV = self.vector, self.vectors
-        vt = f"<{V} x float>"
-        lines = [f"define internal void @k2_{R}(i64 %K1, ptr %x1, i64 %ldx1, ptr %w1, i64 %K2, ptr %x2, "
-                 "i64 %ldx2, ptr %w2, ptr %c, i64 %ldc) alwaysinline {", "entry:"]
-        add = lines.append
-        for src in (1, 2):
-            for r in range(R):
-                add(f"  %xo{src}_{r} = mul i64 {r}, %ldx{src}")
-                add(f"  %xr{src}_{r} = getelementptr float, ptr %x{src}, i64 %xo{src}_{r}")
-        acc = self.k_loop_ir(R, add, "entry", "f", "%K1", [f"%xr1_{r}" for r in range(R)], 1, "%w1", None)
-        acc = self.k_loop_ir(R, add, "fend", "s", "%K2", [f"%xr2_{r}" for r in range(R)], 1, "%w2", acc)
-        for r in range(R):
-            add(f"  %co{r} = mul i64 {r}, %ldc")
-            for v in range(NV):
-                add(f"  %cq{r}_{v} = add i64 %co{r}, {v * V}")
-                add(f"  %cp{r}_{v} = getelementptr float, ptr %c, i64 %cq{r}_{v}")
-                add(f"  store {vt} {acc[r][v]}, ptr %cp{r}_{v}, align 4")
         add("  ret void")
         add("}")
         return "\n".join(lines)
@@ -233,74 +219,47 @@ class Layout:
         add("  br i1 %pmore, label %ploop, label %exit")
         add("exit:")
 
-    def driver_ir(self, cols=False):
+    def driver_ir(self, sources=1, cols=False):
         """rnnlab_panels(N, C, K, x, ldx, panels, out, ldc, acc): out (N, C) <- (or +=) x (N, K) B,
-        B packed by ``pack``; the panels one by one, each over the row tiles of x. ``cols``
-        (rnnlab_panels_cols): x stored by columns (``tile_ir``)."""
+        B packed by ``pack``; the panels one by one, each over the row tiles of x. With two
+        sources, rnnlab_panels2(N, C, K1, x1, ldx1, panels1, K2, x2, ldx2, panels2, out, ldc, acc):
+        out <- (or +=) x1 B1 + x2 B2 (``tile_ir``). ``cols`` (rnnlab_panels_cols): x stored by
+        columns. Nothing is done where the K's add up to 0."""
         W = self.width
-        k = "kc" if cols else "k"
-        lines = [f"define void @rnnlab_panels{'_cols' if cols else ''}(i64 %N, i64 %C, i64 %K, ptr %x, "
-                 "i64 %ldx, ptr %wp, ptr %c, i64 %ldc, i32 %acc32) {", "entry:"]
+        name = "rnnlab_panels" + ("_cols" if cols else "" if sources == 1 else str(sources))
+        params = "".join(f"i64 %K{i}, ptr %x{i}, i64 %ldx{i}, ptr %b{i}, " for i in range(sources))
+        lines = [f"define void @{name}(i64 %N, i64 %C, {params}ptr %c, i64 %ldc, i32 %acc32) {{", "entry:"]
         add = lines.append
-        step = "1" if cols else "%ldx"             # from one row of x to the next
         add("  %acc = icmp ne i32 %acc32, 0")
         add(f"  %np = udiv i64 %C, {W}")
-        add(f"  %pstride = mul i64 %K, {W}")
+        ksum = "0"
+        for i in range(sources):
+            add(f"  %pstride{i} = mul i64 %K{i}, {W}")
+            add(f"  %ksum{i} = add i64 {ksum}, %K{i}")
+            ksum = f"%ksum{i}"
         add("  %anyp = icmp sgt i64 %np, 0")
-        add("  %anyk = icmp sgt i64 %K, 0")
+        add(f"  %anyk = icmp sgt i64 {ksum}, 0")
         add("  %anyn = icmp sgt i64 %N, 0")
         add("  %any0 = and i1 %anyp, %anyk")
         add("  %any = and i1 %any0, %anyn")
         add("  br i1 %any, label %ploop, label %exit")
 
         def setup(add):
-            add("  %wo = mul i64 %p, %pstride")
-            add("  %wpp = getelementptr float, ptr %wp, i64 %wo")
-            add(f"  %co = mul i64 %p, {W}")
-            add("  %cpp = getelementptr float, ptr %c, i64 %co")
-
-        def call(add, L, r, tag):
-            add(f"  %xo{tag} = mul i64 {r}, {step}")
-            add(f"  %xr{tag} = getelementptr float, ptr %x, i64 %xo{tag}")
-            add(f"  %co{tag} = mul i64 {r}, %ldc")
-            add(f"  %cr{tag} = getelementptr float, ptr %cpp, i64 %co{tag}")
-            add(f"  call void @{k}{L}(i64 %K, ptr %xr{tag}, i64 %ldx, ptr %wpp, ptr %cr{tag}, i64 %ldc, i1 %acc)")
-
-        self.panel_rows_ir(add, setup, call)
-        add("  ret void")
-        add("}")
-        return "\n".join(lines)
-
-    def driver2_ir(self):
-        """rnnlab_panels2(N, C, K1, x1, ldx1, p1, K2, x2, ldx2, p2, out, ldc): out (N, C) <- x1 (N, K1) B1
-        + x2 (N, K2) B2, B1 and B2 packed by ``pack`` (``tile2_ir``)."""
-        W = self.width
-        lines = ["define void @rnnlab_panels2(i64 %N, i64 %C, i64 %K1, ptr %x1, i64 %ldx1, ptr %b1, i64 %K2, "
-                 "ptr %x2, i64 %ldx2, ptr %b2, ptr %c, i64 %ldc) {", "entry:"]
-        add = lines.append
-        add(f"  %np = udiv i64 %C, {W}")
-        add(f"  %pstride1 = mul i64 %K1, {W}")
-        add(f"  %pstride2 = mul i64 %K2, {W}")
-        add("  %anyp = icmp sgt i64 %np, 0")
-        add("  %anyn = icmp sgt i64 %N, 0")
-        add("  %any = and i1 %anyp, %anyn")
-        add("  br i1 %any, label %ploop, label %exit")
-
-        def setup(add):
-            for i in (1, 2):
+            for i in range(sources):
                 add(f"  %wo{i} = mul i64 %p, %pstride{i}")
                 add(f"  %wp{i} = getelementptr float, ptr %b{i}, i64 %wo{i}")
             add(f"  %co = mul i64 %p, {W}")
             add("  %cpp = getelementptr float, ptr %c, i64 %co")
 
         def call(add, L, r, tag):
-            for i in (1, 2):
-                add(f"  %xo{i}{tag} = mul i64 {r}, %ldx{i}")
+            args = []
+            for i in range(sources):
+                add(f"  %xo{i}{tag} = mul i64 {r}, {1 if cols else f'%ldx{i}'}")
                 add(f"  %xr{i}{tag} = getelementptr float, ptr %x{i}, i64 %xo{i}{tag}")
+                args.append(f"i64 %K{i}, ptr %xr{i}{tag}, i64 %ldx{i}, ptr %wp{i}, ")
             add(f"  %co{tag} = mul i64 {r}, %ldc")
             add(f"  %cr{tag} = getelementptr float, ptr %cpp, i64 %co{tag}")
-            add(f"  call void @k2_{L}(i64 %K1, ptr %xr1{tag}, i64 %ldx1, ptr %wp1, i64 %K2, ptr %xr2{tag}, "
-                f"i64 %ldx2, ptr %wp2, ptr %cr{tag}, i64 %ldc)")
+            add(f"  call void @{self.tile_name(L, sources, cols)}({''.join(args)}ptr %cr{tag}, i64 %ldc, i1 %acc)")
 
         self.panel_rows_ir(add, setup, call)
         add("  ret void")
@@ -367,9 +326,8 @@ class Layout:
         V = self.vector
         return "\n".join([f"declare <{V} x float> @llvm.fmuladd.v{V}f32(<{V} x float>, <{V} x float>, "
                           f"<{V} x float>)"]
-                         + [self.tile_ir(R, cols) for cols in (False, True) for R in range(1, self.rows + 1)]
-                         + [self.tile2_ir(R) for R in range(1, self.rows + 1)]
-                         + [self.driver_ir(False), self.driver_ir(True), self.driver2_ir(), self.pack_ir()])
+                         + [self.tile_ir(R, n, cols) for n, cols in self.KERNELS for R in range(1, self.rows + 1)]
+                         + [self.driver_ir(n, cols) for n, cols in self.KERNELS] + [self.pack_ir()])
 
     def compile(self):
         """This layout's kernels compiled for this CPU (``Compiled``: keep it, its engine owns the code)."""
@@ -392,85 +350,78 @@ class Layout:
         """The shape of B (K, C)'s panels."""
         return (C // self.width, K * self.width)
 
-    def pack_rows(self, blocks, out):
+    def pack_rows(self, blocks, out, packer=None):
         """The blocks (K_i, C) stacked along K as B (K, C), packed into out (``panels_shape``): row
-        p of out is B[:, width p : width (p + 1)] row by row."""
-        C, W = blocks[0].shape[1], self.width
+        p of out is B[:, width p : width (p + 1)] row by row. With ``packer`` (``Compiled.packer``,
+        for C-contiguous float32 out), a float32 block whose columns are contiguous (b = W.T, W's
+        rows with any stride: the loops' weights, the input projections' W^T) goes, but for its
+        last K mod vector rows, through the compiled transposes (``pack_ir``); the rest by NumPy."""
+        C, W, V = blocks[0].shape[1], self.width, self.vector
         K = sum(b.shape[0] for b in blocks)
         o3 = out.reshape(C // W, K, W)
+        if packer is not None and not (out.dtype == np.float32 and out.flags.c_contiguous):
+            raise ValueError(f"panels pack: out {out.shape} {out.dtype} must be C-contiguous float32")
         k0 = 0
         for b in blocks:
-            o3[:, k0:k0 + b.shape[0]] = b.reshape(b.shape[0], C // W, W).transpose(1, 0, 2)
-            k0 += b.shape[0]
+            Kb = b.shape[0]
+            by_pack = packer is not None and b.dtype == np.float32 and b.strides[0] == 4 and b.strides[1] % 4 == 0
+            nk = Kb - Kb % V if by_pack else 0
+            if nk:
+                _pack_signature(packer)(b.ctypes.data, b.strides[1] // 4, C // W, nk, K * W, o3[0, k0:].ctypes.data)
+            if nk < Kb:
+                o3[:, k0 + nk:k0 + Kb] = b[nk:].reshape(Kb - nk, C // W, W).transpose(1, 0, 2)
+            k0 += Kb
         return out
 
-    def pack(self, B):
+    def pack(self, B, packer=None):
         """B (K, C) as its panels, a new (C / width, K * width) float32 array: row p is
         B[:, width p : width (p + 1)] row by row (``pack_rows`` with one block)."""
-        return self.pack_rows((B,), np.empty(self.panels_shape(*B.shape), np.float32))
+        return self.pack_rows((B,), np.empty(self.panels_shape(*B.shape), np.float32), packer)
 
 
 class Compiled:
-    """A layout's compiled kernels: ``rows`` (x by rows) and ``cols`` (x by columns) addresses."""
+    """A layout's compiled kernels' addresses: ``rows`` (x by rows), ``cols`` (x by columns),
+    ``two`` (two sources by rows) and ``packer`` (``Layout.pack_ir``)."""
 
     def __init__(self, layout, engine, rows, cols, two, packer):
         self.layout, self.engine, self.rows, self.cols, self.two = layout, engine, rows, cols, two
         self.packer = packer
 
     def pack_rows(self, blocks, out):
-        """``Layout.pack_rows``, with each block that is the transpose of C-contiguous rows of W
-        (b = W.T: the loops' weights) packed by the compiled transposes (``Layout.pack_ir``; 3.5x
-        NumPy's strided copy here: 0.057 against 0.203 ms for (1024, 512) rows); the last K mod
-        vector columns, and other blocks, by NumPy. Returns out."""
-        lay = self.layout
-        C, Wd, V = blocks[0].shape[1], lay.width, lay.vector
-        K = sum(b.shape[0] for b in blocks)
-        o3 = out.reshape(C // Wd, K, Wd)
-        if not (out.dtype == np.float32 and out.flags.c_contiguous):
-            raise ValueError(f"panels pack: out {out.shape} {out.dtype} must be C-contiguous float32")
-        k0 = 0
-        for b in blocks:
-            Kb = b.shape[0]
-            nk = Kb - Kb % V if (b.dtype == np.float32 and b.T.flags.c_contiguous) else 0
-            if nk:
-                _pack_signature(self.packer)(b.T.ctypes.data, Kb, C // Wd, nk, K * Wd, o3[0, k0:].ctypes.data)
-            if nk < Kb:
-                o3[:, k0 + nk:k0 + Kb] = b[nk:].reshape(Kb - nk, C // Wd, Wd).transpose(1, 0, 2)
-            k0 += Kb
-        return out
+        """``Layout.pack_rows`` through the compiled transposes (3.5x NumPy's strided copy here:
+        0.057 against 0.203 ms for (1024, 512) rows). Returns out."""
+        return self.layout.pack_rows(blocks, out, self.packer)
+
+    def _operand(self, x, panels, out, by_cols):
+        """x's leading dimension, and whether x is read by rows, for out (N, C) <- x (N, K) B with
+        B's panels, where everything fits (float32, x's rows contiguous or, with ``by_cols``, its
+        columns, out's rows contiguous, C a multiple of the width); else a ValueError."""
+        (N, K), (C, W) = x.shape, (out.shape[1], self.layout.width)
+        by_rows = x.strides[1] == 4 or K == 0
+        if (x.dtype != np.float32 or out.dtype != np.float32 or not (by_rows or (by_cols and x.strides[0] == 4))
+                or out.strides[1] != 4 or out.shape[0] != N or panels.shape != (C // W, K * W) or C % W):
+            raise ValueError(f"panels matmul: x {x.shape} {x.dtype}, panels {panels.shape}, out {out.shape} "
+                             f"{out.dtype} do not fit (float32, x rows{' or columns' if by_cols else ''} "
+                             f"contiguous, out rows contiguous, C a multiple of {W})")
+        return (x.strides[0] if by_rows else x.strides[1]) // 4, by_rows
 
     def matmul(self, x, panels, out, accumulate=False):
         """out (N, C) <- (or +=) x (N, K) B from Python (tests and ``_gemm``; the loops call the
         address), with B's panels (``Layout.pack``). x: float32 with a unit stride along k (its
         rows) or along n (the transpose of a C-contiguous array: the ``cols`` kernel); out
         float32 with contiguous rows. Returns out."""
-        N, K = x.shape
-        C, W = out.shape[1], self.layout.width
-        by_rows = x.strides[1] == 4
-        if (x.dtype != np.float32 or out.dtype != np.float32 or not (by_rows or x.strides[0] == 4)
-                or out.strides[1] != 4 or out.shape[0] != N or panels.shape != (C // W, K * W) or C % W):
-            raise ValueError(f"panels matmul: x {x.shape} {x.dtype}, panels {panels.shape}, out {out.shape} "
-                             f"{out.dtype} do not fit (float32, x rows or columns contiguous, out rows "
-                             f"contiguous, C a multiple of {W})")
-        ldx = x.strides[0] // 4 if by_rows else x.strides[1] // 4
-        _signature(self.rows if by_rows else self.cols)(N, C, K, x.ctypes.data, ldx, panels.ctypes.data,
-                                                         out.ctypes.data, out.strides[0] // 4, int(accumulate))
+        ldx, by_rows = self._operand(x, panels, out, by_cols=True)
+        _signature(self.rows if by_rows else self.cols)(len(x), out.shape[1], x.shape[1], x.ctypes.data, ldx, panels.ctypes.data,
+                       out.ctypes.data, out.strides[0] // 4, int(accumulate))
         return out
 
-
-    def matmul2(self, x1, panels1, x2, panels2, out):
-        """out (N, C) <- x1 (N, K1) B1 + x2 (N, K2) B2 from Python (tests), with the B's panels; x1,
-        x2 float32 with contiguous rows."""
-        (N, K1), (_, K2) = x1.shape, x2.shape
-        C, W = out.shape[1], self.layout.width
-        for x, p, K in ((x1, panels1, K1), (x2, panels2, K2)):
-            if (x.dtype != np.float32 or (x.strides[1] != 4 and K > 0) or x.shape[0] != N or p.shape != (C // W, K * W)
-                    or C % W or out.dtype != np.float32 or out.strides[1] != 4 or out.shape[0] != N):
-                raise ValueError(f"panels matmul2: x {x.shape} {x.dtype}, panels {p.shape}, out {out.shape} "
-                                 f"{out.dtype} do not fit (float32, rows contiguous, C a multiple of {W})")
-        _signature2(self.two)(N, C, K1, x1.ctypes.data, x1.strides[0] // 4, panels1.ctypes.data, K2,
-                              x2.ctypes.data, x2.strides[0] // 4, panels2.ctypes.data, out.ctypes.data,
-                              out.strides[0] // 4)
+    def matmul2(self, x1, panels1, x2, panels2, out, accumulate=False):
+        """out (N, C) <- (or +=) x1 (N, K1) B1 + x2 (N, K2) B2 from Python (tests), with the B's
+        panels; x1, x2 float32 with contiguous rows."""
+        (ld1, _), (ld2, _) = (self._operand(x, p, out, by_cols=False) for x, p in ((x1, panels1), (x2, panels2)))
+        _signature2(self.two)(len(x1), out.shape[1], x1.shape[1], x1.ctypes.data, ld1, panels1.ctypes.data,
+                              x2.shape[1], x2.ctypes.data, ld2, panels2.ctypes.data, out.ctypes.data,
+                              out.strides[0] // 4, int(accumulate))
         return out
 
 
@@ -478,7 +429,7 @@ _pack_signature = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes
                                    ctypes.c_int64, ctypes.c_void_p)
 _signature2 = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                                ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
-                               ctypes.c_void_p, ctypes.c_int64)
+                               ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32)
 _signature = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                               ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32)
 _state = {"tried": False, "compiled": None, "error": None, "layout": None}
@@ -531,16 +482,21 @@ def usable(C, dtype=np.float32):
     return dtype == np.float32 and C > 0 and address() is not None and C % layout().width == 0
 
 
+def _packer():
+    kernel = compiled()
+    return None if kernel is None else kernel.packer
+
+
 def pack(B):
-    """B (K, C) as the loops' kernel's panels (``Layout.pack``)."""
-    return layout().pack(B)
+    """B (K, C) as the loops' kernel's panels (``Layout.pack``; by the compiled transposes where
+    the kernel is compiled and B's columns are contiguous)."""
+    return layout().pack(B, _packer())
 
 
 def pack_rows(blocks, out):
     """The blocks (K_i, C) stacked along K as the loops' kernel's panels, into out: by the compiled
     transposes where the kernel is compiled (``Compiled.pack_rows``), else NumPy's copy."""
-    kernel = compiled()
-    return layout().pack_rows(blocks, out) if kernel is None else kernel.pack_rows(blocks, out)
+    return layout().pack_rows(blocks, out, _packer())
 
 
 def matmul(x, panels, out, accumulate=False):

@@ -24,13 +24,15 @@ wait, so a late core delays the other by less than its lateness. h_{t-1} is read
 from the output itself, and a core writes only step t's rows and its own
 columns of c, so no step's data is written while the other core may read it.
 
-A unit's numbers are those of ``_compiled.lstm_infer2_loop`` with the panels
-kernel (the same two products, k in the same order, the same gate kernel, ``lstm_infer_units``), bit
-for bit. The second core's half runs on the batch split's pool thread; the
-calling thread packs its weights and then waits up to ``START_S`` for that
-thread to start (its core may be busy), else withdraws it and returns None:
-the caller then runs its one-core loop. An error on either side (``ABORT``)
-releases the other from its wait.
+A unit's numbers are those of the batch split's loops with the panels kernel
+(``_compiled.lstm_infer_loop`` and ``lstm_infer2_loop``: the same sum over
+[x_t | h_{t-1}] in the same order, the same gate kernel, ``lstm_infer_units``),
+bit for bit. The second core's half runs on the batch split's pool thread,
+which claims it as it starts (``begin``); the calling core, at its first wait for
+it, waits up to ``START_SPINS`` for that thread to start (its core may be busy),
+else claims the half back (``_alone``) and the split returns False: the caller
+then runs its own loops. An error on either side (``ABORT``) releases the other
+from its wait.
 
 Used for float32 LSTM inference where the batch split would run two parts (two
 idle cores), the panels kernel is in use with H/2 a multiple of its panel width
@@ -57,7 +59,7 @@ from . import _compiled, _panels, _split
 
 ENABLED = os.environ.get("RNNLAB_UNITS", "0") == "1"      # off unless asked: see the docstring's last paragraph
 MIN_N = 8
-START_SPINS = 60_000        # ~2 ms (a spin, x86 ``pause``, ~30 ns here: ``_helper.IDLE_SPINS``)
+START_SPINS = 60_000        # ~1.4 ms (a spin, x86 ``pause``: 23.5-23.7 ns here, a million of them timed)
 F = np.float32
 ABORTED, DONE_ALL, ALONE = 0, 1, 2
 
@@ -69,7 +71,8 @@ if _compiled.AVAILABLE:
     from ._helper import claim, load_acquire, pause, store_release
 
     _jit = _compiled._jit
-    _at, _rows_at, _panels2_call = _compiled._at, _compiled._rows_at, _compiled._panels2_call
+    _at, _rows_at, _h_prev_at = _compiled._at, _compiled._rows_at, _compiled._h_prev_at
+    _panels2_call = _compiled._panels2_call
     lstm_infer_units = _compiled.lstm_infer_units
 
     @_jit(inline="always")
@@ -112,16 +115,14 @@ if _compiled.AVAILABLE:
         other = DONE[1 - me]
         for s in range(T):
             t = T - 1 - s if reverse else s
-            a, lda = _rows_at(Xm, t, bm)
-            if s == 0:
-                a2, lda2 = np.int64(h0.ctypes.data), H
-            else:
+            if s > 0:
                 if me == 0 and s == 1 and _alone(ctl, start_spins):
                     return ALONE
                 if not _wait(ctl, other, s):
                     return ABORTED
-                a2, lda2 = _rows_at(mO, t + 1 if reverse else t - 1, bm)
-            _panels2_call(fn, n, G, D, a, lda, px, H, a2, lda2, ph, o, G)
+            a, lda = _rows_at(Xm, t, bm)
+            a2, lda2 = _h_prev_at(h0, mO, s, t, reverse, bm)
+            _panels2_call(fn, n, G, D, a, lda, px, H, a2, lda2, ph, o, G, False)
             for r in range(n):
                 lstm_infer_units(hw[r], b, c[r, u0:u0 + Hc], _at(mO, t, r, bm)[u0:u0 + Hc], Hc)
             store_release(ctl, DONE[me], s + 1)
