@@ -439,6 +439,31 @@ def test_compiled_tanh_is_accurate_to_a_few_ulp():
 
 
 @needs_numba
+def test_compiled_sigmoid_is_accurate_to_a_few_ulp_at_every_x():
+    from rnnlab.fast import _compiled
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(-100, 100, 1_000_000), rng.uniform(-20, 20, 1_000_000),
+                        np.linspace(-1e-3, 1e-3, 20001),
+                        [0.0, -0.0, 1e-30, -1e-30, 86.9, -86.9, 87.0, -87.0, 88.0, -88.0, np.inf]]).astype(np.float32)
+    out = np.empty_like(x)
+    _compiled.sigmoid_array(x, out)
+    exact = 1 / (1 + np.exp(-x.astype(np.float64)))
+    kept = x >= -87                                # below, exp(-x) is clipped at exp(87): 1.6e-38 out
+    rel = np.abs(out - exact) / exact
+    assert rel[kept].max() < 2e-7, rel[kept].max()
+    low = out[~kept]
+    assert np.all((low > 0) & (low <= 1.7e-38))    # a normal number, never 0 or a subnormal
+    edge = np.empty(2, np.float32)
+    _compiled.sigmoid_array(np.array([np.inf, -np.inf], np.float32), edge)
+    assert edge[0] == 1.0 and 0 < edge[1] <= 1.7e-38
+    y = rng.uniform(-3, 3, 1000).astype(np.float32)
+    y[::7] = np.nan
+    out = np.empty_like(y)
+    _compiled.sigmoid_array(y, out)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(y))    # divergence stays visible
+
+
+@needs_numba
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_compiled_path_is_taken_for_float32(cell, monkeypatch):
     from rnnlab.fast import _compiled
