@@ -1341,19 +1341,24 @@ def test_loops_with_the_panels_kernel_equal_the_readable_path(cell, opts, parts,
 
 
 # ---- the large GEMMs through the panels kernel on every core (fast/_gemm.py) ----------------
-@pytest.mark.parametrize("by", ["rows", "cols"])
+@pytest.mark.parametrize("by", ["rows", "cols", "cols copied"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("accumulate", [False, True])
 @pytest.mark.parametrize("M,K", [(1, 5), (13, 64), (70, 150)])
 def test_panels_gemm_equals_a_float64_product(by, threads, accumulate, M, K, monkeypatch):
-    """``_gemm.panels_matmul``: a by rows or a transposed view, blocks of b's rows and a's rows
-    smaller than the matrices (K and M not multiples of them), the rows shared among 1-3
-    threads, writing or adding into out with a row stride longer than C; within float32 rounding
-    of the product in float64, and nothing written outside out."""
+    """``_gemm.panels_matmul``: a by rows or a transposed view (read in place, or copied a block
+    at a time: ``COPY_STRIDE``), blocks of b's rows and a's rows smaller than the matrices (K and
+    M not multiples of them), the rows shared among 1-3 threads, writing or adding into out with
+    a row stride longer than C; within float32 rounding of the product in float64, and nothing
+    written outside out."""
     _panels = _panels_or_skip()
     from rnnlab.fast import _gemm
     monkeypatch.setattr(_gemm, "K_BLOCK", 32)
     monkeypatch.setattr(_gemm, "M_BLOCK", 16)
+    monkeypatch.setattr(_gemm, "COPY_STRIDE", 1 if by == "cols copied" else 10 ** 9)
+    copies = []
+    buffer = _gemm._buffer
+    monkeypatch.setattr(_gemm, "_buffer", lambda r, c: copies.append((r, c)) or buffer(r, c))
     C = 2 * _panels.layout().width
     rng = np.random.default_rng(M * 100 + K)
     a = (rng.standard_normal((M, K)) if by == "rows" else rng.standard_normal((K, M)).T).astype(np.float32)
@@ -1366,6 +1371,7 @@ def test_panels_gemm_equals_a_float64_product(by, threads, accumulate, M, K, mon
     scale = np.abs(a).astype(np.float64) @ np.abs(b) + np.abs(before[:, 1:C + 1])
     assert np.all(np.abs(out - want) <= 4 * K * np.finfo(np.float32).eps * scale + 1e-30)
     assert np.array_equal(wide[:, 0], before[:, 0]) and np.array_equal(wide[:, C + 1:], before[:, C + 1:])
+    assert bool(copies) == (by == "cols copied" and a.strides[1] != 4)     # (M = 1: a is rows either way)
 
 
 def test_panels_gemm_takes_only_what_fits(monkeypatch):
