@@ -109,7 +109,7 @@ def test_fast_equals_readable(cell, opts, variant, dtype, rtol, compiled, monkey
         monkeypatch.setattr(rnnlab.fast, "CHUNK_ROWS", 2 * N)
     loops, chunks = [], []
     if compiled and lengths is None:            # the compiled loops call the BLAS (or MKL) themselves
-        for name, seen in (("lstm_loop_blas", loops), ("gru_loop_blas", loops), ("rnn_loop_blas", loops),
+        for name, seen in (("lstm_loop1", loops), ("lstm_loop2", loops), ("gru_loop_blas", loops), ("rnn_loop_blas", loops),
                            ("lstm_chunk_blas", chunks), ("gru_chunk_blas", chunks), ("rnn_chunk_blas", chunks)):
             real = getattr(rnnlab.fast._compiled, name)
             monkeypatch.setattr(rnnlab.fast._compiled, name,
@@ -848,33 +848,36 @@ def test_eval_mode_forward_defers_h_prev_to_a_backward(cell, opts, monkeypatch):
 @pytest.mark.parametrize("opts", [{}, {"num_layers": 2, "bidirectional": True}, {"batch_first": False}])
 @pytest.mark.parametrize("parts", [1, 2])
 @pytest.mark.parametrize("blas", ["numpy", "mkl"])
-@pytest.mark.parametrize("loop", ["lstm_infer_loop", "lstm_infer2_loop"])
+@pytest.mark.parametrize("loop", ["lstm_loop1", "lstm_loop2"])
 def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, loop, monkeypatch):
-    """An eval-mode LSTM forward runs an inference loop (no cache): ``lstm_infer_loop``, one
-    product a step over [x_t | h], or with a large input product ``lstm_infer2_loop``, two; whole
+    """An eval-mode LSTM forward runs a step loop without a cache: ``lstm_loop1``, one
+    product a step over [x_t | h], or with a large input product ``lstm_loop2``, two; whole
     or in the batch split's parts, with NumPy's BLAS or MKL: out, h_T and c_T are the readable
     path's; a backward after it recomputes the cache (``Recompute``) and gives the readable path's
     gradients; ``INFER_LOOPS = False`` runs the caching loop instead."""
     from rnnlab.fast import _compiled, _split
     _use_blas(blas, monkeypatch)
     monkeypatch.setattr(_split, "PARTS", parts)
-    monkeypatch.setattr(_compiled, "INFER_ONE_PRODUCT_MAX", 2 ** 40 if loop == "lstm_infer_loop" else 0)
+    monkeypatch.setattr(_compiled, "INFER_ONE_PRODUCT_MAX", 2 ** 40 if loop == "lstm_loop1" else 0)
     loops = []
     real = getattr(_compiled, loop)
-    rows_of = (lambda a: a[6].shape[0]) if loop == "lstm_infer_loop" else (lambda a: a[12].shape[0])
-    monkeypatch.setattr(_compiled, loop, lambda *a: loops.append((a[0], rows_of(a))) or real(*a))
+    rows_of = (lambda a: a[6].shape[0]) if loop == "lstm_loop1" else (lambda a: a[12].shape[0])
+    cache_at = 14 if loop == "lstm_loop1" else 20
+    monkeypatch.setattr(_compiled, loop, lambda *a: loops.append((a[0], rows_of(a), a[cache_at])) or real(*a))
     layer = _layer("lstm", np.float32, seed=51, **opts).eval()
     fast, readable, sizes = _run_in_parts(layer, np.random.default_rng(52), 7, 6, parts)
     runs = layer.num_layers * layer.num_directions
-    assert sorted(n for _, n in loops) == sorted(sizes * runs)
-    kinds = {k for k, _ in loops}
+    inference = [n for _, n, cache in loops if not cache]
+    recomputed = [n for _, n, cache in loops if cache]            # the backward's ``Recompute``
+    assert sorted(inference) == sorted(recomputed) == sorted(sizes * runs)
+    kinds = {k for k, *_ in loops}
     assert (kinds == {_compiled.PACKED}) if blas == "mkl" else (_compiled.PACKED not in kinds)
     _assert_close(fast, readable, 1e-5)
     loops.clear()
     monkeypatch.setattr(_compiled, "INFER_LOOPS", False)
     layer.fast = True
     layer.forward(np.zeros((7, 6, 5) if layer.batch_first else (6, 7, 5)))
-    assert not loops
+    assert loops and all(cache for *_, cache in loops)          # the same loops, making the cache
 
 
 @needs_numba
@@ -1031,7 +1034,7 @@ def _mkl_threads():
 @pytest.mark.parametrize("blas,T", [("numpy", 6), ("numpy", 2), ("mkl", 6), ("mkl", 2)])
 def test_batch_split_forward_equals_the_readable_path(cell, opts, parts, training, blas, T, monkeypatch):
     """With the batch split (fast/_split.py) each part of the sequences (7 in 1, 2 or 3 uneven
-    parts) runs its own compiled forward loop (``*_loop_blas``) with its own input projection,
+    parts) runs its own compiled forward loop (``lstm_loop1`` or ``lstm_loop2``, ``*_loop_blas``)
     and its own backward chunks (``*_chunk_blas``) with its own weight gradients, added up at the
     end: forward and backward give the readable path's results, batch-first or time-major,
     training or eval mode; with NumPy's BLAS or with MKL (its packed product, or at T = 2 its
@@ -1045,8 +1048,20 @@ def test_batch_split_forward_equals_the_readable_path(cell, opts, parts, trainin
         kinds.add(a[0])
         threads.add(_mkl_threads())
 
-    real = getattr(_compiled, f"{cell}_loop_blas")
-    monkeypatch.setattr(_compiled, f"{cell}_loop_blas", lambda *a: seen(a) or rows.append(a[5].shape[0]) or real(*a))
+    # the forward loops that make the cache, and the rows they were given (the LSTM's step loops
+    # run without one in eval mode too, then again with one in the backward's ``Recompute``)
+    spied = {"lstm": (("lstm_loop1", lambda a: a[6].shape[0] if a[14] else None),
+                      ("lstm_loop2", lambda a: a[12].shape[0] if a[20] else None))}
+    def spy(real, rows_of):
+        def loop(*a):
+            seen(a)
+            if rows_of(a) is not None:
+                rows.append(rows_of(a))
+            return real(*a)
+        return loop
+
+    for name, rows_of in spied.get(cell, ((f"{cell}_loop_blas", lambda a: a[5].shape[0]),)):
+        monkeypatch.setattr(_compiled, name, spy(getattr(_compiled, name), rows_of))
     back_rows = set()
     real_chunk = getattr(_compiled, f"{cell}_chunk_blas")
     monkeypatch.setattr(_compiled, f"{cell}_chunk_blas",

@@ -90,7 +90,7 @@ def test_split_by_units_equals_the_readable_path(opts, N, T, monkeypatch):
 
 @pytest.mark.parametrize("opts", [{}, {"batch_first": False, "bidirectional": True}])
 def test_split_by_units_gives_the_one_core_loop_bit_for_bit(opts, monkeypatch):
-    """A unit's numbers are the same as in the batch split's one-product loop (``lstm_infer_loop``
+    """A unit's numbers are the same as in the batch split's one-product loop (``lstm_loop1``
     with the panels kernel): the same sum over [x_t | h_{t-1}] in the same order, the same gate
     kernel."""
     layer = _layer(seed=3, **opts)
@@ -101,8 +101,8 @@ def test_split_by_units_gives_the_one_core_loop_bit_for_bit(opts, monkeypatch):
     monkeypatch.setattr(_units, "ENABLED", False)
     monkeypatch.setattr(_compiled, "INFER_ONE_PRODUCT_MAX", 2 ** 40)
     loops = []
-    real = _compiled.lstm_infer_loop
-    monkeypatch.setattr(_compiled, "lstm_infer_loop", lambda *a: loops.append(a[0]) or real(*a))
+    real = _compiled.lstm_loop1
+    monkeypatch.setattr(_compiled, "lstm_loop1", lambda *a: loops.append(a[0]) or real(*a))
     by_batch = _forward(layer, x, state)
     assert loops and set(loops) == {_compiled.PANELS}
     for a, b in zip(by_units, by_batch):

@@ -267,16 +267,35 @@ if AVAILABLE:
             else:
                 for j in range(aq.shape[0]):
                     aq[j] = sigmoid32(aq[j] + hq[j] + bq[j])
-        i, f, g, o = an[u0:u1], an[H + u0:H + u1], an[2 * H + u0:2 * H + u1], an[3 * H + u0:3 * H + u1]
-        cu, cpu = cn[u0:u1], cpn[u0:u1]
-        for j in range(cu.shape[0]):                           # c = f * c_prev + i * g
+        _lstm_state(an[u0:u1], an[H + u0:H + u1], an[2 * H + u0:2 * H + u1], an[3 * H + u0:3 * H + u1],
+                    cn[u0:u1], cpn[u0:u1], tcn[u0:u1], hn[u0:u1])
+
+    @_jit(inline="always")
+    def _lstm_state(i, f, g, o, cu, cpu, tcu, hu):
+        """From the gates i, f, g, o of some units: cu (c_prev in) <- c = f * c_prev + i * g, with
+        c_prev kept in cpu; tcu <- tanh(c); hu <- h = o * tanh(c)."""
+        for j in range(cu.shape[0]):
             cpu[j] = cu[j]
             cu[j] = f[j] * cu[j] + i[j] * g[j]
-        tcu, hu = tcn[u0:u1], hn[u0:u1]
-        for j in range(cu.shape[0]):                           # h = o * tanh(c)
+        for j in range(cu.shape[0]):
             v = tanh32(cu[j])
             tcu[j] = v
             hu[j] = o[j] * v
+
+    @_jit(inline="always")
+    def lstm_units_from(src, an, b, cn, cpn, tcn, hn, H):
+        """One sequence's step of a loop that makes the cache from its whole pre-activation src (4H,),
+        x W_ih^T + h W_hh^T: ``lstm_units`` with the gates written into an (the cache's row) from
+        src + b, not from an + hwn + b."""
+        for q in range(4):                                     # i, f, g, o
+            sq, aq, bq = src[q * H:(q + 1) * H], an[q * H:(q + 1) * H], b[q * H:(q + 1) * H]
+            if q == 2:
+                for j in range(H):
+                    aq[j] = tanh32(sq[j] + bq[j])
+            else:
+                for j in range(H):
+                    aq[j] = sigmoid32(sq[j] + bq[j])
+        _lstm_state(an[:H], an[H:2 * H], an[2 * H:3 * H], an[3 * H:], cn, cpn, tcn, hn)
 
     @_jit()
     def lstm_backward_step(dY, A, TC, Cp, dA, t, k, bm, dh, dc):
@@ -565,13 +584,6 @@ if AVAILABLE:
         _product(kind, fn, wide, B, buf, a, lda, h0.shape[1], hw, beta)
 
     @_jit(nogil=True)
-    def lstm_loop_blas(kind, fn, wide, B, buf, h0, mA, mCp, mTC, mO, bm, hw, b, c, T, reverse):
-        for s in range(T):
-            t = T - 1 - s if reverse else s
-            _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw)
-            lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, b, c)
-
-    @_jit(nogil=True)
     def gru_loop_blas(kind, fn, wide, B, buf, h0, first, mA, mHWn, mO, bm, hw, b, b_hn, T, reverse):
         for s in range(T):
             t = T - 1 - s if reverse else s
@@ -589,11 +601,16 @@ if AVAILABLE:
             rnn_forward_step(mA, mO, t, bm, hw, b, relu)
 
 
-    # ---- inference loops: no cache -------------------------------------------------------
-    # An eval-mode forward keeps nothing for a backward (``Recompute`` makes it if one comes),
-    # so it needs neither the (T, N, G) array of input projections nor the per-step c_prev and
-    # tanh(c): each step multiplies [x_t | h_{t-1}] (a staging row per sequence, S (n, D + H))
-    # by [W_ih | W_hh]^T in one product and runs the gates from that, in L2.
+    # ---- the LSTM's step loops, with or without a cache --------------------------------------
+    # Each step multiplies [x_t | h_{t-1}] (a staging row per sequence, S (n, D + H)) by
+    # [W_ih | W_hh]^T in one product, or x_t and h_{t-1} by their weights in two summed in one
+    # register tile, and runs the gates from that, in L2. An eval-mode forward keeps nothing for a
+    # backward (``Recompute`` makes it if one comes); a training forward writes the gates, c_prev
+    # and tanh(c) into the cache as the gate kernel goes, instead of first writing every step's
+    # x W_ih^T into the (T, N, G) cache array and reading it back in the loop. Training forwards
+    # against that way (processes of each in turn, three rounds, median of 8 best-of-3): N=32,
+    # T=100, D=64, H=256 6.34-6.55 against 7.38-8.35 ms (whole steps 21.0-21.8 against 22.6-24.6
+    # ms); N=64, T=50, D=H=512 32.8-34.1 against 33.2-35.6 ms (steps within the noise).
     @_jit(inline="always")
     def _stage_x(Xm, S, t, bm):
         """S[:, :D] <- x_t, the rows of step t of the inputs' memory Xm."""
@@ -624,21 +641,26 @@ if AVAILABLE:
             hn[j] = o[j] * tanh32(cj)
 
     @_jit(inline="always")
-    def _lstm_infer_gates(hw, b, c, mO, t, bm):
-        """The inference loops' gates of step t (``lstm_infer_units``) on hw (n, 4H), which holds
-        the whole pre-activation; h_t into the output's rows (mO)."""
+    def _lstm_gates(hw, b, c, mO, t, bm, cache, mA, mCp, mTC):
+        """The step loops' gates of step t on hw (n, 4H), which holds the whole pre-activation; h_t
+        into the output's rows (mO). With ``cache`` the gates, c_prev and tanh(c_t) go into the
+        cache's rows (mA, mCp, mTC: ``lstm_units_from``), else nowhere (``lstm_infer_units``)."""
         H = c.shape[1]
         for r in range(hw.shape[0]):
-            lstm_infer_units(hw[r], b, c[r], _at(mO, t, r, bm), H)
+            if cache:
+                lstm_units_from(hw[r], _at(mA, t, r, bm), b, c[r], _at(mCp, t, r, bm), _at(mTC, t, r, bm),
+                                _at(mO, t, r, bm), H)
+            else:
+                lstm_infer_units(hw[r], b, c[r], _at(mO, t, r, bm), H)
 
     @_jit(nogil=True)
-    def lstm_infer2_loop(kx, fx, wx, Bx, bufx, kind, fn, wide, B, buf, Xm, h0, hw, b, c, mO, bm,
-                         T, reverse, fn2):
-        """The LSTM's steps without a cache, two products a step: hw <- x_t W_ih^T (x_t read in
-        place; kx..bufx), hw += h_{t-1} W_hh^T (kind..buf), then the gates. ``fn2``: the panels
-        kernel's two-source kernel (``_panels.Compiled.two``) where both products are that
-        kernel's (Bx and B their panels), else 0; then one call of it does both, summed in one
-        register tile."""
+    def lstm_loop2(kx, fx, wx, Bx, bufx, kind, fn, wide, B, buf, Xm, h0, hw, b, c, mO, bm,
+                   T, reverse, fn2, cache, mA, mCp, mTC):
+        """The LSTM's steps, two products a step: hw <- x_t W_ih^T (x_t read in place; kx..bufx),
+        hw += h_{t-1} W_hh^T (kind..buf), then the gates (``_lstm_gates``: with ``cache``, into
+        mA, mCp, mTC too). ``fn2``: the panels kernel's two-source kernel (``_panels.Compiled.two``)
+        where both products are that kernel's (Bx and B their panels), else 0; then one call of it
+        does both, summed in one register tile."""
         (n, G), D, H = hw.shape, Xm.shape[2], h0.shape[1]
         px, ph, o = np.int64(Bx.ctypes.data), np.int64(B.ctypes.data), np.int64(hw.ctypes.data)
         for s in range(T):
@@ -650,20 +672,20 @@ if AVAILABLE:
             else:
                 _product(kx, fx, wx, Bx, bufx, a, lda, D, hw, F(0.0))
                 _step_product(kind, fn, wide, B, buf, h0, mO, s, t, reverse, bm, hw, F(1.0))
-            _lstm_infer_gates(hw, b, c, mO, t, bm)
+            _lstm_gates(hw, b, c, mO, t, bm, cache, mA, mCp, mTC)
 
     @_jit(nogil=True)
-    def lstm_infer_loop(kind, fn, wide, B, buf, Xm, S, hw, b, c, mO, bm, T, reverse):
-        """The LSTM's steps without a cache: hw <- [x_t | h_{t-1}] [W_ih | W_hh]^T (B), then the
-        gates (``lstm_units``), h_t into the output's rows (mO) and into S for the next step.
-        S[:, D:] holds h_0 at the start."""
+    def lstm_loop1(kind, fn, wide, B, buf, Xm, S, hw, b, c, mO, bm, T, reverse, cache, mA, mCp, mTC):
+        """The LSTM's steps, one product a step: hw <- [x_t | h_{t-1}] [W_ih | W_hh]^T (B), then the
+        gates (``_lstm_gates``: with ``cache``, into mA, mCp, mTC too), h_t into the output's rows
+        (mO) and into S for the next step. S[:, D:] holds h_0 at the start."""
         n, K = S.shape
         D = K - c.shape[1]
         for s in range(T):
             t = T - 1 - s if reverse else s
             _stage_x(Xm, S, t, bm)
             _product(kind, fn, wide, B, buf, np.int64(S.ctypes.data), K, K, hw, F(0.0))
-            _lstm_infer_gates(hw, b, c, mO, t, bm)
+            _lstm_gates(hw, b, c, mO, t, bm, cache, mA, mCp, mTC)
             for r in range(n):
                 hr, sr = _at(mO, t, r, bm), S[r, D:]
                 for j in range(K - D):
@@ -797,7 +819,7 @@ def _pack_buffer(slot, shape):
     return a
 
 
-# The loops call the BLAS from compiled code (``lstm_loop_blas`` etc., ``_blas``);
+# The loops call the BLAS from compiled code (``lstm_loop1`` etc., ``_blas``);
 # ``BLAS_LOOPS = False`` keeps them in Python (a BLAS call and a kernel call a step).
 BLAS_LOOPS = True
 
@@ -906,7 +928,10 @@ def _backward_product(W_hh, N, n, T, bm, panels):
 
 
 def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
-    """The LSTM's forward; with ``defer`` (eval mode) h_prev as in ``rnn_forward``."""
+    """The LSTM's forward; with ``defer`` (eval mode) h_prev as in ``rnn_forward``. Where the loops
+    call the BLAS from compiled code (``blas_loops``) the step loops make the cache
+    (``_lstm_steps``): each step's products feed the gate kernel, which writes the gates into A,
+    instead of all steps' x W_ih^T into A first."""
     T, N, D = X.shape
     H = W_hh.shape[0] // 4
     tiny = _tiny(N, W_hh)
@@ -919,19 +944,16 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
     if tiny:
         _project(X, W_ih, A, slice(None))
         _lstm_tiny(A, h0, c, W_hh, b, reverse, Cp, TC, out)
+    elif blas_loops():
+        _lstm_steps(X, h0, c, W_ih, W_hh, b, reverse, out, bm, P, (A, Cp, TC))
     else:
-        panels = _one_core_panels(W_hh.T, N, P)
-
-        def loop(n0, n1):                                        # sequences n0..n1-1
+        def loop(n0, n1):                                        # steps from Python (P = 1 here)
             rows = slice(n0, n1)
             _project(X, W_ih, A, rows)
             mA, mCp, mTC, mO = (memory(a[:, rows], bm) for a in (A, Cp, TC, out))
             hw = np.empty((n1 - n0, 4 * H), F)
-            blas, product = _forward_product(W_hh, n1 - n0, T, panels)
-            if blas:
-                lstm_loop_blas(*blas, h0[rows], mA, mCp, mTC, mO, bm, hw, b, c[rows], T, reverse)
-                return
-            h = h0                                               # P = 1 here
+            _, product = _forward_product(W_hh, n1 - n0, T, None)
+            h = h0
             for t in forward_steps(T, reverse):
                 product(h, hw)
                 lstm_forward_step(mA, mCp, mTC, mO, t, bm, hw, b, c)
@@ -941,16 +963,16 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
     return out, out[0 if reverse else T - 1], c, _with_h_prev((A, None, Cp, TC, None), out, h0, reverse, defer)
 
 
-# Inference loops (``lstm_infer_loop``) for eval-mode forwards; ``INFER_LOOPS = False`` (or
-# ``RNNLAB_INFER_LOOPS=0``) keeps the caching loops.
+# The LSTM's eval-mode forwards run its step loops without a cache (``lstm_infer``);
+# ``INFER_LOOPS = False`` (or ``RNNLAB_INFER_LOOPS=0``) makes the cache as in training.
 INFER_LOOPS = os.environ.get("RNNLAB_INFER_LOOPS", "1") != "0"
 
 
-# The LSTM's inference loop multiplies [x_t | h_{t-1}] by [W_ih | W_hh]^T in one product a step
-# (``lstm_infer_loop``, the weights packed side by side into the panels at every call, or copied
+# The LSTM's step loops multiply [x_t | h_{t-1}] by [W_ih | W_hh]^T in one product a step
+# (``lstm_loop1``, the weights packed side by side into the panels at every call, or copied
 # side by side where the BLAS takes the product) where x_t W_ih^T
 # over the batch has fewer than INFER_ONE_PRODUCT_MAX multiply-adds, else as two products, x_t read
-# in place (``lstm_infer2_loop``). Measured here, 15 rounds each way in one process, best / median
+# in place (``lstm_loop2``). Measured here, 15 rounds each way in one process, best / median
 # (ms) of the caching loop, one product and two: N=32, T=100, H=256, D=64 (2^21 multiply-adds)
 # 10.34 / 12.63, 8.54 / 11.53, 10.04 / 12.53; D=256 15.85 / 20.54, 13.91 / 14.49, 13.37 / 13.89;
 # H=512, D=128 48.11 / 60.43, 35.50 / 38.31, 33.40 / 37.09; N=64, T=50, H=512, D=64 37.73 / 58.40,
@@ -960,7 +982,7 @@ INFER_ONE_PRODUCT_MAX = 2 ** 22
 
 
 def infer_usable(mode, N, W_hh):
-    """Whether an eval-mode forward runs an inference loop: the LSTM's, not tiny. (The GRU's and
+    """Whether an eval-mode forward runs a loop without a cache: the LSTM's, not tiny. (The GRU's and
     the RNN's, two products a step, x_t W_ih^T read in place and h_{t-1} W_hh^T, gained nothing:
     N=32, T=100, D=64, H=256, 15 rounds each way, best / median, against the caching loops: GRU
     7.93 / 12.64 against 7.53 / 10.40 ms, RNN 2.90 / 3.05 against 2.82 / 2.95 ms; at N=64, T=50,
@@ -970,7 +992,7 @@ def infer_usable(mode, N, W_hh):
 
 def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     """The LSTM's eval-mode forward without a cache (split by units on two cores where turned on,
-    ``_units``; else ``lstm_infer_loop`` or ``lstm_infer2_loop``, whole or in the batch split's
+    ``_units``; else ``_lstm_steps`` without a cache, whole or in the batch split's
     parts): out, h_T, c_T and a ``Recompute`` that makes the cache if a backward asks."""
     T, N, D = X.shape
     H = W_hh.shape[1]
@@ -985,6 +1007,18 @@ def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
         if _units.lstm_infer(X, h0, c, W_ih, W_hh, b, reverse, out, bm, memory(X, bm), memory(out, bm)):
             return out, out[0 if reverse else T - 1], c, Recompute((X, h0, c0, W_ih, W_hh, b_ih, b_hh, reverse))
         c[...] = c0                                             # the second core never started
+    _lstm_steps(X, h0, c, W_ih, W_hh, b, reverse, out, bm, P)
+    return out, out[0 if reverse else T - 1], c, Recompute((X, h0, c0, W_ih, W_hh, b_ih, b_hh, reverse))
+
+
+def _lstm_steps(X, h0, c, W_ih, W_hh, b, reverse, out, bm, P, cache=None):
+    """The LSTM's step loops over X (T, N, D), whole or in the batch split's P parts: h_t into
+    out, c (N, H) from c_0 to c_T in place; with ``cache`` = (A, Cp, TC) the gates, c_prev and
+    tanh(c_t) of every step into those. One product a step over [x_t | h_{t-1}] (``lstm_loop1``)
+    where x_t W_ih^T over the batch has fewer than INFER_ONE_PRODUCT_MAX multiply-adds, else two
+    (``lstm_loop2``)."""
+    T, N, D = X.shape
+    H = W_hh.shape[1]
     two = N * W_ih.size >= INFER_ONE_PRODUCT_MAX
     panels = None if two else _one_core_panels((W_ih.T, W_hh.T), N, P, "xh")   # [W_ih | W_hh]^T
     W = None if two or panels is not None else np.concatenate([W_ih, W_hh], axis=1)    # (4H, D + H)
@@ -995,19 +1029,21 @@ def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
         rows = slice(n0, n1)
         hw = np.empty((n1 - n0, 4 * H), F)
         Xm, mO = memory(X[:, rows], bm), memory(out[:, rows], bm)
+        mA, mCp, mTC = (mO, mO, mO) if cache is None else (memory(a[:, rows], bm) for a in cache)
+        made = cache is not None
         if two:
             bx, _ = _forward_product(W_ih, n1 - n0, T, panels_x)
             bh, _ = _forward_product(W_hh, n1 - n0, T, panels_h)
-            lstm_infer2_loop(*bx, *bh, Xm, h0[rows], hw, b, c[rows], mO, bm, T, reverse,
-                             _panels.compiled().two if panels_x is not None and panels_h is not None else 0)
+            lstm_loop2(*bx, *bh, Xm, h0[rows], hw, b, c[rows], mO, bm, T, reverse,
+                       _panels.compiled().two if panels_x is not None and panels_h is not None else 0,
+                       made, mA, mCp, mTC)
             return
         S = np.empty((n1 - n0, D + H), F)
         S[:, D:] = h0[rows]
         blas, _ = _forward_product(W, n1 - n0, T, panels)       # x W^T: the product takes W (G, K)
-        lstm_infer_loop(*blas, Xm, S, hw, b, c[rows], mO, bm, T, reverse)
+        lstm_loop1(*blas, Xm, S, hw, b, c[rows], mO, bm, T, reverse, made, mA, mCp, mTC)
 
     _split.run(loop, N, P)
-    return out, out[0 if reverse else T - 1], c, Recompute((X, h0, c0, W_ih, W_hh, b_ih, b_hh, reverse))
 
 
 class Recompute:
@@ -1015,8 +1051,8 @@ class Recompute:
     the backward's BLAS settings, ``fast._step_blas``), on the same input array and initial
     state (the layer's own copy: ``recurrent._own``) and the weights as they are then (a
     backward reads the input and the current W_hh for its gradients anyway). Its outputs equal
-    the inference loop's up to rounding (one product over [x | h], or two, against the
-    projection and the step product)."""
+    the inference loop's (the same step loops, with the cache made; up to rounding where the
+    BLAS settings differ)."""
     __slots__ = ("args",)
 
     def __init__(self, args):

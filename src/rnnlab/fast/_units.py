@@ -25,7 +25,7 @@ from the output itself, and a core writes only step t's rows and its own
 columns of c, so no step's data is written while the other core may read it.
 
 A unit's numbers are those of the batch split's loops with the panels kernel
-(``_compiled.lstm_infer_loop`` and ``lstm_infer2_loop``: the same sum over
+(``_compiled.lstm_loop1`` and ``lstm_loop2``: the same sum over
 [x_t | h_{t-1}] in the same order, the same gate kernel, ``lstm_infer_units``),
 bit for bit. The second core's half runs on the batch split's pool thread,
 which claims it as it starts (``begin``); the calling core, at its first wait for
