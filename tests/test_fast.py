@@ -1158,23 +1158,25 @@ def test_split_parts_follow_the_blas_threads_and_the_sizes(monkeypatch):
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         monkeypatch.setattr(_split, "_running", lambda: 2)                 # another thread running: one core left
         crowded = _split.parts(32, _split.MIN_WORK)
-        assert crowded == 1 and crowded.crowded                           # so the loop runs whole on one thread
-        seen.clear()
-        _split.run(part, 32, crowded)
-        assert seen == [one(before)] and counts() == before
+        assert crowded == 2 and crowded.crowded                           # split anyway, marked
         assert not _split.parts(32, _split.MIN_WORK - 1).crowded            # one loop anyway: the BLAS as it is
         seen.clear()
         _split.run(part, 32, 1)
         assert seen == [before]
         monkeypatch.setattr(_split, "_own_running", lambda: 1)             # the running one is the split's own
-        assert _split.parts(32, _split.MIN_WORK) == 2
-        monkeypatch.setattr(_split, "_own_running", lambda: 0)
-        reads = iter([2, 1])                                               # busy at the first look only:
-        monkeypatch.setattr(_split, "_running", lambda: next(reads))       # a thread that ran for a moment
         split = _split.parts(32, _split.MIN_WORK)
         assert split == 2 and not split.crowded
+        monkeypatch.setattr(_split, "_own_running", lambda: 0)
         monkeypatch.setattr(_split, "_running", lambda: None)              # unknown: all CPUs count as idle
         assert _split.parts(32, _split.MIN_WORK) == 2
+    with threadpoolctl.threadpool_limits(limits=4, user_api="blas"):
+        if max(lib.num_threads for lib in _threads._blas_libs() if lib.internal_api == "openblas") == 4:
+            monkeypatch.setattr(_threads, "cpus", lambda: 4)
+            for running, want in ((1, 4), (2, 3), (3, 2), (5, 2)):         # as many as idle, at least two
+                monkeypatch.setattr(_split, "_running", lambda r=running: r)
+                P = _split.parts(64, _split.MIN_WORK)
+                assert P == want and P.crowded == (want < 4), (running, P)
+            monkeypatch.setattr(_threads, "cpus", lambda: 2)
     monkeypatch.setattr(_split, "ENABLED", False)
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         assert _split.parts(32, _split.MIN_WORK) == 1

@@ -792,9 +792,7 @@ def _one_core_panels(B, N, P=1, slot="h"):
     K, C = sum(b.shape[0] for b in blocks), blocks[0].shape[1]
     if not _numpy_blas_loops(N * K * C) or not _panels.usable(C):
         return None
-    # a crowded P (``_split.Parts``) runs whole on one thread: the kernel too (without it, the BLAS
-    # on one thread: LSTM inference N=32, T=100, D=64, H=256 took 21 ms in those calls, 6 split)
-    if P == 1 and not getattr(P, "crowded", False) and blas_threads() != 1:
+    if P == 1 and blas_threads() != 1:
         return None
     return _panels.pack_rows(blocks, _pack_buffer(slot, _panels.layout().panels_shape(K, C)))
 

@@ -50,7 +50,7 @@ as this machine's environment sets ``OPENBLAS_CORETYPE``; its own SkylakeX kerne
     (8, 256) x (256, 1024)     104 / 227  186  223  183 / 71
 
 Used by the compiled loops where their BLAS runs on one thread (the batch
-split's parts, ``_split``, a crowded loop, or a BLAS limited to one thread) and C
+split's parts, ``_split``, or a BLAS limited to one thread) and C
 is a multiple of the panel width (16, or 32 with 512-bit vectors; other products
 stay with the BLAS), and by ``_gemm`` for the large GEMMs where it has wider
 vectors than NumPy's BLAS; for those the kernel also reads x by columns

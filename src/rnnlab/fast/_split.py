@@ -45,12 +45,21 @@ ms; LSTM training N=64 a tie. The RNN's light step loses split (training N=32,
 H=256, 2^21 multiply-adds a step: 10.0 / 12.2 against 8.0 / 8.5 ms), hence
 ``MKL_MIN_WORK``: with MKL the split needs 2^22 multiply-adds a step.
 
-A loop that would split but finds a core busy runs whole on one thread
-(``Parts.crowded``): a threaded BLAS beside a busy core waits for it every step,
-and its own workers, spinning after the call, would make the next call find a
-busy core too (seen: half the calls of a run of back-to-back forwards went whole
-on two MKL threads, 12-13 ms against 8-9 ms, once one had). The split's own pool
-thread, still running for a moment after its part, is not counted as busy.
+A loop that finds a core busy still splits, in as many parts as there are idle
+cores but at least two (``Parts.crowded`` marks it, and the units split, ``_units``,
+does not start then): the parts never wait for each other, so a part on a busy
+core runs at the share of it the OS gives (half, beside one other thread), and a
+part that no pool thread has started when the caller is done with its own runs
+on the caller. Until 2026-12-07 such a loop ran whole on one thread (a threaded
+BLAS beside a busy core waits for it every step, hence not that). Measured on the
+2-core Zen 5 VM, LSTM inference 0.3 s after the last call, right after one
+PyTorch forward (whose OpenMP worker spins for ~10 ms after it: /proc/loadavg
+showed it running 7.9-20 ms on), median of 12: N=64, T=50, D=H=512 43.9 against
+73.5 ms whole; right after a NumPy (1024, 1024) GEMM (OpenBLAS's worker spinning)
+59.7 against 74.9 ms; N=32, T=100, D=64, H=256 11.5 against 12.0 and 12.3 against
+12.5 ms; beside a process spinning all the time (40 calls each way) 65.1 against
+66.8 ms (N=64) and 11.5 against 12.0 ms (N=32). The split's own pool thread,
+still running for a moment after its part, is not counted as busy.
 
 Used for float32 loops that call the BLAS from compiled code (``_compiled``) when
 the BLAS may use two threads or more (its threadpoolctl count at the call, so
@@ -66,7 +75,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import _mkl, _threads
@@ -76,11 +84,6 @@ MIN_ROWS = 8
 MIN_WORK = 2 ** 20
 MKL_MIN_WORK = 2 ** 22
 PARTS = None
-# Seconds after which a core seen busy is looked at again before the loop runs whole. On the
-# 2-core Zen 5 VM, /proc/loadavg showed another runnable thread at 1 call in 8-16 of LSTM
-# inference at N=32 taking turns with PyTorch; each such call ran whole on one thread, 10 ms
-# against 5.5 split. (At an idle moment, 1% of reads saw one, 0.9% again 100 us later.)
-RECHECK_S = 1e-4
 
 _pool = None            # (executor, its number of threads)
 _pool_lock = threading.Lock()
@@ -88,10 +91,8 @@ _workers = []           # native thread ids of the pool's threads
 
 
 class Parts(int):
-    """A number of parts (an int). ``crowded``: the loop would have split but found a core busy,
-    so it runs whole on one thread (``run``): a threaded BLAS beside a busy core waits for it at
-    every step, and its own idle workers would then spin (OpenBLAS's for ~0.1 s, MKL's GNU
-    OpenMP threads for milliseconds) and make the next call find a busy core too."""
+    """A number of parts (an int). ``crowded``: a core was busy when the loop was split (it splits
+    anyway: module docstring)."""
     crowded = False
 
 
@@ -109,13 +110,10 @@ def parts(N, work, mkl=False):
     if P <= 1:
         return Parts(1)
     idle = _idle_cpus()
-    if idle < P:                      # a thread that runs for microseconds is no busy core: look again
-        time.sleep(RECHECK_S)
-        idle = _idle_cpus()
     if idle >= P:
         return Parts(P)
-    result = Parts(max(1, idle))
-    result.crowded = result == 1
+    result = Parts(max(2, idle))      # a core busy: split anyway (module docstring)
+    result.crowded = True
     return result
 
 
@@ -184,8 +182,8 @@ def run(body, N, P):
     this one, each with the BLAS on one thread (NumPy's and MKL's: ``_mkl.part``); a part that
     no pool thread has started by the time this one is done with its own (that thread's core
     busy) runs here after it. Returns when all are done and raises the first error any raised.
-    With P = 1 just body(0, N), the BLAS as it is, or on one thread if P is ``crowded``."""
-    if P <= 1 and not getattr(P, "crowded", False):
+    With P = 1 just body(0, N), the BLAS as it is."""
+    if P <= 1:
         body(0, N)
         return
     depth = _mkl.depth()
