@@ -881,6 +881,32 @@ def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, loop, m
 
 
 @needs_numba
+@pytest.mark.parametrize("train", [True, False])
+def test_lstm_two_product_loop_skips_the_first_recurrent_product_only_for_a_zero_state(train, monkeypatch):
+    """``lstm_loop2`` leaves out h_0 W_hh^T at the first step where h_0 is all zeros (the default
+    state; its flag is the last argument), and not where any entry of it is not zero: forward and
+    backward equal the readable path's either way, in training and in eval mode."""
+    from rnnlab.fast import _compiled
+    monkeypatch.setattr(_compiled, "INFER_ONE_PRODUCT_MAX", 0)
+    flags = []
+    real = _compiled.lstm_loop2
+    monkeypatch.setattr(_compiled, "lstm_loop2", lambda *a: flags.append(a[-1]) or real(*a))
+    layer = _layer("lstm", np.float32, seed=61)
+    layer.train(train)
+    rng = np.random.default_rng(62)
+    x = rng.standard_normal((5, 6, 5))
+    dout = rng.standard_normal((5, 6, layer.hidden_out))
+    zero = tuple(np.zeros((1, 5, layer.hidden_size)) for _ in range(2))
+    tiny_h = (np.where(np.arange(layer.hidden_size) == 3, 1e-3, 0.0) * np.ones((1, 5, 1)), zero[1])
+    for state, want in ((None, True), (zero, True), (tiny_h, False)):
+        flags.clear()
+        fast = _run(layer, True, x, state, None, dout, None)
+        assert flags and all(f is want for f in flags), (flags, want)
+        readable = _run(layer, False, x, state, None, dout, None)
+        _assert_close(fast, readable, 1e-5)
+
+
+@needs_numba
 @pytest.mark.usefixtures("without_mkl")
 def test_feature_major_is_chosen_by_the_size_of_a_step(monkeypatch):
     """The transposed loop runs in eval mode from MIN_BATCH sequences and MIN_STEP_WORK, where the

@@ -655,18 +655,21 @@ if AVAILABLE:
 
     @_jit(nogil=True)
     def lstm_loop2(kx, fx, wx, Bx, bufx, kind, fn, wide, B, buf, Xm, h0, hw, b, c, mO, bm,
-                   T, reverse, fn2, cache, mA, mCp, mTC):
+                   T, reverse, fn2, cache, mA, mCp, mTC, zero_h0):
         """The LSTM's steps, two products a step: hw <- x_t W_ih^T (x_t read in place; kx..bufx),
         hw += h_{t-1} W_hh^T (kind..buf), then the gates (``_lstm_gates``: with ``cache``, into
         mA, mCp, mTC too). ``fn2``: the panels kernel's two-source kernel (``_panels.Compiled.two``)
         where both products are that kernel's (Bx and B their panels), else 0; then one call of it
-        does both, summed in one register tile."""
+        does both, summed in one register tile. ``zero_h0``: h_0 is all zeros, so the first step
+        has only x_0 W_ih^T (the default initial state: one product of 2T saved)."""
         (n, G), D, H = hw.shape, Xm.shape[2], h0.shape[1]
         px, ph, o = np.int64(Bx.ctypes.data), np.int64(B.ctypes.data), np.int64(hw.ctypes.data)
         for s in range(T):
             t = T - 1 - s if reverse else s
             a, lda = _rows_at(Xm, t, bm)
-            if fn2 != 0:
+            if s == 0 and zero_h0:
+                _product(kx, fx, wx, Bx, bufx, a, lda, D, hw, F(0.0))
+            elif fn2 != 0:
                 a2, lda2 = _h_prev_at(h0, mO, s, t, reverse, bm)
                 _panels2_call(fn2, n, G, D, a, lda, px, H, a2, lda2, ph, o, G, False)
             else:
@@ -1034,7 +1037,7 @@ def _lstm_steps(X, h0, c, W_ih, W_hh, b, reverse, out, bm, P, cache=None):
             bh, _ = _forward_product(W_hh, n1 - n0, T, panels_h)
             lstm_loop2(*bx, *bh, Xm, h0[rows], hw, b, c[rows], mO, bm, T, reverse,
                        _panels.compiled().two if panels_x is not None and panels_h is not None else 0,
-                       made, mA, mCp, mTC)
+                       made, mA, mCp, mTC, not h0[rows].any())
             return
         S = np.empty((n1 - n0, D + H), F)
         S[:, D:] = h0[rows]
