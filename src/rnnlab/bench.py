@@ -67,12 +67,24 @@ PAUSE = 0.2
 
 
 def _calls_for(fn, min_time):
-    """How many calls of ``fn`` last about ``min_time`` seconds (after one warm-up call)."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - t0, 1e-7)
-    return max(1, int(min_time / once))
+    """How many calls of ``fn`` last about ``min_time`` seconds: calls for a tenth of it to warm
+    up (one call of a slow function), then calls timed for another tenth. Timed from one call
+    after one warm-up call, a fast function's count came from a cold call: the streamed step at
+    H=512 took 250-660 us for its first few steps right after PyTorch's turn and ~110 us warm,
+    so its turns lasted 18 ms (165 calls) instead of 50, and the first steps after each 0.2 s
+    pause weighed three times as much in them."""
+    def calls_in(seconds):
+        calls, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            calls += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= seconds:
+                return calls, elapsed
+
+    calls_in(min_time / 10)
+    calls, elapsed = calls_in(min_time / 10)
+    return max(1, int(min_time / max(elapsed / calls, 1e-7)))
 
 
 def time_turns(fns, repeats=5, min_time=0.05, pause=PAUSE):
