@@ -1195,14 +1195,13 @@ def test_split_parts_follow_the_blas_threads_and_the_sizes(monkeypatch):
         monkeypatch.setattr(_split, "_own_running", lambda: 0)
         monkeypatch.setattr(_split, "_running", lambda: None)              # unknown: all CPUs count as idle
         assert _split.parts(32, _split.MIN_WORK) == 2
-    with threadpoolctl.threadpool_limits(limits=4, user_api="blas"):
-        if max(lib.num_threads for lib in _threads._blas_libs() if lib.internal_api == "openblas") == 4:
-            monkeypatch.setattr(_threads, "cpus", lambda: 4)
-            for running, want in ((1, 4), (2, 3), (3, 2), (5, 2)):         # as many as idle, at least two
-                monkeypatch.setattr(_split, "_running", lambda r=running: r)
-                P = _split.parts(64, _split.MIN_WORK)
-                assert P == want and P.crowded == (want < 4), (running, P)
-            monkeypatch.setattr(_threads, "cpus", lambda: 2)
+    with monkeypatch.context() as m:                                      # 4 CPUs, 4 BLAS threads
+        m.setattr(_threads, "cpus", lambda: 4)
+        m.setattr(_threads, "blas_threads", lambda: 4)
+        for running, want in ((1, 4), (2, 3), (3, 2), (5, 2)):             # as many as idle, at least two
+            m.setattr(_split, "_running", lambda r=running: r)
+            P = _split.parts(64, _split.MIN_WORK)
+            assert P == want and P.crowded == (want < 4), (running, P)
     monkeypatch.setattr(_split, "ENABLED", False)
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         assert _split.parts(32, _split.MIN_WORK) == 1

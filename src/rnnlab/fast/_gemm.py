@@ -103,7 +103,7 @@ def panels_matmul(a, b, out, accumulate=False, threads=None):
     threads (default: NumPy's BLAS thread count now, at most the CPUs), each taking a share of
     a's rows: the batch split's mechanism (``_split.run``), its pool and its parts. A transposed
     a whose columns lie a multiple of ``COPY_STRIDE`` floats apart is copied a block at a time
-    into a buffer with rows ``PAD`` floats longer (``_a_block``)."""
+    into this thread's buffer (``_buffer``), its rows ``PAD`` floats longer."""
     kernel = _panels.compiled()
     M, K = a.shape
     if threads is None:
@@ -133,10 +133,9 @@ _buffers = threading.local()
 
 def _buffer(rows, cols):
     """This thread's float32 (rows, cols) array for copied blocks of a, kept from call to call."""
-    a = getattr(_buffers, "a", None)
-    if a is None or a.shape[0] < rows or a.shape[1] < cols:
-        a = _buffers.a = np.empty((max(rows, 0 if a is None else a.shape[0]), max(cols, 0 if a is None else a.shape[1])),
-                                  np.float32)
+    a = getattr(_buffers, "a", np.empty((0, 0), np.float32))
+    if a.shape[0] < rows or a.shape[1] < cols:
+        a = _buffers.a = np.empty((max(rows, a.shape[0]), max(cols, a.shape[1])), np.float32)
     return a[:rows, :cols]
 
 
