@@ -54,7 +54,8 @@ on the caller. Until 2026-12-07 such a loop ran whole on one thread (a threaded
 BLAS beside a busy core waits for it every step, hence not that). Measured on the
 2-core Zen 5 VM, LSTM inference 0.3 s after the last call, right after one
 PyTorch forward (whose OpenMP worker spins for ~10 ms after it: /proc/loadavg
-showed it running 7.9-20 ms on), median of 12: N=64, T=50, D=H=512 43.9 against
+showed it running up to 7.9-20 ms after a GEMM, median 10.3 of 30, 20 being the
+end of the window watched), median of 12: N=64, T=50, D=H=512 43.9 against
 73.5 ms whole; right after a NumPy (1024, 1024) GEMM (OpenBLAS's worker spinning)
 59.7 against 74.9 ms; N=32, T=100, D=64, H=256 11.5 against 12.0 and 12.3 against
 12.5 ms; beside a process spinning all the time (40 calls each way) 65.1 against
