@@ -720,7 +720,7 @@ def test_eval_mode_feature_major_loop_equals_the_readable_path(cell, opts, N, bl
     layer.train()
     layer.fast = True
     layer.forward(x, state)
-    assert layer._cache[0][0][1][0]._later is None
+    assert not isinstance(layer._cache[0][0][1][0]._later, _feature_major.Transposed)
 
 
 @pytest.mark.parametrize("cell,opts", [("lstm", {}), ("gru", {}), ("rnn", {}), ("lstm", {"proj_size": 3}),
@@ -817,13 +817,19 @@ def _record_blas_kinds(mp, cls, kinds):
 def test_eval_mode_forward_defers_h_prev_to_a_backward(cell, opts, monkeypatch):
     """An eval-mode compiled forward (RNN, LSTM, GRU over more than the tiny loops' two sequences)
     leaves h_prev out of its cache (``_compiled.PreviousStates``), or for the LSTM keeps no cache
-    at all (its inference loop: ``_compiled.Recompute``); a backward after it makes it, and gives
-    the readable path's gradients."""
+    at all (its inference loop: ``_compiled.Recompute``, run by the backward); the GRU's backward
+    makes the h_prev array, the RNN's and the LSTM's read h_prev from the outputs and make none;
+    the gradients are the readable path's."""
     from rnnlab.fast import _compiled
-    made = []
+    made, arrays = [], []
+    if cell == "lstm":
+        real = _compiled.Recompute.run
+        monkeypatch.setattr(_compiled.Recompute, "run", lambda self: made.append(1) or real(self))
+    real_array = _compiled.PreviousStates.batch_major
+    monkeypatch.setattr(_compiled.PreviousStates, "batch_major", lambda self: arrays.append(1) or real_array(self))
+    if cell != "lstm":
+        made = arrays
     later = _compiled.Recompute if cell == "lstm" else _compiled.PreviousStates
-    real = later.batch_major
-    monkeypatch.setattr(later, "batch_major", lambda self: made.append(1) or real(self))
     layer = _layer(cell, np.float32, seed=41, **opts).eval()
     rng = np.random.default_rng(42)
     N, T = 5, 6                                  # N > LOOP_MAX_BATCH: the per-step loop, not the tiny one
@@ -835,13 +841,18 @@ def test_eval_mode_forward_defers_h_prev_to_a_backward(cell, opts, monkeypatch):
     runs = layer.num_layers * layer.num_directions
     assert isinstance(layer._cache[0][0][1][0]._later, later) and not made
     fast = _run(layer, True, x, state, None, dout, dstate)
-    assert len(made) == runs                     # made once per layer and direction, by the backward
+    assert len(made) == (0 if cell == "rnn" else runs)      # once per layer and direction, by the backward
+    assert len(arrays) == (runs if cell == "gru" else 0)     # h_prev arrays: the GRU's only
     readable = _run(layer, False, x, state, None, dout, dstate)
     _assert_close(fast, readable, 1e-5)
-    layer.train()                                # training keeps it eager
+    layer.train()                                # training: the GRU's h_prev array made eagerly
     layer.fast = True
     layer.forward(x, state)
-    assert layer._cache[0][0][1][0]._later is None
+    cache = layer._cache[0][0][1][0]
+    if cell == "gru":
+        assert cache._later is None and cache.data[1] is not None
+    else:
+        assert cache.previous is not None and cache.data[1] is None
 
 
 @needs_numba
@@ -981,7 +992,8 @@ def test_batch_first_data_are_not_transposed(cell):
     out, _ = layer.forward(x)
     (X0, dirs0, _), (X1, dirs1, _) = layer._cache[0]
     assert np.shares_memory(X0, x) and _steps.batch_major(X0)
-    assert _steps.batch_major(dirs0[0].data[0]) and _steps.batch_major(dirs1[0].data[1])
+    prev = dirs1[0].data[1] if cell == "gru" else dirs1[0].previous[0]    # h_prev, or the outputs it is read from
+    assert _steps.batch_major(dirs0[0].data[0]) and _steps.batch_major(prev)
     assert _steps.batch_major(X1)
     if cell == "rnn":                  # data[0] holds each layer's outputs
         assert np.shares_memory(X1, dirs0[0].data[0]) and np.shares_memory(out, dirs1[0].data[0])
@@ -1501,3 +1513,30 @@ def test_layers_with_the_panels_gemm_equal_the_readable_path(cell, opts, train, 
     assert any(a[1] == N * T for a, _ in calls), calls             # a weight gradient, dA^T X: K = N T
     readable = _run(layer, False, x, state, None, dout, dstate)
     _assert_close(fast, readable, 1e-5)
+
+
+@pytest.mark.parametrize("bm", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lo,hi", [(0, 7), (0, 1), (0, 3), (3, 7), (6, 7), (2, 5)])
+@pytest.mark.parametrize("seqs", [slice(None), slice(1, 4)])
+def test_weight_gradient_from_the_outputs_equals_the_h_prev_arrays(bm, reverse, lo, hi, seqs):
+    """dW_hh += dA^T H_prev with h_prev read from the outputs one step along (and h0 at the first
+    step) equals the product with an h_prev array made from them (float64, every case: chunks
+    with and without the first step, either direction, batch- or time-major rows, a part's
+    sequences)."""
+    from rnnlab.fast._steps import empty_steps, grad_from_outputs, previous_states, rows
+    rng = np.random.default_rng(5)
+    T, N, H, G = 7, 5, 3, 4
+    out = empty_steps(T, N, H, bm, np.float64)
+    out[...] = rng.standard_normal((T, N, H))
+    h0 = rng.standard_normal((N, H))
+    Hp = np.empty((T, N, H))
+    previous_states(Hp, out, h0, reverse)
+    n = len(range(N)[seqs])
+    dA = empty_steps(hi - lo, n, G, bm, np.float64)
+    dA[...] = rng.standard_normal((hi - lo, n, G))
+    expected = 0.5 + rows(dA, bm).T @ rows(Hp[lo:hi, seqs], bm)
+    g = np.full((G, H), 0.5)
+    grad_from_outputs(lambda a, b, out, accumulate: np.add(out, a @ b, out=out), rows(dA, bm).copy(),
+                      (out, h0, reverse), lo, hi, seqs, bm, g)
+    np.testing.assert_allclose(g, expected, rtol=1e-12, atol=1e-14)

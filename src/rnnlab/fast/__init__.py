@@ -27,7 +27,7 @@ import numpy as np
 
 from .._conventions import GATES
 from . import _blas, _compiled, _feature_major, _gemm, _helper, _mkl, _pair, _panels, _split, _stream, _threads, gru, lstm, rnn
-from ._steps import rows, rows_view, unrows
+from ._steps import grad_from_outputs, rows, rows_view, unrows
 
 __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
 
@@ -40,9 +40,11 @@ class Cache:
 
     ``data`` is the loop's tuple (gates or pre-activations, h_prev, ...) and ``H_prev``
     its h_prev (T, N, H_out). ``Cache.later(t)`` holds a deferred cache, a feature-major
-    forward's (``fast/_feature_major.py``), an eval-mode forward's without h_prev
+    forward's (``fast/_feature_major.py``), a compiled forward's without h_prev
     (``_compiled.PreviousStates``) or an LSTM inference loop's, which kept nothing
-    (``_compiled.Recompute``), and makes ``data`` from it (``t.batch_major()``) at first use."""
+    (``_compiled.Recompute``, run at first use), and makes ``data`` from it (``t.batch_major()``)
+    at first use. Where the backward needs no h_prev array (``previous``: the LSTM's and the RNN's
+    compiled loops) ``data`` holds None in its place and none is made."""
     __slots__ = ("_data", "_H_prev", "_later")
 
     def __init__(self, data, H_prev):
@@ -54,6 +56,21 @@ class Cache:
         cache._later = transposed
         return cache
 
+    def _shifted(self):
+        """The deferred ``PreviousStates`` whose backward needs no h_prev array, or None (a
+        ``Recompute`` is run here first)."""
+        if isinstance(self._later, _compiled.Recompute):
+            self._later = self._later.run()
+        later = self._later
+        return later if isinstance(later, _compiled.PreviousStates) and not later.needs else None
+
+    @property
+    def previous(self):
+        """(out, h0, reverse) where the weight gradients read h_prev from the outputs
+        (``_steps.grad_from_outputs``), else None (they read ``H_prev``)."""
+        later = self._shifted()
+        return None if later is None else (later.out, later.h0, later.reverse)
+
     def _materialize(self):
         if self._later is not None:
             self._data = self._later.batch_major()
@@ -61,6 +78,9 @@ class Cache:
 
     @property
     def data(self):
+        later = self._shifted()
+        if later is not None:
+            return later.data
         self._materialize()
         return self._data
 
@@ -107,17 +127,16 @@ def _run_direction(layer, X, h, c, s, reverse, mask):
             else:
                 out, h, t = _feature_major.gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse)
             return out, h, c, Cache.later(t)
-        defer = not layer.training                       # eval mode: h_prev made at backward, if any
+        defer = not layer.training                       # eval mode: the GRU's h_prev made at backward, if any
         if defer and _compiled.infer_usable(layer.mode, X.shape[1], W_hh):    # no cache (made at backward)
             out, h, c, later = _compiled.lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse)
             return out, h, c, Cache.later(later)
         if layer.mode == "lstm":                         # the sequences may run in parts (fast/_split.py)
-            out, h, c, data = _compiled.lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, defer)
+            out, h, c, data = _compiled.lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse)
         elif layer.mode == "gru":
             out, h, data = _compiled.gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, defer)
         else:
-            out, h, data = _compiled.rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, layer.nonlinearity, reverse,
-                                                 defer=defer)
+            out, h, data = _compiled.rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, layer.nonlinearity, reverse)
         if isinstance(data, _compiled.PreviousStates):
             return out, h, c, Cache.later(data)
         return out, h, c, Cache(data, data[1])
@@ -171,7 +190,6 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
         g_ih, g_hh, g_bih, g_bhh = grads
         A = rows(dA, bm)                                         # ((hi - lo) N, G)
         Xc = rows(X[lo:hi, seqs], bm)
-        Hp = rows(cache.H_prev[lo:hi, seqs], bm)
         mm = _gemm.matmul                                        # MKL, the panels kernel or NumPy
         mm(A.T, Xc, g_ih, accumulate=True)                       # XW = X W_ih^T
         dXc = dX[lo:hi, seqs]
@@ -184,6 +202,7 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
             dXc += unrows(mm(A, W_ih), hi - lo, bm)
         ones = np.ones((1, A.shape[0]), A.dtype) if g_bih is not None else None
         if layer.mode == "gru":                                  # extra: the n block of the hidden side
+            Hp = rows(cache.H_prev[lo:hi, seqs], bm)
             A_hn = rows(extra, bm)
             mm(A[:, :2 * H].T, Hp, g_hh[:2 * H], accumulate=True)   # r, z: the same gradient on both sides
             mm(A_hn.T, Hp, g_hh[2 * H:], accumulate=True)        # n: the hidden side carries the factor r
@@ -193,7 +212,6 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
                 g_bhh[:2 * H] += db[:2 * H]
                 g_bhh[2 * H:] += mm(ones, A_hn)[0]
             return
-        mm(A.T, Hp, g_hh, accumulate=True)                       # a = ... + h_prev W_hh^T
         if g_bih is not None:
             db = mm(ones, A)[0]                                  # a GEMV: twice as fast as A.sum(axis=0)
             g_bih[...] += db
@@ -201,11 +219,17 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
         if extra is not None:                                    # LSTM projection: h = m W_hr^T
             M = rows(cache.data[4][lo:hi], bm)
             mm(rows(extra, bm).T, M, g["weight_hr" + s], accumulate=True)
+        if previous is None:                                     # a = ... + h_prev W_hh^T
+            mm(A.T, rows(cache.H_prev[lo:hi, seqs], bm), g_hh, accumulate=True)
+        else:                                                    # last: it may zero rows of A
+            grad_from_outputs(mm, A, previous, lo, hi, seqs, bm, g_hh)
 
     with _step_blas(X, _step_work(layer, X)):
+        previous = cache.previous                                # a deferred cache resolved here, not in a part
         P = _compiled.backward_parts(N, W_hh) if compiled else 1
         if P > 1:
-            cache.H_prev                                         # a deferred cache made here, not in a part
+            if previous is None:
+                cache.H_prev                                     # made here, not in a part
             for n0 in _split.cuts(N, P)[:-1]:
                 private[n0] = tuple(None if a is None else np.zeros_like(a) for a in own)
         dh, dc = _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, compiled, chunk, flush, P)

@@ -930,8 +930,8 @@ def _backward_product(W_hh, N, n, T, bm, panels):
     return _tiny_grad(W_hh, N, bm) or _blas_loop(grad, panels), grad
 
 
-def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
-    """The LSTM's forward; with ``defer`` (eval mode) h_prev as in ``rnn_forward``. Where the loops
+def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
+    """The LSTM's forward; its cache a ``PreviousStates`` without an h_prev array. Where the loops
     call the BLAS from compiled code (``blas_loops``) the step loops make the cache
     (``_lstm_steps``): each step's products feed the gate kernel, which writes the gates into A,
     instead of all steps' x W_ih^T into A first."""
@@ -963,7 +963,7 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
                 h = out[t]
 
         _split.run(loop, N, P)
-    return out, out[0 if reverse else T - 1], c, _with_h_prev((A, None, Cp, TC, None), out, h0, reverse, defer)
+    return out, out[0 if reverse else T - 1], c, PreviousStates((A, None, Cp, TC, None), out, h0, reverse, needs=False)
 
 
 # The LSTM's eval-mode forwards run its step loops without a cache (``lstm_infer``);
@@ -1061,9 +1061,13 @@ class Recompute:
     def __init__(self, args):
         self.args = args
 
-    def batch_major(self):
-        """The full cache (``fast.Cache`` calls this name for every deferred cache)."""
+    def run(self):
+        """The training forward's cache (a ``PreviousStates``)."""
         return lstm_forward(*self.args)[-1]
+
+    def batch_major(self):
+        """The full cache, h_prev included (``fast.Cache`` calls this name for every deferred cache)."""
+        return self.run().batch_major()
 
 
 def _lstm_tiny(A, h0, c, W_hh, b, reverse, Cp, TC, out):
@@ -1117,8 +1121,9 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush, P=1):
 
 
 def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
-    """The GRU's forward; with ``defer`` (eval mode) h_prev as in ``rnn_forward`` (but for the
-    tiny loop, which writes it as it goes)."""
+    """The GRU's forward. With ``defer`` (eval mode) the cache's h_prev array is not made here
+    but by a backward, if one comes: the cache is then a ``PreviousStates`` (but for the tiny
+    loop, which writes the array as it goes)."""
     T, N, D = X.shape
     H = W_hh.shape[1]
     tiny = _tiny(N, W_hh)
@@ -1190,9 +1195,9 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
     return dh
 
 
-def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, defer=False):
-    """The RNN's forward. With ``defer`` (eval mode) the cache's h_prev array is not made here
-    but by a backward, if one comes: the cache is then a ``PreviousStates``."""
+def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
+    """The RNN's forward; its cache a ``PreviousStates`` without an h_prev array (but for the tiny
+    loop, which writes one as it goes)."""
     T, N, D = X.shape
     H = W_hh.shape[0]
     tiny = _tiny(N, W_hh)
@@ -1226,7 +1231,7 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, defer=False
             h = out[t]
 
     _split.run(loop, N, P)
-    return out, out[0 if reverse else T - 1], _with_h_prev((out, None, nonlinearity), out, h0, reverse, defer)
+    return out, out[0 if reverse else T - 1], PreviousStates((out, None, nonlinearity), out, h0, reverse, needs=False)
 
 
 def _with_h_prev(data, out, h0, reverse, defer):
@@ -1238,18 +1243,26 @@ def _with_h_prev(data, out, h0, reverse, defer):
 
 
 class PreviousStates:
-    """An eval-mode forward's cache without its h_prev array (index 1), made from the outputs
-    and the initial state only when a backward asks: an inference pays neither the copy nor the
-    array (RNN N=32, T=100, H=256: 0.25 ms of copying and 0.13 ms of fresh memory, of a 4 ms
-    inference). The LSTM's and GRU's non-tiny forwards too (their loops read h_prev from the
-    outputs, not from this array): inference at N=32, T=100, D=64, H=256, median of 15 rounds'
-    best of 10, interleaved, two runs: LSTM 22.3 and 24.1 against 23.0 and 25.1 ms, GRU 20.7 and
-    17.0 against 21.2 and 17.3 ms; at N=64, T=50, D=H=512 (LSTM, 8 rounds) 102.9 and 100.4
-    against 105.0 and 96.9 ms, inside the noise. ``fast.Cache.later`` takes it."""
-    __slots__ = ("data", "out", "h0", "reverse")
+    """A forward's cache without its h_prev array (index 1 of ``data``, None): h_{t-1} of every
+    step is the output of the step before (out[t - 1], out[t + 1] for the reverse direction),
+    h0 for the first.
 
-    def __init__(self, data, out, h0, reverse):
-        self.data, self.out, self.h0, self.reverse = data, out, h0, reverse
+    The GRU's backward kernel reads h_prev (``needs``): the array is made from the outputs
+    and h0 when a backward asks (``batch_major``), so an eval-mode forward pays neither the copy
+    nor the array (RNN N=32, T=100, H=256: 0.25 ms of copying and 0.13 ms of fresh memory, of a
+    4 ms inference; GRU N=32 inference 20.7 and 17.0 against 21.2 and 17.3 ms, median of 15
+    rounds' best of 10, interleaved, two runs). The LSTM's and the RNN's backward kernels do not
+    read it, and their weight gradient dW_hh = dA^T H_prev takes the outputs themselves, one row
+    apart (``_steps.grad_from_outputs``): no array at all, in training too. RNN training steps
+    at N=32, T=100, D=64, H=256 (2-core Zen 4 VM, 30 steps, mean, three runs each way in turn):
+    10.0-10.2 against 12.1-12.9 ms, the array's 3.2 MB copy into fresh memory (784 page faults a
+    step, 0 after) gone; LSTM steps at N=32 and N=64 unchanged (36.1-37.2 ms both ways at N=32);
+    the T=1000 LSTM step of ``rnnlab bench`` at N=32, H=256 peaked at 299 against 324 MB.
+    ``fast.Cache.later`` takes it."""
+    __slots__ = ("data", "out", "h0", "reverse", "needs")
+
+    def __init__(self, data, out, h0, reverse, needs=True):
+        self.data, self.out, self.h0, self.reverse, self.needs = data, out, h0, reverse, needs
 
     def batch_major(self):
         """The full cache (``fast.Cache`` calls this name for every deferred cache)."""

@@ -247,3 +247,41 @@ class RecurrentGrad(StepProduct):
 
     def __init__(self, W_hh, N, T):
         super().__init__(W_hh, N, T, TRANSPOSED_MIN_ROWS <= N <= TRANSPOSED_MAX_ROWS)
+
+
+def grad_from_outputs(matmul, A, previous, lo, hi, seqs, bm, g):
+    """g += A^T H_prev for steps lo..hi-1 of the sequences ``seqs``, where A = ``rows(dA, bm)``
+    and h_prev is read from the outputs, not from an array of its own: ``previous`` = (out, h0,
+    reverse), h_{t-1} = out[t - 1] (out[t + 1] reversed) and h0 for the first step (t = 0, or
+    T - 1 reversed).
+
+    Where the chunk holds the first step, the outputs' rows of the chunk, in A's order, are A's
+    rows one place along: n rows along time-major (a step's rows lie together), one row
+    batch-major (a sequence's steps do). Batch-major, a sequence's first row then faces the
+    previous sequence's last output: those rows of A are set to zero first (so this goes last
+    of A's uses) and their products with h0 added apart. Results equal the h_prev array's but
+    for the order of the sums. ``matmul`` is ``_gemm.matmul``."""
+    out, h0, reverse = previous
+    T = out.shape[0]
+    first = T - 1 if reverse else 0
+    if not lo <= first < hi:                                     # every h_prev is an output
+        prev = out[lo + 1:hi + 1] if reverse else out[lo - 1:hi - 1]
+        matmul(A.T, rows(prev[:, seqs], bm), g, accumulate=True)
+        return
+    L = hi - lo
+    n = A.shape[0] // L
+    O = rows(out[lo:hi, seqs], bm)                               # row (t, j) in A's order
+    if bm:
+        A3 = A.reshape(n, L, -1)                                 # a view: A's rows are (j, t)
+        k = first - lo
+        A0 = A3[:, k].copy()
+        A3[:, k] = 0
+        shift = 1
+    else:
+        A0 = A[(L - 1) * n:] if reverse else A[:n]
+        shift = n
+    if L > 1 and reverse:                                        # row r of A faces out's row r + shift
+        matmul(A[:-shift].T, O[shift:], g, accumulate=True)
+    elif L > 1:                                                  # row r of A faces out's row r - shift
+        matmul(A[shift:].T, O[:-shift], g, accumulate=True)
+    matmul(A0.T, h0[seqs], g, accumulate=True)
