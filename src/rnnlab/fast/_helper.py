@@ -69,6 +69,13 @@ CTL_SIZE = 48
 # or the OS taking the helper's core for a moment) costs less than going without it.
 IDLE_SPINS = 40_000
 SLOW_SPINS = 8_000
+# ...plus one spin for every SLOW_FLOATS_A_SPIN weights of the product waited for: about 1 ns a
+# weight (its 4 bytes read at 4 GB/s, a fifth of what one core read from memory on the 2-core Zen
+# 4 VM, 2026-12-07, where a spin took 24.6 ns). There a (2048, 512) product (H = 512, 4 MB) read
+# from memory took 85-210 us, and the caller's wait for the helper's, one behind, went over the
+# 200 us of SLOW_SPINS alone: in one of five streaming runs of ``rnnlab bench``'s H = 512 point
+# the helper was sent away for COOLDOWN_S and steps ran on one core.
+SLOW_FLOATS_A_SPIN = 25
 # After spinning, the helper sleeps in the kernel on the step number itself (Linux's futex, in
 # waits of up to WAIT_US) for IDLE_WAITS waits (about 10 s) before it goes back to Python to
 # sleep; the caller that posts a step while it sleeps wakes it (``post``). On this VM that took
@@ -316,7 +323,7 @@ if _compiled.AVAILABLE:
         if claim(ctl, CLAIM + k, s - 1, s):
             _compiled.matvec(W, h, b, out)
             return
-        if wait_done(ctl, DONE + k, s) > SLOW_SPINS:
+        if wait_done(ctl, DONE + k, s) > SLOW_SPINS + W.size // SLOW_FLOATS_A_SPIN:
             ctl[SLOW] += 1
 
 
