@@ -1519,17 +1519,18 @@ def test_layers_with_the_panels_gemm_equal_the_readable_path(cell, opts, train, 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("lo,hi", [(0, 7), (0, 1), (0, 3), (3, 7), (6, 7), (2, 5)])
 @pytest.mark.parametrize("seqs", [slice(None), slice(1, 4)])
-def test_weight_gradient_from_the_outputs_equals_the_h_prev_arrays(bm, reverse, lo, hi, seqs):
+@pytest.mark.parametrize("state", [True, False])
+def test_weight_gradient_from_the_outputs_equals_the_h_prev_arrays(bm, reverse, lo, hi, seqs, state):
     """dW_hh += dA^T H_prev with h_prev read from the outputs one step along (and h0 at the first
     step) equals the product with an h_prev array made from them (float64, every case: chunks
     with and without the first step, either direction, batch- or time-major rows, a part's
-    sequences)."""
+    sequences; an initial state or none)."""
     from rnnlab.fast._steps import empty_steps, grad_from_outputs, previous_states, rows
     rng = np.random.default_rng(5)
     T, N, H, G = 7, 5, 3, 4
     out = empty_steps(T, N, H, bm, np.float64)
     out[...] = rng.standard_normal((T, N, H))
-    h0 = rng.standard_normal((N, H))
+    h0 = rng.standard_normal((N, H)) if state else np.zeros((N, H))
     Hp = np.empty((T, N, H))
     previous_states(Hp, out, h0, reverse)
     n = len(range(N)[seqs])

@@ -271,10 +271,12 @@ def grad_from_outputs(matmul, A, previous, lo, hi, seqs, bm, g):
     L = hi - lo
     n = A.shape[0] // L
     O = rows(out[lo:hi, seqs], bm)                               # row (t, j) in A's order
+    h0 = h0[seqs]
+    zero = not h0.any()                                          # no initial state: its products are 0
     if bm:
         A3 = A.reshape(n, L, -1)                                 # a view: A's rows are (j, t)
         k = first - lo
-        A0 = A3[:, k].copy()
+        A0 = None if zero else A3[:, k].copy()
         A3[:, k] = 0
         shift = 1
     else:
@@ -284,4 +286,5 @@ def grad_from_outputs(matmul, A, previous, lo, hi, seqs, bm, g):
         matmul(A[:-shift].T, O[shift:], g, accumulate=True)
     elif L > 1:                                                  # row r of A faces out's row r - shift
         matmul(A[shift:].T, O[:-shift], g, accumulate=True)
-    matmul(A0.T, h0[seqs], g, accumulate=True)
+    if not zero:                                                 # (a pass over g: 1.3-1.5 ms at G=2048, H=512)
+        matmul(A0.T, h0, g, accumulate=True)
