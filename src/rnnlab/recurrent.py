@@ -214,7 +214,9 @@ class _Recurrent:
 
         x: (N, T, D) (or (T, N, D) if batch_first=False). state: h (or (h, c) for
         the LSTM), each (num_layers * num_directions, N, H). lengths: (N,) ints in 1..T.
-        Returns out (N, T, num_directions * H_out) and the final state.
+        Returns out (N, T, num_directions * H_out) and the final state. ``backward`` may read
+        out itself (the compiled float32 path keeps no other copy of the states): change a copy
+        of it, not out, before calling ``backward``.
         """
         if lengths is None and _fast.COMPILED and _fast._stream.stack_usable(self):
             done = _fast._stream.forward_stack(self, x, state)      # T = 1: one compiled call
