@@ -73,8 +73,8 @@ SLOW_SPINS = 8_000
 # weight (its 4 bytes read at 4 GB/s, a fifth of what one core read from memory on the 2-core Zen
 # 4 VM, 2026-12-07, where a spin took 24.6 ns). There a (2048, 512) product (H = 512, 4 MB) read
 # from memory took 85-210 us, and the caller's wait for the helper's, one behind, went over the
-# 200 us of SLOW_SPINS alone: in one of five streaming runs of ``rnnlab bench``'s H = 512 point
-# the helper was sent away for COOLDOWN_S and steps ran on one core.
+# 200 us of SLOW_SPINS alone: in 2 of 8 runs of ``rnnlab bench``'s streaming point at H = 512
+# the helper was sent away for COOLDOWN_S and steps ran on one core (0 of 8 with this bound).
 SLOW_FLOATS_A_SPIN = 25
 # After spinning, the helper sleeps in the kernel on the step number itself (Linux's futex, in
 # waits of up to WAIT_US) for IDLE_WAITS waits (about 10 s) before it goes back to Python to
