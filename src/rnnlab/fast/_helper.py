@@ -70,11 +70,13 @@ CTL_SIZE = 48
 IDLE_SPINS = 40_000
 SLOW_SPINS = 8_000
 # ...plus one spin for every SLOW_FLOATS_A_SPIN weights of the product waited for: about 1 ns a
-# weight (its 4 bytes read at 4 GB/s, a fifth of what one core read from memory on the 2-core Zen
-# 4 VM, 2026-12-07, where a spin took 24.6 ns). There a (2048, 512) product (H = 512, 4 MB) read
-# from memory took 85-210 us, and the caller's wait for the helper's, one behind, went over the
-# 200 us of SLOW_SPINS alone: in 2 of 8 runs of ``rnnlab bench``'s streaming point at H = 512
-# the helper was sent away for COOLDOWN_S and steps ran on one core (0 of 8 with this bound).
+# weight (its 4 bytes read at 4 GB/s, a fifth or less of the 21-43 GB/s one core read 16.8 MB of
+# weights at on the 2-core Zen 4 VM, 2026-12-07, where a spin took 24.6 ns). There four (2048,
+# 512) products (H = 512, 4 MB each) one after the other on one core took 731-949 us, 183-237 us
+# each (mean of 200 rounds, six runs), so a wait for the helper's product can pass the 200 us of
+# SLOW_SPINS alone without its core being taken: in 2 of 8 runs of ``rnnlab bench``'s streaming
+# point at H = 512 the helper was sent away for COOLDOWN_S and steps ran on one core (0 of 8
+# with this bound).
 SLOW_FLOATS_A_SPIN = 25
 # After spinning, the helper sleeps in the kernel on the step number itself (Linux's futex, in
 # waits of up to WAIT_US) for IDLE_WAITS waits (about 10 s) before it goes back to Python to
