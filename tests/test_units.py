@@ -227,7 +227,7 @@ def test_compiled_pack_equals_numpys(vector, Ks, blocks_are):
     else:
         blocks = tuple(rng.standard_normal((K, C)).astype(np.float32) for K in Ks)
     shape = kernel.layout.panels_shape(sum(Ks), C)
-    got = kernel.pack_rows(blocks, np.full(shape, np.nan, np.float32))
+    got = kernel.layout.pack_rows(blocks, np.full(shape, np.nan, np.float32), kernel.packer)
     want = kernel.layout.pack_rows(blocks, np.empty(shape, np.float32))
     assert np.array_equal(got, want)
     assert np.array_equal(want.reshape(C // kernel.layout.width, sum(Ks), -1).transpose(1, 0, 2).reshape(sum(Ks), C),

@@ -955,7 +955,7 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
             _project(X, W_ih, A, rows)
             mA, mCp, mTC, mO = (memory(a[:, rows], bm) for a in (A, Cp, TC, out))
             hw = np.empty((n1 - n0, 4 * H), F)
-            _, product = _forward_product(W_hh, n1 - n0, T, None)
+            product = RecurrentProduct(W_hh, n1 - n0, T)
             h = h0
             for t in forward_steps(T, reverse):
                 product(h, hw)
