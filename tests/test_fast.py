@@ -859,29 +859,39 @@ def test_eval_mode_forward_defers_h_prev_to_a_backward(cell, opts, monkeypatch):
 @pytest.mark.parametrize("opts", [{}, {"num_layers": 2, "bidirectional": True}, {"batch_first": False}])
 @pytest.mark.parametrize("parts", [1, 2])
 @pytest.mark.parametrize("blas", ["numpy", "mkl"])
-@pytest.mark.parametrize("loop", ["lstm_loop1", "lstm_loop2"])
+@pytest.mark.parametrize("loop", ["lstm_loop1", "lstm_loop2", "lstm_loop_ahead"])
 def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, loop, monkeypatch):
     """An eval-mode LSTM forward runs a step loop without a cache: ``lstm_loop1``, one
-    product a step over [x_t | h], or with a large input product ``lstm_loop2``, two; whole
-    or in the batch split's parts, with NumPy's BLAS or MKL: out, h_T and c_T are the readable
-    path's; a backward after it recomputes the cache (``Recompute``) and gives the readable path's
-    gradients; ``INFER_LOOPS = False`` runs the caching loop instead."""
+    product a step over [x_t | h], or with a large input product ``lstm_loop2``, two, or with MKL
+    (and a buffer within ``AHEAD_MAX_BYTES``) ``lstm_loop_ahead``, the input products of all steps
+    first; whole or in the batch split's parts, with NumPy's BLAS or MKL: out, h_T and c_T are the
+    readable path's; a backward after it recomputes the cache (``Recompute``, ``lstm_loop2`` with
+    a cache where two products) and gives the readable path's gradients; ``INFER_LOOPS = False``
+    runs the caching loop instead."""
     from rnnlab.fast import _compiled, _split
     _use_blas(blas, monkeypatch)
     monkeypatch.setattr(_split, "PARTS", parts)
     monkeypatch.setattr(_compiled, "INFER_ONE_PRODUCT_MAX", 2 ** 40 if loop == "lstm_loop1" else 0)
+    if loop == "lstm_loop2":                                    # the ahead loop's buffer too large
+        monkeypatch.setattr(_compiled, "AHEAD_MAX_BYTES", 0)
     loops = []
-    real = getattr(_compiled, loop)
-    rows_of = (lambda a: a[6].shape[0]) if loop == "lstm_loop1" else (lambda a: a[12].shape[0])
-    cache_at = 14 if loop == "lstm_loop1" else 20
-    monkeypatch.setattr(_compiled, loop, lambda *a: loops.append((a[0], rows_of(a), a[cache_at])) or real(*a))
+    seen = {"lstm_loop1": (6, 14), "lstm_loop2": (12, 20), "lstm_loop_ahead": (5, None)}   # rows, cache flag
+    for name, (rows_at, cache_at) in seen.items():
+        real = getattr(_compiled, name)
+        monkeypatch.setattr(_compiled, name, lambda *a, _r=real, _n=name, _i=rows_at, _c=cache_at: loops.append(
+            (_n, _compiled.PACKED if _n == "lstm_loop_ahead" else a[0], a[_i].shape[0],
+             _c is not None and a[_c])) or _r(*a))
     layer = _layer("lstm", np.float32, seed=51, **opts).eval()
     fast, readable, sizes = _run_in_parts(layer, np.random.default_rng(52), 7, 6, parts)
     runs = layer.num_layers * layer.num_directions
-    inference = [n for _, n, cache in loops if not cache]
-    recomputed = [n for _, n, cache in loops if cache]            # the backward's ``Recompute``
-    assert sorted(inference) == sorted(recomputed) == sorted(sizes * runs)
-    kinds = {k for k, *_ in loops}
+    inference = [(name, n) for name, _, n, cache in loops if not cache]
+    recomputed = [(name, n) for name, _, n, cache in loops if cache]  # the backward's ``Recompute``
+    ahead = loop == "lstm_loop_ahead" and blas == "mkl"         # MKL's only
+    want = loop if ahead or loop != "lstm_loop_ahead" else "lstm_loop2"
+    assert sorted(inference) == sorted((want, n) for n in sizes * runs)
+    assert sorted(recomputed) == sorted(("lstm_loop1" if loop == "lstm_loop1" else "lstm_loop2", n)
+                                        for n in sizes * runs)
+    kinds = {k for _, k, *_ in loops}
     assert (kinds == {_compiled.PACKED}) if blas == "mkl" else (_compiled.PACKED not in kinds)
     _assert_close(fast, readable, 1e-5)
     loops.clear()
@@ -905,6 +915,31 @@ def test_lstm_two_product_loop_skips_the_first_recurrent_product_only_for_a_zero
     layer = _layer("lstm", np.float32, seed=61)
     layer.train(train)
     rng = np.random.default_rng(62)
+    x = rng.standard_normal((5, 6, 5))
+    dout = rng.standard_normal((5, 6, layer.hidden_out))
+    zero = tuple(np.zeros((1, 5, layer.hidden_size)) for _ in range(2))
+    tiny_h = (np.where(np.arange(layer.hidden_size) == 3, 1e-3, 0.0) * np.ones((1, 5, 1)), zero[1])
+    for state, want in ((None, True), (zero, True), (tiny_h, False)):
+        flags.clear()
+        fast = _run(layer, True, x, state, None, dout, None)
+        assert flags and all(f is want for f in flags), (flags, want)
+        readable = _run(layer, False, x, state, None, dout, None)
+        _assert_close(fast, readable, 1e-5)
+
+
+@needs_numba
+def test_lstm_ahead_loop_skips_the_first_recurrent_product_only_for_a_zero_state(monkeypatch):
+    """``lstm_loop_ahead`` (MKL, eval mode) leaves out h_0 W_hh^T at the first step where h_0 is
+    all zeros, and not where any entry of it is not zero: the forward equals the readable path's
+    either way."""
+    from rnnlab.fast import _compiled
+    _use_blas("mkl", monkeypatch)
+    monkeypatch.setattr(_compiled, "INFER_ONE_PRODUCT_MAX", 0)
+    flags = []
+    real = _compiled.lstm_loop_ahead
+    monkeypatch.setattr(_compiled, "lstm_loop_ahead", lambda *a: flags.append(a[-1]) or real(*a))
+    layer = _layer("lstm", np.float32, seed=63).eval()
+    rng = np.random.default_rng(64)
     x = rng.standard_normal((5, 6, 5))
     dout = rng.standard_normal((5, 6, layer.hidden_out))
     zero = tuple(np.zeros((1, 5, layer.hidden_size)) for _ in range(2))
@@ -1439,7 +1474,7 @@ def test_panels_gemm_takes_only_what_fits(monkeypatch):
     C = 8 * W
     M = 2 * (2 ** 24 // (256 * C) + 1)              # twice the work needed: each case below fails one rule
     a, b = np.ones((M, 256), np.float32), np.ones((256, C), np.float32)
-    out = np.empty((M, C), np.float32)
+    out = np.zeros((M, C), np.float32)             # zeros: empty memory may hold NaNs, which astype warns about
     assert _gemm.takes(a, b, out)
     assert _gemm.takes(np.ones((256, M), np.float32).T, b, out)                 # a by columns
     assert not _gemm.takes(a.astype(np.float64), b.astype(np.float64), out.astype(np.float64))
