@@ -1576,3 +1576,35 @@ def test_weight_gradient_from_the_outputs_equals_the_h_prev_arrays(bm, reverse, 
     grad_from_outputs(lambda a, b, out, accumulate: np.add(out, a @ b, out=out), rows(dA, bm).copy(),
                       (out, h0, reverse), lo, hi, seqs, bm, g)
     np.testing.assert_allclose(g, expected, rtol=1e-12, atol=1e-14)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_finite_check_finds_every_nan_and_inf(dtype):
+    """The layers' inputs of at least ``FAST_FINITE_MIN`` entries are checked by the compiled
+    ``all_finite`` (one pass, the sum of x * 0): True exactly where ``np.isfinite(x).all()`` is,
+    for a NaN, inf or -inf at the first, a middle and the last entry, for the largest finite
+    values (their product with 0 is 0), and through a layer's forward: the same error as NumPy's
+    check, naming the first bad entry."""
+    from rnnlab import _validate
+    from rnnlab.fast import _compiled
+    assert _validate.fast_all_finite is _compiled.all_finite
+    rng = np.random.default_rng(71)
+    n = 4099                                          # not a multiple of any vector width
+    x = rng.standard_normal(n).astype(dtype)
+    assert _compiled.all_finite(x) and np.isfinite(x).all()
+    big = np.full(n, np.finfo(dtype).max, dtype)
+    big[::2] *= -1
+    assert _compiled.all_finite(big)
+    for bad in (np.nan, np.inf, -np.inf):
+        for i in (0, 1, n // 2, n - 2, n - 1):
+            y = x.copy()
+            y[i] = bad
+            assert not _compiled.all_finite(y), (bad, i)
+    layer = rnnlab.LSTM(8, 4, dtype=dtype, seed=0)
+    xs = rng.standard_normal((4, 40, 8)).astype(dtype)     # 1280 entries: the compiled check
+    assert xs.size >= _validate.FAST_FINITE_MIN
+    layer.forward(xs)
+    xs[2, 31, 5] = np.inf
+    with pytest.raises(ValueError, match=r"x: contains non-finite values \(1 of 1280\); the first is inf at index \(2, 31, 5\)"):
+        layer.forward(xs)

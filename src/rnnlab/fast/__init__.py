@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+from .. import _validate
 from .._conventions import GATES
 from . import _blas, _compiled, _feature_major, _gemm, _helper, _mkl, _pair, _panels, _split, _stream, _threads, gru, lstm, rnn
 from ._steps import grad_from_outputs, rows, rows_view, unrows
@@ -33,6 +34,8 @@ __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction"
 
 ENABLED = os.environ.get("RNNLAB_FAST", "1") != "0"
 COMPILED = _compiled.AVAILABLE
+if ENABLED and COMPILED:                   # the inputs' finite checks in one compiled pass
+    _validate.fast_all_finite = _compiled.all_finite
 
 
 class Cache:
