@@ -914,7 +914,13 @@ def test_lstm_two_product_loop_skips_the_first_recurrent_product_only_for_a_zero
     monkeypatch.setattr(_compiled, "lstm_loop2", lambda *a: flags.append(a[-1]) or real(*a))
     layer = _layer("lstm", np.float32, seed=61)
     layer.train(train)
-    rng = np.random.default_rng(62)
+    _check_zero_state_flags(layer, flags, np.random.default_rng(62))
+
+
+def _check_zero_state_flags(layer, flags, rng):
+    """Forward and backward of ``layer`` with no state, a zero state and an h_0 with one non-zero
+    entry: the loops' zero-h_0 flags (appended to ``flags`` by the test's wrapper) are True, True
+    and False, and the results equal the readable path's."""
     x = rng.standard_normal((5, 6, 5))
     dout = rng.standard_normal((5, 6, layer.hidden_out))
     zero = tuple(np.zeros((1, 5, layer.hidden_size)) for _ in range(2))
@@ -931,25 +937,14 @@ def test_lstm_two_product_loop_skips_the_first_recurrent_product_only_for_a_zero
 def test_lstm_ahead_loop_skips_the_first_recurrent_product_only_for_a_zero_state(monkeypatch):
     """``lstm_loop_ahead`` (MKL, eval mode) leaves out h_0 W_hh^T at the first step where h_0 is
     all zeros, and not where any entry of it is not zero: the forward equals the readable path's
-    either way."""
+    either way (and the backward after it)."""
     from rnnlab.fast import _compiled
     _use_blas("mkl", monkeypatch)
     monkeypatch.setattr(_compiled, "INFER_ONE_PRODUCT_MAX", 0)
     flags = []
     real = _compiled.lstm_loop_ahead
     monkeypatch.setattr(_compiled, "lstm_loop_ahead", lambda *a: flags.append(a[-1]) or real(*a))
-    layer = _layer("lstm", np.float32, seed=63).eval()
-    rng = np.random.default_rng(64)
-    x = rng.standard_normal((5, 6, 5))
-    dout = rng.standard_normal((5, 6, layer.hidden_out))
-    zero = tuple(np.zeros((1, 5, layer.hidden_size)) for _ in range(2))
-    tiny_h = (np.where(np.arange(layer.hidden_size) == 3, 1e-3, 0.0) * np.ones((1, 5, 1)), zero[1])
-    for state, want in ((None, True), (zero, True), (tiny_h, False)):
-        flags.clear()
-        fast = _run(layer, True, x, state, None, dout, None)
-        assert flags and all(f is want for f in flags), (flags, want)
-        readable = _run(layer, False, x, state, None, dout, None)
-        _assert_close(fast, readable, 1e-5)
+    _check_zero_state_flags(_layer("lstm", np.float32, seed=63).eval(), flags, np.random.default_rng(64))
 
 
 @needs_numba
