@@ -844,7 +844,8 @@ def _pack_buffer(slot, shape):
     cProfile over 200; into this buffer, the blocks packed in place, 0.17 of 5.5 ms). A loop's
     panels are used only during the call that packs them; the loops alive at once in one
     thread use different slots ("h", "x", "xh"; the backward's "dh"), and the batch split's
-    parts only read the caller's."""
+    parts only read the caller's. The slot "ahead" holds a part's input products for
+    ``lstm_loop_ahead`` (written and read by the part's own thread, during its loop only)."""
     cache = getattr(_buffers, "arrays", None)
     if cache is None:
         cache = _buffers.arrays = {}
