@@ -337,10 +337,11 @@ def test_the_table_names_the_blas_of_rnnlabs_loops():
     base = {"blas": [{"internal_api": "openblas", "version": "0.3.31", "architecture": "Haswell"}]}
     mkl = {"enabled": True, "version": "oneMKL 2026.2", "threading": "gnu"}
     lines = bench._blas_lines({**base, "fast_path": {"mkl": mkl, "blas_loops": True, "split": "on",
-                                                     "infer_loops": "on"}})
+                                                     "infer_loops": "on", "ahead": "on"}})
     assert lines[0] == "NumPy BLAS: openblas 0.3.31, Haswell kernels"
     assert "GEMMs through oneMKL 2026.2" in lines[1] and "gnu threading" in lines[1] and len(lines) == 2
     assert "batch split onto idle cores on" in lines[1] and "LSTM inference loops on" in lines[1]
+    assert lines[1].endswith("LSTM inference loops on; input products before the LSTM inference steps on")
     lines = bench._blas_lines({**base, "fast_path": {"mkl": {"enabled": False}, "blas_loops": True,
                                                      "blas": {"symbol": "scipy_cblas_sgemm64_"},
                                                      "panels": "6 x 16 register tiles", "split": "on",

@@ -492,7 +492,8 @@ def _blas_lines(result):
              f"{fast.get('pair', 'off')}; LSTM inference loops {fast.get('infer_loops', 'off')}")
     if mkl.get("enabled"):
         lines.append(f"rnnlab's loops: GEMMs through {mkl.get('version') or 'MKL'}, W_hh packed once a call "
-                     f"({mkl.get('threading')} threading); {loops}")
+                     f"({mkl.get('threading')} threading); {loops}; input products before the LSTM inference steps "
+                     f"{fast.get('ahead', 'off')}")
     elif fast.get("blas_loops"):
         gemms = (f"; large GEMMs through the panels kernel on every core {fast['panels_gemm']}"
                  if "panels_gemm" in fast else "")

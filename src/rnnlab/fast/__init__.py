@@ -273,7 +273,8 @@ def describe():
             "split": "on" if _split.ENABLED else "off (RNNLAB_SPLIT=0)",
             "pair": "on" if COMPILED and _pair.ENABLED else "off (RNNLAB_PAIR=0 or no Numba)",
             "infer_loops": ("on" if COMPILED and _compiled.INFER_LOOPS
-                            else "off (RNNLAB_INFER_LOOPS=0 or no Numba)")}
+                            else "off (RNNLAB_INFER_LOOPS=0 or no Numba)"),
+            "ahead": "on" if COMPILED and _compiled.AHEAD else "off (RNNLAB_AHEAD=0 or no Numba)"}
 
 
 def keeps_batch_major(layer, x, lengths):
