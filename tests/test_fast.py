@@ -1577,11 +1577,11 @@ def test_weight_gradient_from_the_outputs_equals_the_h_prev_arrays(bm, reverse, 
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_compiled_finite_check_finds_every_nan_and_inf(dtype):
-    """The layers' inputs of at least ``FAST_FINITE_MIN`` entries are checked by the compiled
-    ``all_finite`` (one pass, the sum of x * 0): True exactly where ``np.isfinite(x).all()`` is,
-    for a NaN, inf or -inf at the first, a middle and the last entry, for the largest finite
-    values (their product with 0 is 0), and through a layer's forward: the same error as NumPy's
-    check, naming the first bad entry."""
+    """The layers' inputs of at least ``FAST_FINITE_MIN`` entries (and the streamed step's, any
+    size) are checked by the compiled ``all_finite`` (one pass, the sum of x * 0): True exactly
+    where ``np.isfinite(x).all()`` is: for an empty array, for a NaN, inf or -inf at the first, a
+    middle and the last entry, for the largest finite values (their product with 0 is 0), and
+    through a layer's forward, with the same error as NumPy's check, naming the first bad entry."""
     from rnnlab import _validate
     from rnnlab.fast import _compiled
     assert _validate.fast_all_finite is _compiled.all_finite
@@ -1589,6 +1589,7 @@ def test_compiled_finite_check_finds_every_nan_and_inf(dtype):
     n = 4099                                          # not a multiple of any vector width
     x = rng.standard_normal(n).astype(dtype)
     assert _compiled.all_finite(x) and np.isfinite(x).all()
+    assert _compiled.all_finite(np.empty(0, dtype))             # nothing to check
     big = np.full(n, np.finfo(dtype).max, dtype)
     big[::2] *= -1
     assert _compiled.all_finite(big)

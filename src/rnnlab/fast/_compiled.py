@@ -223,13 +223,16 @@ if AVAILABLE:
 
     @_jit_dot
     def all_finite(a):
-        """Whether every entry of the 1-D array a is finite: the sum of a * 0 is 0 where all are,
+        """Whether every entry of the 1-D array a is finite (the layers' input checks, ``_validate``,
+        and the streamed step's, ``_stream``): the sum of a * 0 is 0 where all are,
         NaN where any is NaN or inf (inf * 0 is NaN). One vectorised pass and no temporary, where
         ``np.isfinite(a).all()`` writes a boolean array first. On the Intel machine (2026-12-07),
         best of 5 x 200 calls: 238 against 374 us for the 1.6M float32 of an N=64, T=50, D=512
         input, 10.8 against 21.3 us for 204,800. fastmath without nnan and ninf, so LLVM may not
         fold a * 0 to 0; ``reassoc`` lets it keep partial sums in vectors."""
-        acc = a[0] * F(0.0)                              # a holds at least one entry
+        if a.shape[0] == 0:
+            return True
+        acc = a[0] * F(0.0)                              # a's dtype: float32 or float64
         for i in range(1, a.shape[0]):
             acc += a[i] * F(0.0)
         return acc == 0
@@ -1019,12 +1022,14 @@ INFER_ONE_PRODUCT_MAX = 2 ** 22
 # With MKL, an eval-mode loop of two products a step runs the input products of all its steps first,
 # one GEMM over the part's T n rows into a buffer kept by the thread (``_pack_buffer``), and then
 # only h_{t-1} W_hh^T a step, added into those rows (``lstm_loop_ahead``), where that buffer takes
-# at most AHEAD_MAX_BYTES. On one core here MKL ran (1600, 512) x (512, 2048) at 152 GFLOP/s and
-# the step's (32, 512) x (512, 2048) at 143 (best of 8 forwards); the step needs W_ih too, 4 MB
-# more read from L3 a step (28.5 GB/s a core here). LSTM inference N=64, T=50, D=H=512, 15 rounds
-# each way in turn, best of 3 a round, best / median: 46.3 / 47.4 against 48.5 / 50.4 ms (the
-# same numbers, bit for bit, in that run). A fresh buffer at every call would cost its page
-# faults (3,200 for the 13 MB of a part there), hence the kept one.
+# at most AHEAD_MAX_BYTES. On one core of the Intel machine (2026-12-07) a part's projection at
+# N=64, T=50, D=H=512, (1600, 512) x (512, 2048), took 22 ms in the forward (152 GFLOP/s, 8
+# forwards), and MKL's packed step product (32, 512) x (512, 2048) ran at 147 GFLOP/s (best of
+# 5 x 200 calls); the two-product step also reads W_ih's 4 MB from L3 (28.5 GB/s a core there).
+# LSTM inference at that size, 15 rounds each way in turn, best of 3 a round, best / median:
+# 46.3 / 47.4 against 48.5 / 50.4 ms (outputs equal, bit for bit). The buffer is kept because a
+# fresh 13 MB one would fault in 3,200 pages at every call (not timed here; the RNN's 3.2 MB
+# h_prev copy cost 784 page faults and about 2 ms a step: ``PreviousStates``).
 AHEAD = os.environ.get("RNNLAB_AHEAD", "1") != "0"
 AHEAD_MAX_BYTES = 2 ** 25
 
@@ -1069,35 +1074,36 @@ def _lstm_steps(X, h0, c, W_ih, W_hh, b, reverse, out, bm, P, cache=None):
     H = W_hh.shape[1]
     two = N * W_ih.size >= INFER_ONE_PRODUCT_MAX
     ahead = (AHEAD and two and cache is None and _mkl.active(F, 0)
-             and T * -(-N // max(P, 1)) * 4 * H * 4 <= AHEAD_MAX_BYTES)
+             and T * -(-N // P) * 4 * H * 4 <= AHEAD_MAX_BYTES)
     panels = None if two else _one_core_panels((W_ih.T, W_hh.T), N, P, "xh")   # [W_ih | W_hh]^T
     W = None if two or panels is not None else np.concatenate([W_ih, W_hh], axis=1)    # (4H, D + H)
     panels_x = _one_core_panels(W_ih.T, N, P, "x") if two else None
     panels_h = _one_core_panels(W_hh.T, N, P) if two else None
 
     def loop(n0, n1):                                            # sequences n0..n1-1
-        rows = slice(n0, n1)
-        hw = np.empty((n1 - n0, 4 * H), F)
-        Xm, mO = memory(X[:, rows], bm), memory(out[:, rows], bm)
+        rows, n = slice(n0, n1), n1 - n0
+        mO = memory(out[:, rows], bm)
+        zero_h0 = not h0[rows].any()
+        if two:
+            bh, _ = _forward_product(W_hh, n, T, panels_h)      # h_{t-1} W_hh^T, either loop below
+            if ahead and bh[0] == PACKED:                        # x W_ih^T of all steps first
+                Z = _pack_buffer("ahead", (n, T, 4 * H) if bm else (T, n, 4 * H))
+                project(X[:, rows], W_ih, Z.transpose(1, 0, 2) if bm else Z)     # as (T, n, 4H) steps
+                lstm_loop_ahead(bh[1], bh[3], Z, h0[rows], b, c[rows], mO, bm, T, reverse, zero_h0)
+                return
+        hw = np.empty((n, 4 * H), F)
+        Xm = memory(X[:, rows], bm)
         mA, mCp, mTC = (mO, mO, mO) if cache is None else (memory(a[:, rows], bm) for a in cache)
         made = cache is not None
-        bh = _forward_product(W_hh, n1 - n0, T, None)[0] if ahead else None
-        if bh is not None and bh[0] == PACKED:                   # x W_ih^T of all steps first
-            n = n1 - n0
-            Z = _pack_buffer("ahead", (n, T, 4 * H) if bm else (T, n, 4 * H))
-            project(X[:, rows], W_ih, Z.transpose(1, 0, 2) if bm else Z)     # as (T, n, 4H) steps
-            lstm_loop_ahead(bh[1], bh[3], Z, h0[rows], b, c[rows], mO, bm, T, reverse, not h0[rows].any())
-            return
         if two:
-            bx, _ = _forward_product(W_ih, n1 - n0, T, panels_x)
-            bh, _ = _forward_product(W_hh, n1 - n0, T, panels_h)
+            bx, _ = _forward_product(W_ih, n, T, panels_x)
             lstm_loop2(*bx, *bh, Xm, h0[rows], hw, b, c[rows], mO, bm, T, reverse,
                        _panels.compiled().two if panels_x is not None and panels_h is not None else 0,
-                       made, mA, mCp, mTC, not h0[rows].any())
+                       made, mA, mCp, mTC, zero_h0)
             return
-        S = np.empty((n1 - n0, D + H), F)
+        S = np.empty((n, D + H), F)
         S[:, D:] = h0[rows]
-        blas, _ = _forward_product(W, n1 - n0, T, panels)       # x W^T: the product takes W (G, K)
+        blas, _ = _forward_product(W, n, T, panels)             # x W^T: the product takes W (G, K)
         lstm_loop1(*blas, Xm, S, hw, b, c[rows], mO, bm, T, reverse, made, mA, mCp, mTC)
 
     _split.run(loop, N, P)

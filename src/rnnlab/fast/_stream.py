@@ -129,12 +129,10 @@ def run(mode, X, h, c, W_ih, W_hh, b_ih, b_hh, nonlinearity):
 # layer the rest (``blas_stack``).
 
 if _compiled.AVAILABLE:
-    @_compiled._jit()
+    @_compiled._jit(inline="always")
     def _finite(a):
-        for v in a.ravel():
-            if not np.isfinite(v):
-                return False
-        return True
+        """Whether a holds no NaN or inf: ``_compiled.all_finite`` over its entries."""
+        return _compiled.all_finite(a.ravel())
 
     @_compiled._jit(inline="always")
     def _flat(a):
