@@ -337,17 +337,19 @@ def test_the_table_names_the_blas_of_rnnlabs_loops():
     base = {"blas": [{"internal_api": "openblas", "version": "0.3.31", "architecture": "Haswell"}]}
     mkl = {"enabled": True, "version": "oneMKL 2026.2", "threading": "gnu"}
     lines = bench._blas_lines({**base, "fast_path": {"mkl": mkl, "blas_loops": True, "split": "on",
-                                                     "infer_loops": "on", "ahead": "on"}})
+                                                     "pin": "on", "infer_loops": "on", "ahead": "on"}})
     assert lines[0] == "NumPy BLAS: openblas 0.3.31, Haswell kernels"
     assert "GEMMs through oneMKL 2026.2" in lines[1] and "gnu threading" in lines[1] and len(lines) == 2
-    assert "batch split onto idle cores on" in lines[1] and "LSTM inference loops on" in lines[1]
+    assert "batch split onto idle cores on (its threads pinned apart on)" in lines[1]
+    assert "LSTM inference loops on" in lines[1]
     assert lines[1].endswith("LSTM inference loops on; input products before the LSTM inference steps on")
     lines = bench._blas_lines({**base, "fast_path": {"mkl": {"enabled": False}, "blas_loops": True,
                                                      "blas": {"symbol": "scipy_cblas_sgemm64_"},
                                                      "panels": "6 x 16 register tiles", "split": "on",
                                                      "pair": "on", "infer_loops": "off (RNNLAB_INFER_LOOPS=0)"}})
     assert lines[1] == ("rnnlab's loops: NumPy's BLAS called from compiled code (scipy_cblas_sgemm64_); "
-                        "on one core: panels kernel 6 x 16 register tiles; batch split onto idle cores on; "
+                        "on one core: panels kernel 6 x 16 register tiles; batch split onto idle cores on "
+                        "(its threads pinned apart off); "
                         "tiny LSTM loops' units on two cores on; LSTM inference loops off (RNNLAB_INFER_LOOPS=0)")
     lines = bench._blas_lines({**base, "fast_path": {"mkl": {"enabled": False}, "blas_loops": True,
                                                      "panels": "8 x 32 register tiles", "panels_gemm": "on"}})
@@ -1167,7 +1169,7 @@ def test_split_runs_a_part_no_pool_thread_started_on_the_calling_thread():
     import threading
     from rnnlab.fast import _split
     _split.run(lambda n0, n1: None, 4, 2)                                   # the pool exists
-    pool, size = _split._pool
+    pool, size, _ = _split._pool
     release = threading.Event()
     blockers = [pool.submit(release.wait, 30) for _ in range(size)]        # every pool thread busy
     ran = []

@@ -488,7 +488,8 @@ def _blas_lines(result):
              for b in blas if b.get("internal_api") != "mkl"]
     fast = result.get("fast_path") or {}
     mkl = fast.get("mkl") or {}
-    loops = (f"batch split onto idle cores {fast.get('split')}; tiny LSTM loops' units on two cores "
+    loops = (f"batch split onto idle cores {fast.get('split')} (its threads pinned apart "
+             f"{fast.get('pin', 'off')}); tiny LSTM loops' units on two cores "
              f"{fast.get('pair', 'off')}; LSTM inference loops {fast.get('infer_loops', 'off')}")
     if mkl.get("enabled"):
         lines.append(f"rnnlab's loops: GEMMs through {mkl.get('version') or 'MKL'}, W_hh packed once a call "

@@ -62,6 +62,10 @@ end of the window watched), median of 12: N=64, T=50, D=H=512 43.9 against
 66.8 ms (N=64) and 11.5 against 12.0 ms (N=32). The split's own pool thread,
 still running for a moment after its part, is not counted as busy.
 
+While the parts run side by side, the calling thread and the pool's are pinned to
+different CPUs (``_affinity``): left to the OS, two parts shared a core in 20-40 %
+of the calls at N=32 on the 2-core Intel machine and took up to twice as long.
+
 Used for float32 loops that call the BLAS from compiled code (``_compiled``) when
 the BLAS may use two threads or more (its threadpoolctl count at the call, so
 ``rnnlab bench --threads 1`` or ``threadpool_limits(1)`` keep one loop), each part
@@ -78,7 +82,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from . import _mkl, _threads
+from . import _affinity, _mkl, _threads
 
 ENABLED = os.environ.get("RNNLAB_SPLIT", "1") != "0"
 MIN_ROWS = 8
@@ -86,7 +90,7 @@ MIN_WORK = 2 ** 20
 MKL_MIN_WORK = 2 ** 22
 PARTS = None
 
-_pool = None            # (executor, its number of threads)
+_pool = None            # (executor, its number of threads, their native ids)
 _pool_lock = threading.Lock()
 _workers = []           # native thread ids of the pool's threads
 
@@ -160,17 +164,46 @@ def _idle_cpus():
 
 
 def _executor(workers):
-    """A pool of at least ``workers`` threads, made once (again only if more are needed)."""
+    """A pool of at least ``workers`` threads, made once (again only if more are needed), its
+    threads started at once (``_start``)."""
     global _pool
     with _pool_lock:
         if _pool is None or _pool[1] < workers:
-            _pool = (ThreadPoolExecutor(workers, thread_name_prefix="rnnlab-split", initializer=_enlist),
-                     workers)
+            tids = []
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="rnnlab-split", initializer=_enlist,
+                                      initargs=(tids,))
+            _start(pool, workers)
+            _pool = (pool, workers, tuple(tids))
         return _pool[0]
 
 
-def _enlist():
-    _workers.append(threading.get_native_id())
+def _start(pool, workers):
+    """Make the pool start all its threads now, not one at a time as jobs come: each job waits for
+    the others, so each takes a thread of its own. Their ids are then known (``_affinity.pin``) and
+    none is started inside a split's pinned phase (where it would inherit a one-CPU mask)."""
+    barrier = threading.Barrier(workers + 1)
+    jobs = [pool.submit(barrier.wait, 10) for _ in range(workers)]
+    barrier.wait(10)
+    for job in jobs:
+        job.result()
+
+
+def _enlist(tids):
+    tid = threading.get_native_id()
+    tids.append(tid)
+    _workers.append(tid)
+
+
+def _after_fork():
+    """In a forked child the pool's threads do not exist (their ids are the parent's): a new pool
+    when one is needed."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+    _workers.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def cuts(N, P):
@@ -180,10 +213,11 @@ def cuts(N, P):
 
 def run(body, N, P):
     """body(n0, n1) for the P parts of range(N): parts 1.. on the pool's threads, part 0 on
-    this one, each with the BLAS on one thread (NumPy's and MKL's: ``_mkl.part``); a part that
-    no pool thread has started by the time this one is done with its own (that thread's core
-    busy) runs here after it. Returns when all are done and raises the first error any raised.
-    With P = 1 just body(0, N), the BLAS as it is."""
+    this one, each with the BLAS on one thread (NumPy's and MKL's: ``_mkl.part``), this thread
+    and the pool's on different CPUs until this one is done with its own part (``_affinity``);
+    a part that no pool thread has started by then (that thread's core busy) runs here after it.
+    Returns when all are done and raises the first error any raised. With P = 1 just
+    body(0, N), the BLAS as it is."""
     if P <= 1:
         body(0, N)
         return
@@ -195,13 +229,19 @@ def run(body, N, P):
 
     c = cuts(N, P)
     with _threads.one_thread():
-        futures = [_executor(P - 1).submit(one, c[i], c[i + 1]) for i in range(1, P)]
+        pool = _executor(P - 1)
+        futures = []
+        pinned = _affinity.pin(_pool[2])
         try:
+            futures += [pool.submit(one, c[i], c[i + 1]) for i in range(1, P)]
             one(c[0], c[1])
+            _affinity.restore(pinned)           # the pool's threads free to take this core now
+            pinned = []
             for i, f in enumerate(futures, 1):
                 if f.cancel():                  # not started yet (its core busy): run it here
                     one(c[i], c[i + 1])
         finally:
+            _affinity.restore(pinned)
             errors = [None if f.cancelled() else f.exception() for f in futures]   # waits for every part
     for e in errors:
         if e is not None:
