@@ -1150,6 +1150,44 @@ def test_batch_split_forward_equals_the_readable_path(cell, opts, parts, trainin
     _assert_close(fast, readable, 1e-5)
 
 
+@needs_numba
+@pytest.mark.parametrize("cell,opts", [("lstm", {}), ("gru", {}), ("rnn", {}), ("lstm", {"batch_first": False}),
+                                       ("gru", {"batch_first": False, "bias": False}), ("rnn", {"bidirectional": True})])
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("blas", ["numpy", "mkl"])
+def test_split_backward_adds_the_weight_gradients_after_the_parts_or_per_part(cell, opts, chunked, parts, blas,
+                                                                             monkeypatch):
+    """Where one chunk holds every step, the parts write their rows of one dA array and their
+    own rows of dX, and the weight gradients of all sequences come after them, each thread
+    adding its share of every gradient's rows (``_compiled.Flush``); with several chunks each
+    part adds its chunks into gradient arrays of its own (added up at the end). Both give the
+    readable path's gradients."""
+    from rnnlab import fast
+    from rnnlab.fast import _compiled, _split
+    _use_blas(blas, monkeypatch)
+    monkeypatch.setattr(_split, "PARTS", parts)
+    N, T = 7, 6
+    if chunked:
+        monkeypatch.setattr(fast, "CHUNK_ROWS", 2 * N)                     # chunks of 2 steps
+    modes, shares = [], []
+    real_after = _compiled._flush_after_parts
+    monkeypatch.setattr(_compiled, "_flush_after_parts", lambda f, P: modes.append(real_after(f, P)) or modes[-1])
+    real_run = _split.run
+
+    def run(body, n, P):
+        if n == P:                                                          # the weights' shares
+            shares.append(P)
+        return real_run(body, n, P)
+    monkeypatch.setattr(_split, "run", run)
+    layer = _layer(cell, np.float32, seed=23, **opts)
+    fast_result, readable, _ = _run_in_parts(layer, np.random.default_rng(24), N, T, parts)
+    runs = layer.num_layers * layer.num_directions
+    assert modes == [not chunked] * runs
+    assert shares == ([] if chunked else [parts] * runs)
+    _assert_close(fast_result, readable, 1e-5)
+
+
 def test_split_runs_every_part_once_and_raises_a_parts_error():
     from rnnlab.fast import _split
     seen = []

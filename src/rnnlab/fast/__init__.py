@@ -155,6 +155,11 @@ def _run_direction(layer, X, h, c, s, reverse, mask):
     return out, h, c, Cache(data, H_prev)
 
 
+# Where the batch split runs a backward whose steps make one chunk, the weight gradients of all
+# sequences come after the parts, shared out by rows between the threads (``_compiled.Flush``);
+# False: each part adds them into gradient arrays of its own, added up at the end.
+WEIGHTS_AFTER_PARTS = True
+
 # Rows (steps x batch) of pre-activation gradients kept before they become weight gradients:
 # bounds the backward's dA buffer at long T, while each GEMM still has thousands of rows.
 CHUNK_ROWS = 4096
@@ -187,60 +192,93 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
         own arrays (added up after all parts are done)."""
         seqs, grads = (slice(None), own) if rows is None else (slice(*rows), private[rows[0]])
         with _threads.all_threads(dA.size * (D + W_hh.shape[1])):     # large GEMMs: every BLAS thread
-            _flush(lo, hi, dA, extra, bm, seqs, grads)               # (a part's own, in a part)
+            _flush_dx(lo, hi, dA, bm, seqs)                          # (a part's own, in a part)
+            _flush_weights(lo, hi, dA, extra, bm, seqs, grads)
 
-    def _flush(lo, hi, dA, extra, bm, seqs, grads):
-        g_ih, g_hh, g_bih, g_bhh = grads
-        A = rows(dA, bm)                                         # ((hi - lo) N, G)
-        Xc = rows(X[lo:hi, seqs], bm)
-        mm = _gemm.matmul                                        # MKL, the panels kernel or NumPy
-        mm(A.T, Xc, g_ih, accumulate=True)                       # XW = X W_ih^T
+    def flush_dx(lo, hi, dA, bm, rows):
+        """A part's rows of dX only (``Flush.dx``): dA holds sequences rows = (n0, n1)."""
+        _flush_dx(lo, hi, dA, bm, slice(*rows))
+
+    def flush_weights(lo, hi, dA, extra, bm, P):
+        """The weight gradients of dA, every sequence's (``Flush.weights``), on P threads, each
+        adding its share of every gradient's rows (``_split.run`` over range(P): one index a
+        thread)."""
+        _split.run(lambda k, _: _flush_weights(lo, hi, dA, extra, bm, slice(None), own, (k, P)), P, P)
+
+    def _flush_dx(lo, hi, dA, bm, seqs):
+        A = rows(dA, bm)                                         # ((hi - lo) n, G)
         dXc = dX[lo:hi, seqs]
         target = rows_view(dXc, bm) if write_dX else None       # None: dX's chunk is no block of rows
         if target is not None:
-            mm(A, W_ih, target)                                  # straight into dX
+            _gemm.matmul(A, W_ih, target)                        # straight into dX
         elif write_dX:
-            dXc[...] = unrows(mm(A, W_ih), hi - lo, bm)
+            dXc[...] = unrows(_gemm.matmul(A, W_ih), hi - lo, bm)
         else:
-            dXc += unrows(mm(A, W_ih), hi - lo, bm)
+            dXc += unrows(_gemm.matmul(A, W_ih), hi - lo, bm)
+
+    def _flush_weights(lo, hi, dA, extra, bm, seqs, grads, share=None):
+        """The weight gradients of dA (sequences ``seqs``) added into ``grads``; with ``share`` (k,
+        P) only share k of P of each gradient's rows (the GRU's r, z and n blocks each cut apart,
+        so that a share's rows of g_hh and both biases come from one block). Goes after dX:
+        ``grad_from_outputs`` may zero rows of dA (of the share's columns)."""
+        g_ih, g_hh, g_bih, g_bhh = grads
+        A = rows(dA, bm)                                         # ((hi - lo) n, G)
+        Xc = rows(X[lo:hi, seqs], bm)
+        mm = _gemm.matmul                                        # MKL, the panels kernel or NumPy
         ones = np.ones((1, A.shape[0]), A.dtype) if g_bih is not None else None
+        G = A.shape[1]
+        r = _share(G, share)
+        mm(A[:, r].T, Xc, g_ih[r], accumulate=True)              # XW = X W_ih^T
         if layer.mode == "gru":                                  # extra: the n block of the hidden side
             Hp = rows(cache.H_prev[lo:hi, seqs], bm)
             A_hn = rows(extra, bm)
-            mm(A[:, :2 * H].T, Hp, g_hh[:2 * H], accumulate=True)   # r, z: the same gradient on both sides
-            mm(A_hn.T, Hp, g_hh[2 * H:], accumulate=True)        # n: the hidden side carries the factor r
-            if g_bih is not None:
-                db = mm(ones, A)[0]                              # GEMVs: 0.4 against 1.6 ms for
-                g_bih[...] += db                                 # A.sum(axis=0) at (3200, 1536)
-                g_bhh[:2 * H] += db[:2 * H]
-                g_bhh[2 * H:] += mm(ones, A_hn)[0]
+            for b0, b1 in ((0, 2 * H), (2 * H, G)):              # r, z: the same gradient on both sides;
+                r = _share(b1 - b0, share, b0)                   # n: the hidden side carries the factor r
+                A_h = A[:, r] if b0 == 0 else A_hn[:, r.start - b0:r.stop - b0]
+                mm(A_h.T, Hp, g_hh[r], accumulate=True)
+                if g_bih is not None:                            # GEMVs: 0.4 against 1.6 ms for
+                    g_bih[r] += mm(ones, A[:, r])[0]             # A.sum(axis=0) at (3200, 1536)
+                    g_bhh[r] += mm(ones, A_h)[0]
             return
+        Ar = A[:, r]
         if g_bih is not None:
-            db = mm(ones, A)[0]                                  # a GEMV: twice as fast as A.sum(axis=0)
-            g_bih[...] += db
-            g_bhh[...] += db
-        if extra is not None:                                    # LSTM projection: h = m W_hr^T
-            M = rows(cache.data[4][lo:hi], bm)
-            mm(rows(extra, bm).T, M, g["weight_hr" + s], accumulate=True)
+            db = mm(ones, Ar)[0]                                 # a GEMV: twice as fast as A.sum(axis=0)
+            g_bih[r] += db
+            g_bhh[r] += db
+        if extra is not None:                                    # LSTM projection: h = m W_hr^T (the
+            M = rows(cache.data[4][lo:hi], bm)                   # compiled loops, which split, take
+            mm(rows(extra, bm).T, M, g["weight_hr" + s], accumulate=True)     # none: no share here)
         if previous is None:                                     # a = ... + h_prev W_hh^T
-            mm(A.T, rows(cache.H_prev[lo:hi, seqs], bm), g_hh, accumulate=True)
+            mm(Ar.T, rows(cache.H_prev[lo:hi, seqs], bm), g_hh[r], accumulate=True)
         else:                                                    # last: it may zero rows of A
-            grad_from_outputs(mm, A, previous, lo, hi, seqs, bm, g_hh)
+            grad_from_outputs(mm, Ar, previous, lo, hi, seqs, bm, g_hh[r])
 
     with _step_blas(X, _step_work(layer, X)):
         previous = cache.previous                                # a deferred cache resolved here, not in a part
         P = _compiled.backward_parts(N, W_hh) if compiled else 1
+        after = WEIGHTS_AFTER_PARTS and P > 1 and chunk >= T    # one chunk: weights after the parts
         if P > 1:
             if previous is None:
                 cache.H_prev                                     # made here, not in a part
-            for n0 in _split.cuts(N, P)[:-1]:
-                private[n0] = tuple(None if a is None else np.zeros_like(a) for a in own)
-        dh, dc = _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, compiled, chunk, flush, P)
+            if not after:
+                for n0 in _split.cuts(N, P)[:-1]:
+                    private[n0] = tuple(None if a is None else np.zeros_like(a) for a in own)
+        handoff = _compiled.Flush(flush, flush_dx, flush_weights, after)
+        dh, dc = _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, compiled, chunk, handoff, P)
     for grads in private.values():                               # the parts' weight gradients, in order
         for a, b in zip(own, grads):
             if a is not None:
                 a += b
     return dh, dc
+
+
+def _share(R, share, start=0):
+    """Rows start.. start + R - 1 of a gradient, or with ``share`` (k, P) share k of P of them (as
+    even as integers allow: ``_split.cuts``), as a slice."""
+    if share is None:
+        return slice(start, start + R)
+    c = _split.cuts(R, share[1])
+    return slice(start + c[share[0]], start + c[share[0] + 1])
 
 
 def _backprop(layer, dY, dh, dc, cache, W_hh, W_hr, reverse, mask, recorder, compiled, chunk, flush, P):

@@ -1141,6 +1141,31 @@ def _lstm_tiny(A, h0, c, W_hh, b, reverse, Cp, TC, out):
         lstm_loop(A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out)
 
 
+class Flush:
+    """What a backward hands its pre-activation gradients to (``fast.backprop_direction`` makes
+    it). Called as ``flush(lo, hi, dA, extra, bm, rows)`` after each chunk of steps: dX and the
+    weight gradients of that chunk (of the part ``rows`` of the batch split, into that part's own
+    gradient arrays, added up after all parts). With ``after_parts`` (set where the batch split
+    runs and one chunk holds all the steps) the parts write their rows of one dA array, each
+    computes its rows of dX (``dx(lo, hi, dA_part, bm, rows)``), and after all parts
+    ``weights(lo, hi, dA, extra, bm, P)`` adds the weight gradients of every sequence, each of P
+    threads a share of the rows of each gradient: no part needs gradient arrays of its own, so
+    none is zeroed or added up. LSTM backward at N=64, T=50, D=H=512 on the 2-core Intel machine
+    (2026-12-07): the zeroing and adding took 5.8 of 108.6 ms, 2.6 of them ``zeros_like``."""
+    __slots__ = ("chunk", "dx", "weights", "after_parts")
+
+    def __init__(self, chunk, dx=None, weights=None, after_parts=False):
+        self.chunk, self.dx, self.weights, self.after_parts = chunk, dx, weights, after_parts
+
+    def __call__(self, *args):
+        return self.chunk(*args)
+
+
+def _flush_after_parts(flush, P):
+    """Whether the parts hand the weight gradients to ``flush.weights`` after the split (``Flush``)."""
+    return P > 1 and getattr(flush, "after_parts", False)
+
+
 def _grads_in_order(dY, cache, chunk):
     """The cache's memory order (bm), dY in that order, and the chunk length: the backward's chunk
     buffers are (chunk, N, .) in the same order, so that a whole chunk's rows line up with X's."""
@@ -1157,10 +1182,12 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush, P=1):
     dh = dh.copy()
     dc = dc.copy()
     panels = None if _tiny(N, W_hh) else _one_core_panels(W_hh, N, P, "dh")
+    after = _flush_after_parts(flush, P)
+    whole = empty_steps(chunk, N, G, bm) if after else None     # every part's rows of dA
 
     def part(n0, n1):
         rows = slice(n0, n1)
-        dA = empty_steps(chunk, n1 - n0, G, bm)
+        dA = whole[:, rows] if after else empty_steps(chunk, n1 - n0, G, bm)
         mdY, mA, mTC, mCp = (memory(a[:, rows], bm) for a in (dY, A, TC, Cp))
         mdA = memory(dA, bm)
         blas, grad = _backward_product(W_hh, N, n1 - n0, T, bm, panels)
@@ -1168,7 +1195,10 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush, P=1):
         if blas:
             for lo, hi in chunks(T, reverse, chunk):
                 lstm_chunk_blas(*blas, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh[rows], dc[rows])
-                flush(lo, hi, dA[:hi - lo], None, bm, split)
+                if after:
+                    flush.dx(lo, hi, dA[:hi - lo], bm, split)
+                else:
+                    flush(lo, hi, dA[:hi - lo], None, bm, split)
             return
         for t, k, done in backward_steps(T, reverse, chunk):     # P = 1 here
             lstm_backward_step(mdY, mA, mTC, mCp, mdA, t, k, bm, dh, dc)
@@ -1177,6 +1207,8 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush, P=1):
                 flush(done[0], done[1], dA[:done[1] - done[0]], None, bm)
 
     _split.run(part, N, P)
+    if after:
+        flush.weights(0, T, whole, None, bm, P)
     return dh, dc
 
 
@@ -1229,10 +1261,15 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
     bm, dY, chunk = _grads_in_order(dY, cache, chunk)
     dh = dh.copy()
     panels = None if _tiny(N, W_hh) else _one_core_panels(W_hh, N, P, "dh")
+    after = _flush_after_parts(flush, P)
+    whole = (empty_steps(chunk, N, G, bm), empty_steps(chunk, N, H, bm)) if after else None
 
     def part(n0, n1):
         rows, n = slice(n0, n1), n1 - n0
-        dA, dA_hn = empty_steps(chunk, n, G, bm), empty_steps(chunk, n, H, bm)
+        if after:
+            dA, dA_hn = whole[0][:, rows], whole[1][:, rows]
+        else:
+            dA, dA_hn = empty_steps(chunk, n, G, bm), empty_steps(chunk, n, H, bm)
         mdY, mA, mHWn, mHp = (memory(a[:, rows], bm) for a in (dY, A, HWn, Hp))
         mdA, mdA_hn = memory(dA, bm), memory(dA_hn, bm)
         dhw = np.empty((n, G), F)
@@ -1241,7 +1278,10 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
         if blas:
             for lo, hi in chunks(T, reverse, chunk):
                 gru_chunk_blas(*blas, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh[rows], dhw)
-                flush(lo, hi, dA[:hi - lo], dA_hn[:hi - lo], bm, split)
+                if after:
+                    flush.dx(lo, hi, dA[:hi - lo], bm, split)
+                else:
+                    flush(lo, hi, dA[:hi - lo], dA_hn[:hi - lo], bm, split)
             return
         tmp = np.empty((n, H), F)
         for t, k, done in backward_steps(T, reverse, chunk):     # P = 1 here
@@ -1252,6 +1292,8 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
                 flush(done[0], done[1], dA[:m], dA_hn[:m], bm)
 
     _split.run(part, N, P)
+    if after:
+        flush.weights(0, T, whole[0], whole[1], bm, P)
     return dh
 
 
@@ -1340,10 +1382,12 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
     dh = dh.copy()
     relu = nonlinearity == "relu"
     panels = None if _tiny(N, W_hh) else _one_core_panels(W_hh, N, P, "dh")
+    after = _flush_after_parts(flush, P)
+    whole = empty_steps(chunk, N, H, bm) if after else None     # every part's rows of dA
 
     def part(n0, n1):
         rows = slice(n0, n1)
-        dA = empty_steps(chunk, n1 - n0, H, bm)
+        dA = whole[:, rows] if after else empty_steps(chunk, n1 - n0, H, bm)
         mdY, mHn = memory(dY[:, rows], bm), memory(Hn[:, rows], bm)
         mdA = memory(dA, bm)
         blas, grad = _backward_product(W_hh, N, n1 - n0, T, bm, panels)
@@ -1351,7 +1395,10 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
         if blas:
             for lo, hi in chunks(T, reverse, chunk):
                 rnn_chunk_blas(*blas, lo, hi, reverse, mdY, mHn, mdA, bm, dh[rows], relu)
-                flush(lo, hi, dA[:hi - lo], None, bm, split)
+                if after:
+                    flush.dx(lo, hi, dA[:hi - lo], bm, split)
+                else:
+                    flush(lo, hi, dA[:hi - lo], None, bm, split)
             return
         for t, k, done in backward_steps(T, reverse, chunk):     # P = 1 here
             rnn_backward_step(mdY, mHn, mdA, t, k, bm, dh, relu)
@@ -1360,6 +1407,8 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
                 flush(done[0], done[1], dA[:done[1] - done[0]], None, bm)
 
     _split.run(part, N, P)
+    if after:
+        flush.weights(0, T, whole, None, bm, P)
     return dh
 
 
