@@ -868,9 +868,10 @@ def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, loop, m
     product a step over [x_t | h], or with a large input product ``lstm_loop2``, two, or with MKL
     (and a buffer within ``AHEAD_MAX_BYTES``) ``lstm_loop_ahead``, the input products of all steps
     first; whole or in the batch split's parts, with NumPy's BLAS or MKL: out, h_T and c_T are the
-    readable path's; a backward after it recomputes the cache (``Recompute``, ``lstm_loop2`` with
-    a cache where two products) and gives the readable path's gradients; ``INFER_LOOPS = False``
-    runs the caching loop instead."""
+    readable path's; a backward after it recomputes the cache (``Recompute``: where two products,
+    ``lstm_loop2`` with a cache, or with MKL ``lstm_loop_ahead`` with the input products written
+    into the cache's gates array, whatever the buffer limit) and gives the readable path's
+    gradients; ``INFER_LOOPS = False`` runs the caching loop instead."""
     from rnnlab.fast import _compiled, _split
     _use_blas(blas, monkeypatch)
     monkeypatch.setattr(_split, "PARTS", parts)
@@ -878,7 +879,7 @@ def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, loop, m
     if loop == "lstm_loop2":                                    # the ahead loop's buffer too large
         monkeypatch.setattr(_compiled, "AHEAD_MAX_BYTES", 0)
     loops = []
-    seen = {"lstm_loop1": (6, 14), "lstm_loop2": (12, 20), "lstm_loop_ahead": (5, None)}   # rows, cache flag
+    seen = {"lstm_loop1": (6, 14), "lstm_loop2": (12, 20), "lstm_loop_ahead": (5, 11)}     # rows, cache flag
     for name, (rows_at, cache_at) in seen.items():
         real = getattr(_compiled, name)
         monkeypatch.setattr(_compiled, name, lambda *a, _r=real, _n=name, _i=rows_at, _c=cache_at: loops.append(
@@ -892,8 +893,8 @@ def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, loop, m
     ahead = loop == "lstm_loop_ahead" and blas == "mkl"         # MKL's only
     want = loop if ahead or loop != "lstm_loop_ahead" else "lstm_loop2"
     assert sorted(inference) == sorted((want, n) for n in sizes * runs)
-    assert sorted(recomputed) == sorted(("lstm_loop1" if loop == "lstm_loop1" else "lstm_loop2", n)
-                                        for n in sizes * runs)
+    again = "lstm_loop1" if loop == "lstm_loop1" else "lstm_loop_ahead" if blas == "mkl" else "lstm_loop2"
+    assert sorted(recomputed) == sorted((again, n) for n in sizes * runs)
     kinds = {k for _, k, *_ in loops}
     assert (kinds == {_compiled.PACKED}) if blas == "mkl" else (_compiled.PACKED not in kinds)
     _assert_close(fast, readable, 1e-5)
@@ -937,17 +938,22 @@ def _check_zero_state_flags(layer, flags, rng):
 
 
 @needs_numba
-def test_lstm_ahead_loop_skips_the_first_recurrent_product_only_for_a_zero_state(monkeypatch):
-    """``lstm_loop_ahead`` (MKL, eval mode) leaves out h_0 W_hh^T at the first step where h_0 is
-    all zeros, and not where any entry of it is not zero: the forward equals the readable path's
-    either way (and the backward after it)."""
+@pytest.mark.parametrize("train", [True, False])
+def test_lstm_ahead_loop_skips_the_first_recurrent_product_only_for_a_zero_state(train, monkeypatch):
+    """``lstm_loop_ahead`` (MKL; in training with the cache, its gates array taking the input
+    products) leaves out h_0 W_hh^T at the first step where h_0 is all zeros, and not where any
+    entry of it is not zero: forward and backward equal the readable path's either way."""
     from rnnlab.fast import _compiled
     _use_blas("mkl", monkeypatch)
     monkeypatch.setattr(_compiled, "INFER_ONE_PRODUCT_MAX", 0)
-    flags = []
+    flags, caches = [], []
     real = _compiled.lstm_loop_ahead
-    monkeypatch.setattr(_compiled, "lstm_loop_ahead", lambda *a: flags.append(a[-1]) or real(*a))
-    _check_zero_state_flags(_layer("lstm", np.float32, seed=63).eval(), flags, np.random.default_rng(64))
+    monkeypatch.setattr(_compiled, "lstm_loop_ahead",
+                        lambda *a: flags.append(a[10]) or caches.append(a[11]) or real(*a))
+    layer = _layer("lstm", np.float32, seed=63)
+    layer.train(train)
+    _check_zero_state_flags(layer, flags, np.random.default_rng(64))
+    assert caches and all(c is train for c in caches) if train else True in caches and False in caches
 
 
 @needs_numba
