@@ -1651,3 +1651,20 @@ def test_compiled_finite_check_finds_every_nan_and_inf(dtype):
     xs[2, 31, 5] = np.inf
     with pytest.raises(ValueError, match=r"x: contains non-finite values \(1 of 1280\); the first is inf at index \(2, 31, 5\)"):
         layer.forward(xs)
+
+
+def test_the_loops_arrays_start_on_a_cache_line():
+    """``aligned_empty`` (and ``empty_steps``, ``aligned_copy``) give arrays of the shape and dtype
+    asked whose data starts on a 64-byte boundary, batch-major or time-major; the copy holds the
+    same values."""
+    from rnnlab.fast import _steps
+    for shape, dtype in (((3, 5), np.float32), ((1, 1), np.float64), ((7, 2, 9), np.float32), ((0, 4), np.float32)):
+        a = _steps.aligned_empty(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+        assert a.ctypes.data % _steps.ALIGN == 0
+    for bm in (True, False):
+        s = _steps.empty_steps(4, 3, 5, bm)
+        assert s.shape == (4, 3, 5) and s.ctypes.data % _steps.ALIGN == 0 and _steps.batch_major(s) == bm
+    src = np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2]                 # not contiguous
+    c = _steps.aligned_copy(src)
+    assert c.ctypes.data % _steps.ALIGN == 0 and c.flags.c_contiguous and np.array_equal(c, src)

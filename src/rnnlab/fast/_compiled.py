@@ -37,9 +37,9 @@ import threading
 import numpy as np
 
 from . import _blas, _mkl, _panels, _split
-from ._steps import (RecurrentGrad, RecurrentProduct, as_order, backward_steps, batch_major, chunks,
-                     empty_steps, forward_steps, kernel_biases, memory, previous_states, project,
-                     transposed)
+from ._steps import (RecurrentGrad, RecurrentProduct, aligned_copy, aligned_empty, as_order, backward_steps,
+                     batch_major, chunks, empty_steps, forward_steps, kernel_biases, memory, previous_states,
+                     project, transposed)
 from ._threads import all_threads, blas_threads
 
 try:
@@ -998,7 +998,7 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     A, bm, X = _start(X, W_ih, tiny)
     b, _ = kernel_biases("lstm", b_ih, b_hh, 4 * H)
     out, Cp, TC = (empty_steps(T, N, H, bm) for _ in range(3))
-    c = c.copy()
+    c = aligned_copy(c)                                         # on cache lines: _steps.aligned_empty
     h0 = np.ascontiguousarray(h)
     if tiny:
         _project(X, W_ih, A, slice(None))
@@ -1164,7 +1164,7 @@ def _lstm_tiny(A, h0, c, W_hh, b, reverse, Cp, TC, out):
     """The tiny loop over all steps (time-major arrays): half of each step's hidden units on a
     second core where ``_pair`` can take them, else ``lstm_loop`` on this one."""
     N, G = A.shape[1:]
-    hw = np.empty((N, G), F)
+    hw = aligned_empty((N, G))                                  # on cache lines: _steps.aligned_empty
     zero = np.zeros(G, F)
     if not (_pair.usable(G // 4) and _pair.PAIR.lstm_loop(A, h0, c, np.ascontiguousarray(W_hh), b, zero, reverse,
                                                            hw, Cp, TC, out)):
