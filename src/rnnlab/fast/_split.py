@@ -41,9 +41,14 @@ median, split against whole: LSTM inference N=32, T=100, D=64, H=256 10.1 / 10.5
 against 12.7 / 13.0 ms, training 30.5 / 31.6 against 34.0 / 35.8 ms; GRU inference
 N=32 7.5 / 8.9 against 10.4 / 10.8 ms; LSTM inference N=64, T=50, D=H=512 44.9 /
 48.5 against 48.4 / 50.1 ms; GRU training N=64 105.5 / 108.5 against 109.9 / 113.4
-ms; LSTM training N=64 a tie. The RNN's light step loses split (training N=32,
-H=256, 2^21 multiply-adds a step: 10.0 / 12.2 against 8.0 / 8.5 ms), hence
-``MKL_MIN_WORK``: with MKL the split needs 2^22 multiply-adds a step.
+ms; LSTM training N=64 a tie. The RNN's light step lost split then (training N=32,
+H=256, 2^21 multiply-adds a step: 10.0 / 12.2 against 8.0 / 8.5 ms), and with MKL the
+split needed 2^22 multiply-adds a step (``MKL_MIN_WORK``); with the threads pinned apart
+(below) it wins there and lower, and needs 2^20 as without MKL. 12-14 rounds each way in
+turn, best / median, split against whole: RNN N=32, T=100, D=64, H=256 inference 2.73 / 2.90
+against 3.21 / 3.42 ms, training 8.26 / 8.77 against 9.08 / 9.48; N=16 inference 1.51 / 1.72
+against 1.76 / 1.88; LSTM N=16, H=128 (2^20) inference 1.98 / 2.03 against 2.70 / 2.75
+(PyTorch 2.16 / 2.24); GRU N=16, H=256 training 12.9 / 14.3 against 15.3 / 15.9.
 
 A loop that finds a core busy still splits, in as many parts as there are idle
 cores but at least two (``Parts.crowded`` marks it, and the units split, ``_units``,
@@ -87,7 +92,7 @@ from . import _affinity, _mkl, _threads
 ENABLED = os.environ.get("RNNLAB_SPLIT", "1") != "0"
 MIN_ROWS = 8
 MIN_WORK = 2 ** 20
-MKL_MIN_WORK = 2 ** 22
+MKL_MIN_WORK = 2 ** 20
 PARTS = None
 
 _pool = None            # (executor, its number of threads, their native ids)

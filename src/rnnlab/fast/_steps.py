@@ -8,6 +8,8 @@ thousands the GEMMs are as efficient as one over all steps.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _gemm, _mkl
@@ -55,7 +57,7 @@ def aligned_empty(shape, dtype=np.float32):
     4 rounds, 2026-12-07 on the Intel machine): 286-295 / 293-303 us with its arrays on cache
     lines against 332-338 / 342-348 us with them 4 or 16 bytes off."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize                   # (np.prod: 3 us more a call)
     buf = np.empty(nbytes + ALIGN, np.uint8)
     start = -buf.ctypes.data % ALIGN
     return buf[start:start + nbytes].view(dtype).reshape(shape)
