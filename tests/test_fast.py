@@ -1668,3 +1668,27 @@ def test_the_loops_arrays_start_on_a_cache_line():
     src = np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2]                 # not contiguous
     c = _steps.aligned_copy(src)
     assert c.ctypes.data % _steps.ALIGN == 0 and c.flags.c_contiguous and np.array_equal(c, src)
+
+
+def test_layers_make_their_parameters_on_cache_lines_and_loops_copy_others_there():
+    """Every parameter of a new layer starts on a cache line (and stays there: loading a state
+    copies into it); ``aligned_weight`` hands a loop such a W as it is, copies one that is off a
+    line for a loop of more than 8 steps, and leaves it (made contiguous) for fewer."""
+    from rnnlab.fast import _steps
+    for cls in (rnnlab.LSTM, rnnlab.GRU, rnnlab.RNN):
+        layer = cls(5, 12, num_layers=2, bidirectional=True, dtype=np.float32, seed=0)
+        assert all(p.ctypes.data % _steps.ALIGN == 0 for p in layer.params.values())
+        layer.load_state_dict({k: np.ones_like(v) for k, v in layer.params.items()})
+        assert all(p.ctypes.data % _steps.ALIGN == 0 and (p == 1).all() for p in layer.params.values())
+    W = _steps.aligned_empty((8, 4))
+    W[...] = np.arange(32).reshape(8, 4)
+    assert _steps.aligned_weight(W, 100) is W
+    buf = _steps.aligned_empty((40,))
+    off = buf[4:36].reshape(8, 4)                                   # 16 bytes off a line
+    off[...] = W
+    moved = _steps.aligned_weight(off, 100)
+    assert moved is not off and moved.ctypes.data % _steps.ALIGN == 0 and np.array_equal(moved, W)
+    assert _steps.aligned_weight(off, 8) is off
+    strided = np.asfortranarray(W)
+    kept = _steps.aligned_weight(strided, 3)
+    assert kept.flags.c_contiguous and np.array_equal(kept, W)

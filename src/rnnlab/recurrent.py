@@ -109,7 +109,8 @@ class _Recurrent:
     def _init_params(self):
         # PyTorch: every parameter ~ U(-1/sqrt(H), 1/sqrt(H)), H = hidden_size.
         bound = 1.0 / np.sqrt(self.hidden_size)
-        params = {name: self.rng.uniform(-bound, bound, shape).astype(self.dtype)
+        # each on a cache line (its rows read whole at every step: ``fast._steps.aligned_empty``)
+        params = {name: _fast._steps.aligned_copy(self.rng.uniform(-bound, bound, shape).astype(self.dtype))
                   for name, shape in self._shapes().items()}
         if self.mode == "lstm" and self.bias and self.forget_bias is not None:
             # The seeds' advice: start the forget gate open. Only b_ih + b_hh

@@ -37,9 +37,9 @@ import threading
 import numpy as np
 
 from . import _blas, _mkl, _panels, _split
-from ._steps import (RecurrentGrad, RecurrentProduct, aligned_copy, aligned_empty, as_order, backward_steps,
-                     batch_major, chunks, empty_steps, forward_steps, kernel_biases, memory, previous_states,
-                     project, transposed)
+from ._steps import (RecurrentGrad, RecurrentProduct, aligned_copy, aligned_empty, aligned_weight, as_order,
+                     backward_steps, batch_major, chunks, empty_steps, forward_steps, kernel_biases, memory,
+                     previous_states, project, transposed)
 from ._threads import all_threads, blas_threads
 
 try:
@@ -1166,7 +1166,8 @@ def _lstm_tiny(A, h0, c, W_hh, b, reverse, Cp, TC, out):
     N, G = A.shape[1:]
     hw = aligned_empty((N, G))                                  # on cache lines: _steps.aligned_empty
     zero = np.zeros(G, F)
-    if not (_pair.usable(G // 4) and _pair.PAIR.lstm_loop(A, h0, c, np.ascontiguousarray(W_hh), b, zero, reverse,
+    W_hh = aligned_weight(W_hh, A.shape[0])
+    if not (_pair.usable(G // 4) and _pair.PAIR.lstm_loop(A, h0, c, W_hh, b, zero, reverse,
                                                            hw, Cp, TC, out)):
         lstm_loop(A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out)
 
@@ -1257,7 +1258,7 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
         _project(X, W_ih, A, slice(None))
         hw = np.empty((N, 3 * H), F)
         Hp = empty_steps(T, N, H, bm)
-        gru_loop(A, h, W_hh, b, np.zeros(3 * H, F), b_hn, reverse, hw, Hp, HWn, out)
+        gru_loop(A, h, aligned_weight(W_hh, T), b, np.zeros(3 * H, F), b_hn, reverse, hw, Hp, HWn, out)
         return out, out[0 if reverse else T - 1], (A, Hp, HWn)
     h0, step = np.ascontiguousarray(h), (1 if reverse else -1)
     panels = _one_core_panels(W_hh.T, N, P)
@@ -1342,7 +1343,7 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
         _project(X, W_ih, A, slice(None))
         hw = np.empty((N, H), F)
         Hp = empty_steps(T, N, H, bm)
-        rnn_loop(A, h, W_hh, b, np.zeros(H, F), reverse, hw, Hp, out, relu)
+        rnn_loop(A, h, aligned_weight(W_hh, T), b, np.zeros(H, F), reverse, hw, Hp, out, relu)
         return out, out[0 if reverse else T - 1], (out, Hp, nonlinearity)
     h0 = np.ascontiguousarray(h)
     panels = _one_core_panels(W_hh.T, N, P)

@@ -63,6 +63,16 @@ def aligned_empty(shape, dtype=np.float32):
     return buf[start:start + nbytes].view(dtype).reshape(shape)
 
 
+def aligned_weight(W, T):
+    """W C-contiguous and on a cache line for a loop of T steps that reads it whole at each:
+    W itself where it is (the layers make their parameters so), else a copy where T > 8 (a
+    (512, 128) W_hh read from L2 row by row at every step, on the Intel machine: 2.81 us from a
+    cache line, 3.77 us 16 bytes off, best of 10 x 2000)."""
+    if W.flags.c_contiguous and (W.ctypes.data % ALIGN == 0 or T <= 8):
+        return W
+    return aligned_copy(W) if T > 8 else np.ascontiguousarray(W)
+
+
 def aligned_copy(a):
     """A C-contiguous copy of a, starting on a cache line (``aligned_empty``)."""
     out = aligned_empty(a.shape, a.dtype)
@@ -184,8 +194,8 @@ def recurrent_weight(W_hh, T):
 
 
 def transposed(W):
-    """A C-contiguous copy of W^T (``transpose_into``)."""
-    out = np.empty(W.shape[::-1], W.dtype)
+    """A C-contiguous copy of W^T (``transpose_into``), on a cache line (``aligned_empty``)."""
+    out = aligned_empty(W.shape[::-1], W.dtype)
     return transpose_into(W, out)
 
 
