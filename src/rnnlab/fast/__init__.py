@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import _validate
 from .._conventions import GATES
-from . import _affinity, _blas, _compiled, _feature_major, _gemm, _helper, _mkl, _pair, _panels, _split, _stream, _threads, gru, lstm, rnn
+from . import _affinity, _blas, _matvec, _compiled, _feature_major, _gemm, _helper, _mkl, _pair, _panels, _split, _stream, _threads, gru, lstm, rnn
 from ._steps import grad_from_outputs, rows, rows_view, unrows
 
 __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
@@ -310,6 +310,7 @@ def describe():
             "panels_gemm": _gemm.describe() if COMPILED else "off (no Numba)",
             "split": "on" if _split.ENABLED else "off (RNNLAB_SPLIT=0)",
             "pin": "on" if _affinity.ENABLED else "off (RNNLAB_PIN=0)",
+            "tiny_matvec": _matvec.describe() if COMPILED else "off (no Numba)",
             "pair": "on" if COMPILED and _pair.ENABLED else "off (RNNLAB_PAIR=0 or no Numba)",
             "infer_loops": ("on" if COMPILED and _compiled.INFER_LOOPS
                             else "off (RNNLAB_INFER_LOOPS=0 or no Numba)"),

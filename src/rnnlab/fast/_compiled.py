@@ -36,7 +36,7 @@ import threading
 
 import numpy as np
 
-from . import _blas, _mkl, _panels, _split
+from . import _blas, _matvec, _mkl, _panels, _split
 from ._steps import (RecurrentGrad, RecurrentProduct, aligned_copy, aligned_empty, aligned_weight, as_order,
                      backward_steps, batch_major, chunks, empty_steps, forward_steps, kernel_biases, memory,
                      previous_states, project, transposed)
@@ -425,31 +425,31 @@ if AVAILABLE:
     # than calling BLAS for it, so the loop over t runs here and Python is left once a sequence.
     # These take time-major arrays (the caller makes them so: at N <= 2 a copy costs nothing).
     @_jit()
-    def lstm_loop(A, h, c, W_hh, b, zero, reverse, hw, Cp, TC, out):
+    def lstm_loop(A, h, c, W_hh, b, zero, reverse, hw, Cp, TC, out, mv):
         T = A.shape[0]
         for s in range(T):                                     # h_prev: ``previous_states`` after
             t = T - 1 - s if reverse else s
-            matvec(W_hh, h, zero, hw)
+            matvec_rows_mv(mv, W_hh, h, zero, hw, 0, W_hh.shape[0])     # mv: ``_matvec``'s kernel, or 0
             lstm_forward_step(A, Cp, TC, out, t, False, hw, b, c)
             h = out[t]
 
     @_jit()
-    def gru_loop(A, h, W_hh, b, zero, b_hn, reverse, hw, Hp, HWn, out):
+    def gru_loop(A, h, W_hh, b, zero, b_hn, reverse, hw, Hp, HWn, out, mv):
         T = A.shape[0]
         for s in range(T):
             t = T - 1 - s if reverse else s
             Hp[t] = h
-            matvec(W_hh, h, zero, hw)
+            matvec_rows_mv(mv, W_hh, h, zero, hw, 0, W_hh.shape[0])
             gru_forward_step(A, Hp, t, HWn, out, t, False, hw, b, b_hn)
             h = out[t]
 
     @_jit()
-    def rnn_loop(A, h, W_hh, b, zero, reverse, hw, Hp, out, relu):
+    def rnn_loop(A, h, W_hh, b, zero, reverse, hw, Hp, out, relu, mv):
         T = A.shape[0]
         for s in range(T):
             t = T - 1 - s if reverse else s
             Hp[t] = h
-            matvec(W_hh, h, zero, hw)
+            matvec_rows_mv(mv, W_hh, h, zero, hw, 0, W_hh.shape[0])
             rnn_forward_step(A, out, t, False, hw, b, relu)
             h = out[t]
 
@@ -546,6 +546,27 @@ if AVAILABLE:
         """out (n, c) <- (or += if acc) x1 (n, k1) B1 + x2 (n, k2) B2, the B's packed into panels at
         w1, w2: ``_panels``'s two-source kernel through the function pointer fn (``Compiled.two``)."""
         return _kernel_typing("iiipipipippib", fn, (n, c, k1, x1, ldx1, w1, k2, x2, ldx2, w2, out, ldc, acc))
+
+    @_intrinsic
+    def _matvec_call(typingctx, fn, x, w, K, R, b, out):
+        """out[r] <- b[r] + sum_k x[k] w[r K + k] for r < R: ``_matvec``'s kernel through the function
+        pointer fn (``_matvec.usable``)."""
+        return _kernel_typing("ppiipp", fn, (x, w, K, R, b, out))
+
+    @_jit(inline="always")
+    def matvec_rows_mv(mv, W, x, b, out, r0, r1):
+        """``matvec_rows`` by ``_matvec``'s kernel at address mv where mv is not 0 (W and b
+        C-contiguous, x's and out's rows contiguous: the tiny loops' arrays), else by
+        ``matvec_rows``. A row's sum is the same bits whatever r0 and r1 (either kernel)."""
+        K = W.shape[1]
+        if mv == 0 or W.strides[1] != 4 or W.strides[0] != 4 * K or x.strides[1] != 4 or out.strides[1] != 4 \
+                or b.strides[0] != 4:                          # (the kernel takes rows by address)
+            matvec_rows(W, x, b, out, r0, r1)
+            return
+        w = np.int64(W.ctypes.data) + r0 * K * 4
+        bb = np.int64(b.ctypes.data) + r0 * 4
+        for n in range(x.shape[0]):
+            _matvec_call(mv, np.int64(x[n].ctypes.data), w, K, r1 - r0, bb, np.int64(out[n].ctypes.data) + r0 * 4)
 
     # The loops over t with the per-step product called from compiled code: no Python between
     # the steps. The product is one of these kinds (``_blas_loop`` picks it from the loop's
@@ -764,8 +785,8 @@ if AVAILABLE:
     @_jit(inline="always")
     def _grad_product(kind, fn, wide, B, buf, mdA, k, bm, dh):
         """dh <- the rows of slot k of the chunk buffer mdA (N, G) times W_hh (G, H)."""
-        if kind == MATVEC:                                     # tiny steps: time-major (``_tiny_grad``)
-            matvec(B, mdA[k], buf[dh.shape[0]], dh)
+        if kind == MATVEC:                                     # tiny steps: time-major (``_tiny_grad``;
+            matvec_rows_mv(fn, B, mdA[k], buf[dh.shape[0]], dh, 0, B.shape[0])     # fn: ``_matvec``'s or 0)
         else:
             a, lda = _rows_at(mdA, k, bm)
             _product(kind, fn, wide, B, buf, a, lda, mdA.shape[2], dh, F(0.0))
@@ -786,7 +807,7 @@ if AVAILABLE:
             if kind == MATVEC:                                 # dh += dhw W_hh
                 N, H = dh.shape
                 tmp = buf[:N]
-                matvec(B, dhw, buf[N], tmp)
+                matvec_rows_mv(fn, B, dhw, buf[N], tmp, 0, B.shape[0])
                 for n in range(N):
                     for j in range(H):
                         dh[n, j] += tmp[n, j]
@@ -810,7 +831,8 @@ def _tiny_grad(W_hh, N, bm):
     (``matvec``'s bias)."""
     if bm or not _tiny(N, W_hh):
         return None
-    return MATVEC, 0, False, transposed(W_hh), np.zeros((N + 1, W_hh.shape[1]), W_hh.dtype)
+    return (MATVEC, _matvec.usable(W_hh.shape[0]), False, transposed(W_hh),     # fn: ``_matvec``'s kernel
+            np.zeros((N + 1, W_hh.shape[1]), W_hh.dtype))
 
 
 PACKED, PLAIN, SWAPPED, MATVEC, PANELS = 0, 1, 2, 3, 4     # the kinds of per-step product (``_product``, ``_tiny_grad``)
@@ -1167,9 +1189,10 @@ def _lstm_tiny(A, h0, c, W_hh, b, reverse, Cp, TC, out):
     hw = aligned_empty((N, G))                                  # on cache lines: _steps.aligned_empty
     zero = np.zeros(G, F)
     W_hh = aligned_weight(W_hh, A.shape[0])
+    mv = _matvec.usable(W_hh.shape[1])                          # its kernel's address, or 0
     if not (_pair.usable(G // 4) and _pair.PAIR.lstm_loop(A, h0, c, W_hh, b, zero, reverse,
-                                                           hw, Cp, TC, out)):
-        lstm_loop(A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out)
+                                                           hw, Cp, TC, out, mv)):
+        lstm_loop(A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out, mv)
 
 
 class Flush:
@@ -1258,7 +1281,8 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
         _project(X, W_ih, A, slice(None))
         hw = np.empty((N, 3 * H), F)
         Hp = empty_steps(T, N, H, bm)
-        gru_loop(A, h, aligned_weight(W_hh, T), b, np.zeros(3 * H, F), b_hn, reverse, hw, Hp, HWn, out)
+        gru_loop(A, h, aligned_weight(W_hh, T), b, np.zeros(3 * H, F), b_hn, reverse, hw, Hp, HWn, out,
+                 _matvec.usable(H))
         return out, out[0 if reverse else T - 1], (A, Hp, HWn)
     h0, step = np.ascontiguousarray(h), (1 if reverse else -1)
     panels = _one_core_panels(W_hh.T, N, P)
@@ -1343,7 +1367,7 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
         _project(X, W_ih, A, slice(None))
         hw = np.empty((N, H), F)
         Hp = empty_steps(T, N, H, bm)
-        rnn_loop(A, h, aligned_weight(W_hh, T), b, np.zeros(H, F), reverse, hw, Hp, out, relu)
+        rnn_loop(A, h, aligned_weight(W_hh, T), b, np.zeros(H, F), reverse, hw, Hp, out, relu, _matvec.usable(H))
         return out, out[0 if reverse else T - 1], (out, Hp, nonlinearity)
     h0 = np.ascontiguousarray(h)
     panels = _one_core_panels(W_hh.T, N, P)

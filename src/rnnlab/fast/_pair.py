@@ -73,8 +73,8 @@ SLOW_LIMIT = 3
 POST, SLEEP, CLAIM, DONE, STOP, GRACE = 0, 1, 8, 16, 24, 25     # SLEEP: see ``_helper.next_post``
 JOB = 32
 T_, N_, H_, U_, BASE_, REVERSE_ = range(JOB, JOB + 6)
-A_, W_, B_, ZERO_, C_, CP_, TC_, OUT_, H0_, HW_ = range(JOB + 6, JOB + 16)
-CTL_SIZE = JOB + 16
+A_, W_, B_, ZERO_, C_, CP_, TC_, OUT_, H0_, HW_, MV_ = range(JOB + 6, JOB + 17)
+CTL_SIZE = JOB + 17
 
 if _compiled.AVAILABLE:
     import numba
@@ -95,11 +95,11 @@ if _compiled.AVAILABLE:
         return sig, codegen
 
     @_compiled._jit(inline="always")
-    def _lstm_half(W, x, zero, hw, A, b, c, Cp, TC, out, t, H, u0, u1):
-        """Units u0..u1-1 of step t: their rows of h_prev W_hh^T (x the whole h_prev), then their
-        gates, c, tanh(c) and h."""
+    def _lstm_half(W, x, zero, hw, A, b, c, Cp, TC, out, t, H, u0, u1, mv):
+        """Units u0..u1-1 of step t: their rows of h_prev W_hh^T (x the whole h_prev; mv:
+        ``_matvec``'s kernel, or 0), then their gates, c, tanh(c) and h."""
         for q in range(4):
-            _compiled.matvec_rows(W, x, zero, hw, q * H + u0, q * H + u1)
+            _compiled.matvec_rows_mv(mv, W, x, zero, hw, q * H + u0, q * H + u1)
         for n in range(x.shape[0]):
             _compiled.lstm_units(A[t, n], hw[n], b, c[n], Cp[t, n], TC[t, n], out[t, n], H, u0, u1)
 
@@ -138,11 +138,11 @@ if _compiled.AVAILABLE:
             h0 = numba.carray(_floats(ctl[H0_]), (N, H))
             hw = numba.carray(_floats(ctl[HW_]), (N, G))
             x = _previous(out, h0, t, k, ctl[REVERSE_] != 0)
-            _lstm_half(W, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H)
+            _lstm_half(W, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H, ctl[MV_])
             store_release(ctl, DONE, s)
 
     @_compiled._jit(nogil=True)
-    def lstm_loop(ctl, A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out, u, slow_spins):
+    def lstm_loop(ctl, A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out, u, slow_spins, mv):
         """The caller's loop: ``_compiled.lstm_loop``'s steps, numbered on from the last claimed,
         units 0..u-1 here and u..H-1 wherever they are claimed. Describes the call in ``ctl``
         for the helper first. Returns how many of those halves the helper computed, and how many
@@ -152,7 +152,7 @@ if _compiled.AVAILABLE:
         ctl[T_], ctl[N_], ctl[H_], ctl[U_], ctl[BASE_], ctl[REVERSE_] = T, N, G // 4, u, base, reverse
         ctl[A_], ctl[W_], ctl[B_], ctl[ZERO_] = A.ctypes.data, W_hh.ctypes.data, b.ctypes.data, zero.ctypes.data
         ctl[C_], ctl[CP_], ctl[TC_], ctl[OUT_] = c.ctypes.data, Cp.ctypes.data, TC.ctypes.data, out.ctypes.data
-        ctl[H0_], ctl[HW_] = h0.ctypes.data, hw.ctypes.data
+        ctl[H0_], ctl[HW_], ctl[MV_] = h0.ctypes.data, hw.ctypes.data, mv
         H = G // 4
         slow = helped = 0
         post(ctl, POST, SLEEP, base)
@@ -160,11 +160,11 @@ if _compiled.AVAILABLE:
             t = T - 1 - k if reverse else k
             x = _previous(out, h0, t, k, reverse)
             s = base + k
-            _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, 0, u)
+            _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, 0, u, mv)
             grace(ctl, CLAIM, s, ctl[GRACE])
             mine = claim(ctl, CLAIM, s - 1, s)
             if mine:
-                _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H)
+                _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H, mv)
             if k + 1 < T:
                 post(ctl, POST, SLEEP, s + 1)    # h_s is whole but for the helper's half, its own next input
             if mine:
@@ -197,10 +197,11 @@ class Pair:
         self.off_until = 0.0
         self.helped = 0                    # halves the helper computed in the last call
 
-    def lstm_loop(self, A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out):
-        """``_compiled.lstm_loop`` with half of each step's units on the helper when it is there.
-        Returns False (nothing done) if another call holds the pair, or an array is not
-        C-contiguous float32 (the helper takes them by address)."""
+    def lstm_loop(self, A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out, mv=0):
+        """``_compiled.lstm_loop`` with half of each step's units on the helper when it is there
+        (mv: ``_matvec``'s kernel's address for both, or 0 for the Numba kernel). Returns False
+        (nothing done) if another call holds the pair, or an array is not C-contiguous float32
+        (the helper takes them by address)."""
         for a in (A, W_hh, b, zero, c, Cp, TC, out, h0, hw):
             if not (a.flags.c_contiguous and a.dtype == np.float32):
                 return False
@@ -208,7 +209,7 @@ class Pair:
             return False
         try:
             self.helped, slow = lstm_loop(self.ctl, A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out,
-                                          A.shape[2] // 8, _helper.SLOW_SPINS)
+                                          A.shape[2] // 8, _helper.SLOW_SPINS, mv)
         finally:
             self.busy.release()
         if slow >= SLOW_LIMIT:
