@@ -47,7 +47,34 @@ def test_apart_pins_this_thread_to_its_cpu_and_the_others_elsewhere_and_gives_th
         assert mine == {cpu}                                        # still on the CPU it was pinned to
         assert other == before - mine and other                     # every other CPU, not this one
         assert os.sched_getaffinity(0) == before
-        assert os.sched_getaffinity(sleeper.tid) == theirs
+        assert os.sched_getaffinity(sleeper.tid) == theirs == before
+    finally:
+        sleeper.stop()
+
+
+@needs_two_cpus
+def test_two_threads_pinning_one_pool_thread_at_once_leave_it_free():
+    """Two callers pinning the same pool thread at the same time: each gives it back its own
+    CPUs (not the mask it found, which may be the other caller's pin), so it ends free."""
+    before = os.sched_getaffinity(0)
+    sleeper = _Sleeper()
+    errors = []
+
+    def caller():
+        try:
+            for _ in range(300):
+                with _affinity.apart([sleeper.tid]):
+                    pass
+        except Exception as e:                                      # noqa: BLE001 (reported below)
+            errors.append(e)
+    try:
+        threads = [threading.Thread(target=caller) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors
+        assert os.sched_getaffinity(sleeper.tid) == before
     finally:
         sleeper.stop()
 

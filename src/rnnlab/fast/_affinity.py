@@ -16,8 +16,8 @@ thread followed it. Pinning both for the parallel phase: turns' median 9.41
 against 15.44 ms, best 9.14 against 9.71 (12 turns each way, in turn).
 
 ``pin(tids)`` pins the calling thread to the CPU it is on and the threads ``tids``
-to the other CPUs it may use, ``restore`` gives each its own mask back (``apart``:
-both around a block). The split gives them back as soon as the calling thread is
+to the other CPUs it may use, ``restore`` gives them all the calling thread's CPUs
+back (``apart``: both around a block). The split gives them back as soon as the calling thread is
 done with its own part, so that a pool thread still at work can move to the core
 that thread leaves idle.
 Threads created inside the block would inherit the one-CPU mask: the split's pool
@@ -57,8 +57,8 @@ def current_cpu():
 @contextlib.contextmanager
 def apart(tids):
     """Inside the block: this thread on its current CPU only, the threads ``tids`` (native ids of
-    this process's threads) on the other CPUs this thread may use; every mask as it was after.
-    Yields whether the threads were pinned."""
+    this process's threads) on the other CPUs this thread may use; after it, all of them on the
+    CPUs this thread might use before. Yields whether the threads were pinned."""
     saved = pin(tids)
     try:
         yield bool(saved)
@@ -67,8 +67,8 @@ def apart(tids):
 
 
 def pin(tids):
-    """Pin as ``apart`` says; returns [(tid, its mask before)] for the masks changed (0: this
-    thread), [] where nothing was pinned (for ``restore``)."""
+    """Pin as ``apart`` says; returns [(tid, the mask to give it back)] for the masks changed (0:
+    this thread), [] where nothing was pinned (for ``restore``)."""
     if not (ENABLED and tids):
         return []
     try:
@@ -83,17 +83,16 @@ def pin(tids):
     try:
         os.sched_setaffinity(0, {cpu})
         saved.append((0, allowed))
-        for tid in tids:
-            mask = os.sched_getaffinity(tid)
-            os.sched_setaffinity(tid, others)
-            saved.append((tid, mask))
+        for tid in tids:                                # given back this thread's CPUs, not the mask
+            os.sched_setaffinity(tid, others)           # they had: two callers pinning the same pool
+            saved.append((tid, allowed))                # at once would hand each other's pin back
     except OSError:                    # a thread gone, or the OS refused: leave it as it is
         pass
     return saved
 
 
 def restore(saved):
-    """Every mask ``pin`` changed as it was."""
+    """Every mask ``pin`` changed back to this thread's CPUs before it."""
     for tid, mask in saved:
         try:
             os.sched_setaffinity(tid, mask)
