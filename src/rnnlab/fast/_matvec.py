@@ -149,16 +149,9 @@ def module_ir(V):
 
 
 def _compile(V):
-    import llvmlite.binding as llvm
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    module = llvm.parse_assembly(module_ir(V))
-    module.verify()
-    target = llvm.Target.from_default_triple()
-    machine = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                           features=llvm.get_host_cpu_features().flatten(), opt=3)
-    engine = llvm.create_mcjit_compiler(module, machine)
-    engine.finalize_object()
+    """The kernel for V-float vectors compiled for this CPU: (its engine, the kernel's address)."""
+    from . import _panels
+    engine = _panels.compile_ir(module_ir(V))
     return engine, engine.get_function_address("rnnlab_matvec")
 
 

@@ -331,16 +331,7 @@ class Layout:
 
     def compile(self):
         """This layout's kernels compiled for this CPU (``Compiled``: keep it, its engine owns the code)."""
-        import llvmlite.binding as llvm
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
-        module = llvm.parse_assembly(self.module_ir())
-        module.verify()
-        target = llvm.Target.from_default_triple()
-        machine = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                               features=llvm.get_host_cpu_features().flatten(), opt=3)
-        engine = llvm.create_mcjit_compiler(module, machine)
-        engine.finalize_object()
+        engine = compile_ir(self.module_ir())
         return Compiled(self, engine, engine.get_function_address("rnnlab_panels"),
                         engine.get_function_address("rnnlab_panels_cols"),
                         engine.get_function_address("rnnlab_panels2"),
@@ -427,6 +418,23 @@ _signature2 = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_in
                                ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32)
 _signature = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                               ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32)
+def compile_ir(text):
+    """LLVM IR text compiled for this CPU (its name and features, -O3) by llvmlite's MCJIT: the
+    engine, which owns the code (keep it while the functions are used; their addresses from
+    ``engine.get_function_address``). ``_matvec``'s kernel is compiled here too."""
+    import llvmlite.binding as llvm
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    module = llvm.parse_assembly(text)
+    module.verify()
+    target = llvm.Target.from_default_triple()
+    machine = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
+                                           features=llvm.get_host_cpu_features().flatten(), opt=3)
+    engine = llvm.create_mcjit_compiler(module, machine)
+    engine.finalize_object()
+    return engine
+
+
 _state = {"tried": False, "compiled": None, "error": None, "layout": None}
 _lock = threading.Lock()
 
