@@ -195,8 +195,9 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
             _flush_dx(lo, hi, dA, bm, seqs)                          # (a part's own, in a part)
             _flush_weights(lo, hi, dA, extra, bm, seqs, grads)
 
-    def flush_dx(lo, hi, dA, bm, rows):
-        """A part's rows of dX only (``Flush.dx``): dA holds sequences rows = (n0, n1)."""
+    def flush_dx(lo, hi, dA, extra, bm, rows):
+        """A part's rows of dX only (``Flush.dx``, called as ``flush``; ``extra`` goes to the
+        weights, after the parts): dA holds sequences rows = (n0, n1)."""
         _flush_dx(lo, hi, dA, bm, slice(*rows))
 
     def flush_weights(lo, hi, dA, extra, bm, P):

@@ -1198,8 +1198,9 @@ class Flush:
     it). Called as ``flush(lo, hi, dA, extra, bm, rows)`` after each chunk of steps: dX and the
     weight gradients of that chunk (of the part ``rows`` of the batch split, into that part's own
     gradient arrays, added up after all parts). With ``after_parts`` (set where the batch split
-    runs and one chunk holds all the steps) the parts write their rows of one dA array, each
-    computes its rows of dX (``dx(lo, hi, dA_part, bm, rows)``), and after all parts
+    runs and one chunk holds all the steps) the parts write their rows of one dA array
+    (``_chunk_arrays``), each computes its rows of dX (``dx``, called as ``flush`` is), and after
+    all parts
     ``weights(lo, hi, dA, extra, bm, P)`` adds the weight gradients of every sequence, each of P
     threads a share of the rows of each gradient: no part needs gradient arrays of its own, so
     none is zeroed or added up. LSTM backward at N=64, T=50, D=H=512 on the 2-core Intel machine
@@ -1215,7 +1216,16 @@ class Flush:
 
 def _flush_after_parts(flush, P):
     """Whether the parts hand the weight gradients to ``flush.weights`` after the split (``Flush``)."""
-    return P > 1 and getattr(flush, "after_parts", False)
+    return P > 1 and flush.after_parts
+
+
+def _chunk_arrays(whole, rows, chunk, n, bm, widths):
+    """A part's chunk arrays (chunk, n, K), one per width K (the sequences ``rows``, n of them):
+    its rows of the whole batch's arrays ``whole`` where the parts share them (``Flush``), else
+    its own. ``whole``: ``_chunk_arrays(None, None, chunk, N, bm, widths)`` (the shared ones) or None."""
+    if whole is not None:
+        return [a[:, rows] for a in whole]
+    return [empty_steps(chunk, n, K, bm) for K in widths]
 
 
 def _grads_in_order(dY, cache, chunk):
@@ -1235,11 +1245,12 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush, P=1):
     dc = dc.copy()
     panels = None if _tiny(N, W_hh) else _one_core_panels(W_hh, N, P, "dh")
     after = _flush_after_parts(flush, P)
-    whole = empty_steps(chunk, N, G, bm) if after else None     # every part's rows of dA
+    whole = _chunk_arrays(None, None, chunk, N, bm, (G,)) if after else None     # every part's rows of dA
+    hand = flush.dx if after else flush                         # a part's chunk: its dX only, or all
 
     def part(n0, n1):
         rows = slice(n0, n1)
-        dA = whole[:, rows] if after else empty_steps(chunk, n1 - n0, G, bm)
+        dA, = _chunk_arrays(whole, rows, chunk, n1 - n0, bm, (G,))
         mdY, mA, mTC, mCp = (memory(a[:, rows], bm) for a in (dY, A, TC, Cp))
         mdA = memory(dA, bm)
         blas, grad = _backward_product(W_hh, N, n1 - n0, T, bm, panels)
@@ -1247,10 +1258,7 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush, P=1):
         if blas:
             for lo, hi in chunks(T, reverse, chunk):
                 lstm_chunk_blas(*blas, lo, hi, reverse, mdY, mA, mTC, mCp, mdA, bm, dh[rows], dc[rows])
-                if after:
-                    flush.dx(lo, hi, dA[:hi - lo], bm, split)
-                else:
-                    flush(lo, hi, dA[:hi - lo], None, bm, split)
+                hand(lo, hi, dA[:hi - lo], None, bm, split)
             return
         for t, k, done in backward_steps(T, reverse, chunk):     # P = 1 here
             lstm_backward_step(mdY, mA, mTC, mCp, mdA, t, k, bm, dh, dc)
@@ -1260,7 +1268,7 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush, P=1):
 
     _split.run(part, N, P)
     if after:
-        flush.weights(0, T, whole, None, bm, P)
+        flush.weights(0, T, whole[0], None, bm, P)
     return dh, dc
 
 
@@ -1315,14 +1323,12 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
     dh = dh.copy()
     panels = None if _tiny(N, W_hh) else _one_core_panels(W_hh, N, P, "dh")
     after = _flush_after_parts(flush, P)
-    whole = (empty_steps(chunk, N, G, bm), empty_steps(chunk, N, H, bm)) if after else None
+    whole = _chunk_arrays(None, None, chunk, N, bm, (G, H)) if after else None
+    hand = flush.dx if after else flush
 
     def part(n0, n1):
         rows, n = slice(n0, n1), n1 - n0
-        if after:
-            dA, dA_hn = whole[0][:, rows], whole[1][:, rows]
-        else:
-            dA, dA_hn = empty_steps(chunk, n, G, bm), empty_steps(chunk, n, H, bm)
+        dA, dA_hn = _chunk_arrays(whole, rows, chunk, n, bm, (G, H))
         mdY, mA, mHWn, mHp = (memory(a[:, rows], bm) for a in (dY, A, HWn, Hp))
         mdA, mdA_hn = memory(dA, bm), memory(dA_hn, bm)
         dhw = np.empty((n, G), F)
@@ -1331,10 +1337,7 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
         if blas:
             for lo, hi in chunks(T, reverse, chunk):
                 gru_chunk_blas(*blas, lo, hi, reverse, mdY, mA, mHWn, mHp, mdA, mdA_hn, bm, dh[rows], dhw)
-                if after:
-                    flush.dx(lo, hi, dA[:hi - lo], bm, split)
-                else:
-                    flush(lo, hi, dA[:hi - lo], dA_hn[:hi - lo], bm, split)
+                hand(lo, hi, dA[:hi - lo], dA_hn[:hi - lo], bm, split)
             return
         tmp = np.empty((n, H), F)
         for t, k, done in backward_steps(T, reverse, chunk):     # P = 1 here
@@ -1436,11 +1439,12 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
     relu = nonlinearity == "relu"
     panels = None if _tiny(N, W_hh) else _one_core_panels(W_hh, N, P, "dh")
     after = _flush_after_parts(flush, P)
-    whole = empty_steps(chunk, N, H, bm) if after else None     # every part's rows of dA
+    whole = _chunk_arrays(None, None, chunk, N, bm, (H,)) if after else None
+    hand = flush.dx if after else flush
 
     def part(n0, n1):
         rows = slice(n0, n1)
-        dA = whole[:, rows] if after else empty_steps(chunk, n1 - n0, H, bm)
+        dA, = _chunk_arrays(whole, rows, chunk, n1 - n0, bm, (H,))
         mdY, mHn = memory(dY[:, rows], bm), memory(Hn[:, rows], bm)
         mdA = memory(dA, bm)
         blas, grad = _backward_product(W_hh, N, n1 - n0, T, bm, panels)
@@ -1448,10 +1452,7 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
         if blas:
             for lo, hi in chunks(T, reverse, chunk):
                 rnn_chunk_blas(*blas, lo, hi, reverse, mdY, mHn, mdA, bm, dh[rows], relu)
-                if after:
-                    flush.dx(lo, hi, dA[:hi - lo], bm, split)
-                else:
-                    flush(lo, hi, dA[:hi - lo], None, bm, split)
+                hand(lo, hi, dA[:hi - lo], None, bm, split)
             return
         for t, k, done in backward_steps(T, reverse, chunk):     # P = 1 here
             rnn_backward_step(mdY, mHn, mdA, t, k, bm, dh, relu)
@@ -1461,7 +1462,7 @@ def rnn_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
 
     _split.run(part, N, P)
     if after:
-        flush.weights(0, T, whole, None, bm, P)
+        flush.weights(0, T, whole[0], None, bm, P)
     return dh
 
 
