@@ -19,10 +19,13 @@ group: a row's sum does not depend on which rows are computed with it, and
 ``_pair``'s two cores, each with its own rows, give the one-core loop's bits. Rows
 past the end of a last, partial group read the last row again (their lanes are not
 stored). Measured on the Intel machine (2026-12-07), one thread, W in L2, best of
-10 x 2000 calls: (512, 128) 3.40-3.43 against the Numba kernel's 4.09 us; (1024,
-256) 12.9 against 14.2 us; (400, 32) 0.90 against 1.12 us; (2048, 512), from L3,
-a tie at 144 us. (Packing W so that the kernel reads it in one stream gained
-another 12 %, not enough to pay for the packing at every call.)
+10 x 2000 calls, W on a cache line (as the layers make their parameters:
+``_steps.aligned_empty``): (512, 128) 2.35 against the Numba kernel's 2.81 us,
+(1024, 256) 8.67 against 10.56, (512, 32) 0.86 against 0.95; with W 16 bytes off a
+line both are slower, (512, 128) 3.39-3.43 against 3.77-4.09 us; (2048, 512), from
+L3, a tie at 144 us. (Packing W so that the kernel reads it in one stream gained
+another 12 % off a line, 3.01 against 3.40 us, not enough to pay for the packing at
+every call.)
 
 K must be a multiple of V (``usable``); the callers keep the Numba kernel
 otherwise, for the whole call. Compiled for this CPU by llvmlite when first used
