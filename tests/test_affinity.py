@@ -108,24 +108,34 @@ def test_apart_leaves_a_thread_that_is_gone_and_still_gives_this_ones_mask_back(
 @needs_two_cpus
 def test_split_parts_run_on_different_cpus_and_every_mask_comes_back():
     """The calling thread's part runs pinned to one CPU and a pool thread's on the others (a part
-    the pool has not started when the caller is done runs on the caller, after its mask is back)."""
+    the pool has not started when the caller is done runs on the caller, after its mask is back).
+    The caller's part waits up to 5 s for the other to start, so that the pool's thread takes it."""
     before = os.sched_getaffinity(0)
     _split.run(lambda n0, n1: None, 4, 2)                            # the pool exists
     tids = _split._pool[2]
     theirs = [os.sched_getaffinity(t) for t in tids]
     seen = {}
+    started = threading.Event()
 
     def body(n0, n1):
         seen[n0] = (threading.get_native_id(), os.sched_getaffinity(0))
+        if n0 == 0:
+            started.wait(5)
+        else:
+            started.set()
+    on_pool = 0
     for _ in range(5):
         seen.clear()
+        started.clear()
         _split.run(body, 16, 2)
         (tid0, mask0), (tid1, mask1) = seen[0], seen[8]
         assert tid0 == threading.get_native_id() and len(mask0) == 1
         if tid1 != tid0:                                            # part 1 on the pool's thread
             assert tid1 in tids and mask1 == before - mask0
+            on_pool += 1
         else:                                                       # run here after part 0
             assert mask1 == before
+    assert on_pool > 0                                              # the pinned case was seen
     assert os.sched_getaffinity(0) == before
     assert [os.sched_getaffinity(t) for t in tids] == theirs
 
