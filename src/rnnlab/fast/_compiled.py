@@ -1097,10 +1097,12 @@ def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
     b, _ = kernel_biases("lstm", b_ih, b_hh, 4 * H)
     out = empty_steps(T, N, H, bm)
     h0, c0 = np.ascontiguousarray(h), c                         # the layer's own (recurrent._own)
-    c = c.copy()                                                # the loops' c_t
+    c = aligned_copy(c)                                         # the loops' c_t, on cache lines
     from . import _units                                        # (it imports this module)
-    if _units.usable(N, D, H, P):                               # by units on two cores (fast/_units.py)
-        if _units.lstm_infer(X, h0, c, W_ih, W_hh, b, reverse, out, bm, memory(X, bm), memory(out, bm)):
+    units = (_units.lstm_infer_mkl if _units.usable_mkl(T, N, D, H, P)       # by units on two cores
+             else _units.lstm_infer if _units.usable(N, D, H, P) else None)   # (fast/_units.py)
+    if units is not None:
+        if units(X, h0, c, W_ih, W_hh, b, reverse, out, bm, memory(X, bm), memory(out, bm)):
             return out, out[0 if reverse else T - 1], c, Recompute((X, h0, c0, W_ih, W_hh, b_ih, b_hh, reverse))
         c[...] = c0                                             # the second core never started
     _lstm_steps(X, h0, c, W_ih, W_hh, b, reverse, out, bm, P)

@@ -48,6 +48,30 @@ pack, when the batch split's serial pack of all the weights took 1.25 ms of a
 at N=32 (25 rounds). It also meets the other core every step, so a core taken
 by another thread during a forward stalls every step, where the batch split's
 parts slow down only.
+
+With MKL (``lstm_infer_mkl``, on by default; ``MKL_ENABLED``, ``RNNLAB_UNITS_MKL=0``
+turns it off) each core first multiplies all T steps' inputs by its units' rows of
+W_ih (one GEMM, as the batch split's ``_compiled.lstm_loop_ahead`` parts do for
+their sequences), packs its rows of W_hh for MKL, then runs its half of the steps
+(``units_loop_ahead``); the threads are pinned apart as the batch split's are. It
+runs where W_hh does not fit in one core's L2 (``L2_BYTES``, from sysfs) and N >=
+``MKL_MIN_N``: there each of the batch split's parts reads all of W_hh from L3 every
+step, where each core here reads half of it. Measured on the 2-core Intel VM
+(AVX-512, 2 MB L2 a core), LSTM inference, turns interleaved with the batch split
+and PyTorch in one process, best / median ms (PyTorch's best / median):
+
+    N=64, T=50, D=H=512     46.41 / 46.95 against 46.82 / 48.14   (45.75 / 47.10)
+    N=32, T=100, D=128, H=512   31.93 / 32.44 against 34.55 / 35.42   (31.37 / 32.35)
+    N=16, T=100, D=128, H=512   16.64 / 17.00 against 20.56 / 20.82   (18.49 / 19.46)
+    N=16, T=100, D=512, H=1024  80.29 / 82.62 against 92.64 / 94.99   (84.56 / 89.13)
+    N=128, T=50, D=H=512    90.64 / 91.25 against 89.15 / 91.01   (92.88 / 94.28)
+
+and slower where W_hh fits in L2 or N is small: N=32, T=100, D=64, H=256 9.09 /
+9.44 against 8.70 / 8.82; N=64, T=50, D=H=256 13.25 / 13.57 against 12.61 /
+12.82; N=8, T=100, D=128, H=512 11.44 / 12.04 against 10.96 / 11.55. (A first
+trial of this split with MKL, stop 27, timed the gates at 43 ms a forward: its
+loop was compiled without ``_compiled._jit``'s error model, which stops the gate
+kernel's vectorisation.)
 """
 from __future__ import annotations
 
@@ -55,13 +79,36 @@ import os
 
 import numpy as np
 
-from . import _compiled, _panels, _split
+from . import _affinity, _compiled, _mkl, _panels, _split, _threads
+from ._steps import memory, project
 
 ENABLED = os.environ.get("RNNLAB_UNITS", "0") == "1"      # off unless asked: see the docstring's last paragraph
+MKL_ENABLED = os.environ.get("RNNLAB_UNITS_MKL", "1") != "0"
 MIN_N = 8
+MKL_MIN_N = 16
+
+
+def _l2_bytes(default=2 ** 21, base="/sys/devices/system/cpu/cpu0/cache"):
+    """The size of one core's L2 cache (Linux's sysfs; ``default`` where it cannot be read)."""
+    try:
+        for name in sorted(os.listdir(base)):
+            d = os.path.join(base, name)
+            with open(os.path.join(d, "level")) as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(os.path.join(d, "size")) as f:
+                text = f.read().strip().upper()
+            scale = {"K": 2 ** 10, "M": 2 ** 20}.get(text[-1:], 1)
+            return int(text.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        pass
+    return default
+
+
+L2_BYTES = _l2_bytes()
 START_SPINS = 60_000        # ~1.4 ms (a spin, x86 ``pause``: 23.5-23.7 ns here, a million of them timed)
 F = np.float32
-ABORTED, DONE_ALL, ALONE = 0, 1, 2
+ABORTED, DONE_ALL, ALONE, GO = 0, 1, 2, 3
 
 # ctl slots (int64): each core's last step done, on lines of their own; ABORT; STARTED
 DONE, ABORT, STARTED = (0, 16), 32, 48
@@ -72,7 +119,7 @@ if _compiled.AVAILABLE:
 
     _jit = _compiled._jit
     _at, _rows_at, _h_prev_at = _compiled._at, _compiled._rows_at, _compiled._h_prev_at
-    _panels2_call = _compiled._panels2_call
+    _panels2_call, _sgemm_compute = _compiled._panels2_call, _compiled._sgemm_compute
     lstm_infer_units = _compiled.lstm_infer_units
 
     @_jit(inline="always")
@@ -95,6 +142,25 @@ if _compiled.AVAILABLE:
             spins += 1
         return claim(ctl, STARTED, 0, -1)
 
+    @_jit(inline="always")
+    def _meet(ctl, me, s, start_spins):
+        """Before step s (s = T: after the last), wait until the other core has done step s - 1:
+        GO, or ALONE (the calling core's first wait, the other core's thread not started) or
+        ABORTED (the other core failed). The second core (me = 1) does not wait at the end."""
+        if s == 0:
+            return GO
+        if me == 0 and s == 1 and _alone(ctl, start_spins):
+            return ALONE
+        if not _wait(ctl, DONE[1 - me], s):
+            return ABORTED
+        return GO
+
+    @_jit(inline="always")
+    def _finish(ctl, me, T, start_spins):
+        """A core's status after its last step: the calling core (me = 0) waits for the other's."""
+        status = _meet(ctl, me, T, start_spins) if me == 0 else GO
+        return DONE_ALL if status == GO else status
+
     @_jit()
     def begin(ctl):
         """The second core's thread, as it starts: whether its half is still its own (``STARTED``
@@ -112,26 +178,43 @@ if _compiled.AVAILABLE:
         n, G = hw.shape
         Hc, D, H = G // 4, Xm.shape[2], h0.shape[1]
         o, px, ph = np.int64(hw.ctypes.data), np.int64(Px.ctypes.data), np.int64(Ph.ctypes.data)
-        other = DONE[1 - me]
         for s in range(T):
             t = T - 1 - s if reverse else s
-            if s > 0:
-                if me == 0 and s == 1 and _alone(ctl, start_spins):
-                    return ALONE
-                if not _wait(ctl, other, s):
-                    return ABORTED
+            status = _meet(ctl, me, s, start_spins)
+            if status != GO:
+                return status
             a, lda = _rows_at(Xm, t, bm)
             a2, lda2 = _h_prev_at(h0, mO, s, t, reverse, bm)
             _panels2_call(fn, n, G, D, a, lda, px, H, a2, lda2, ph, o, G, False)
             for r in range(n):
                 lstm_infer_units(hw[r], b, c[r, u0:u0 + Hc], _at(mO, t, r, bm)[u0:u0 + Hc], Hc)
             store_release(ctl, DONE[me], s + 1)
-        if me == 0:
-            if T == 1 and _alone(ctl, start_spins):
-                return ALONE
-            if not _wait(ctl, other, T):
-                return ABORTED
-        return DONE_ALL
+        return _finish(ctl, me, T, start_spins)
+
+    @_jit(nogil=True)
+    def units_loop_ahead(fn, B, mZ, h0, b, c, u0, mO, bm, T, reverse, zero_h0, ctl, me, start_spins):
+        """``units_loop`` with MKL (``MKL_ENABLED``), after this core's x_t W_ih^T of all T steps
+        was written into the rows of mZ (T, n, 4 Hc) (one GEMM before the loop): h_{t-1} W_hh^T
+        added into step t's rows by MKL's packed product (fn, B: the packed transpose of this
+        core's rows of W_hh, beta 1), then the gates of this core's units from those rows, as the
+        batch split's ``_compiled.lstm_loop_ahead`` does for its sequences. ``zero_h0``: h_0 is
+        all zeros, so the first step adds nothing."""
+        n, Hc = c.shape[0], mZ.shape[2] // 4
+        H = h0.shape[1]
+        pb = np.int64(B.ctypes.data)
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            status = _meet(ctl, me, s, start_spins)
+            if status != GO:
+                return status
+            if not (s == 0 and zero_h0):
+                z, ldz = _rows_at(mZ, t, bm)
+                a, lda = _h_prev_at(h0, mO, s, t, reverse, bm)
+                _sgemm_compute(fn, n, 4 * Hc, H, a, lda, pb, z, ldz, F(1.0))
+            for r in range(n):
+                lstm_infer_units(_at(mZ, t, r, bm), b, c[r, u0:u0 + Hc], _at(mO, t, r, bm)[u0:u0 + Hc], Hc)
+            store_release(ctl, DONE[me], s + 1)
+        return _finish(ctl, me, T, start_spins)
 
 
 def usable(N, D, H, P):
@@ -144,6 +227,19 @@ def usable(N, D, H, P):
         return False
     return (H % 2 == 0 and _panels.usable(H // 2) and _panels.compiled() is not None
             and _compiled._numpy_blas_loops(N * (D + H) * 4 * H))
+
+
+def usable_mkl(T, N, D, H, P):
+    """Whether an LSTM inference loop over T steps of N sequences runs here with MKL
+    (``lstm_infer_mkl``): the batch split's two parts, MKL's float32 GEMMs in use by the compiled
+    loops, H even, N >= MKL_MIN_N, W_hh (float32) larger than one core's L2 (``L2_BYTES``), and
+    each core's input products (T N 2H floats) within the batch split's limit for its own
+    (``_compiled.AHEAD_MAX_BYTES``). Where W_hh fits in a core's L2 each of the batch split's
+    parts keeps it there, and the batch split was faster (see the module's docstring)."""
+    return (MKL_ENABLED and _compiled.AVAILABLE and P == 2 and not getattr(P, "crowded", False)
+            and N >= MKL_MIN_N and H % 2 == 0 and 16 * H * H > L2_BYTES
+            and _mkl.active(F, 0) and _compiled.blas_loops() and _mkl.lib is not None
+            and T * N * 2 * H * 4 <= _compiled.AHEAD_MAX_BYTES)
 
 
 def _half(W, k, H):
@@ -175,25 +271,65 @@ def lstm_infer(X, h0, c, W_ih, W_hh, b, reverse, out, bm, Xm, mO):
     fn = _panels.compiled().two
 
     def half(k):
+        Px = _pack(_half(W_ih, k, H), "ux")
+        Ph = _pack(_half(W_hh, k, H), "uh")
+        bk = np.concatenate(_half(b, k, H))
+        hw = np.empty((N, 2 * H), F)
+        return units_loop(fn, Px, Ph, Xm, h0, hw, bk, c, k * (H // 2), mO, bm, X.shape[0], reverse, ctl, k,
+                          START_SPINS)
+
+    return _two_cores(half, ctl, pinned=False)
+
+
+def lstm_infer_mkl(X, h0, c, W_ih, W_hh, b, reverse, out, bm, Xm, mO):
+    """``lstm_infer`` with MKL (``units_loop_ahead``): each core first multiplies all T steps'
+    inputs by its units' rows of W_ih (one GEMM, into a buffer its thread keeps), packs its rows
+    of W_hh for MKL, then runs its half of the steps. The two threads are pinned to different
+    CPUs, as the batch split's are (``_affinity``)."""
+    T = X.shape[0]
+    N, H = h0.shape
+    Hc = H // 2
+    ctl = np.zeros(CTL_SIZE, np.int64)
+    fn = _mkl.compute_address()
+    depth = _mkl.depth()
+    zero_h0 = not h0.any()
+
+    def half(k):
+        with _mkl.part(depth):                           # MKL on one thread, on each core
+            Z = _compiled._pack_buffer("units ahead", (N, T, 4 * Hc) if bm else (T, N, 4 * Hc))
+            steps = Z.transpose(1, 0, 2) if bm else Z    # as (T, N, 4 Hc) steps
+            project(X, np.concatenate(_half(W_ih, k, H)), steps)
+            packed = _mkl.Packed(np.concatenate(_half(W_hh, k, H)).T, N)
+            bk = np.concatenate(_half(b, k, H))
+            return units_loop_ahead(fn, packed.buf, memory(steps, bm), h0, bk, c, k * Hc, mO, bm, T, reverse,
+                                    zero_h0, ctl, k, START_SPINS)
+
+    return _two_cores(half, ctl, pinned=True)
+
+
+def _two_cores(half, ctl, pinned):
+    """half(1) on the batch split's pool thread, half(0) here (NumPy's BLAS on one thread), the
+    two threads on different CPUs while this one runs its half where ``pinned``. True when both
+    halves ran; False where the pool's thread did not start in time (``ALONE``); raises either
+    half's error."""
+    def run(k):
         try:
             if k == 1 and not begin(ctl):
                 return ALONE
-            Px = _pack(_half(W_ih, k, H), "ux")
-            Ph = _pack(_half(W_hh, k, H), "uh")
-            bk = np.concatenate(_half(b, k, H))
-            hw = np.empty((N, 2 * H), F)
-            return units_loop(fn, Px, Ph, Xm, h0, hw, bk, c, k * (H // 2), mO, bm, X.shape[0], reverse, ctl, k,
-                              START_SPINS)
+            return half(k)
         except BaseException:
-            ctl[ABORT] = 1
+            ctl[ABORT] = 1                               # releases the other half from its wait
             raise
 
-    future = _split._executor(1).submit(half, 1)
-    try:
-        status = half(0)
-    finally:
-        if not future.cancel():
-            future.exception()                           # waits: done, or stopped at a wait (ABORT)
+    with _threads.one_thread():
+        future = _split._executor(1).submit(run, 1)
+        saved = _affinity.pin(_split._pool[2]) if pinned else []
+        try:
+            status = run(0)
+        finally:
+            _affinity.restore(saved)
+            if not future.cancel():
+                future.exception()                       # waits: done, or stopped at a wait (ABORT)
     if status == ALONE:
         return False
     if status == ABORTED:
