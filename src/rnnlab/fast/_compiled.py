@@ -1277,7 +1277,10 @@ def lstm_backward(dY, dh, dc, cache, W_hh, reverse, chunk, flush, P=1):
 def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
     """The GRU's forward. With ``defer`` (eval mode) the cache's h_prev array is not made here
     but by a backward, if one comes: the cache is then a ``PreviousStates`` (but for the tiny
-    loop, which writes the array as it goes)."""
+    loop, which writes the array as it goes). Else each part of the batch split copies its rows
+    of h_prev from its outputs after its loop, on its own core (GRU training forwards, 30 rounds
+    each way in turn, best / median: N=64, T=50, D=H=512 37.25 / 38.26 against 38.09 / 38.96 ms
+    with the whole copy after the split; N=32, T=100, D=64, H=256 7.84 / 8.31 against 7.99 / 8.43)."""
     T, N, D = X.shape
     H = W_hh.shape[1]
     tiny = _tiny(N, W_hh)
@@ -1294,6 +1297,7 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
         return out, out[0 if reverse else T - 1], (A, Hp, HWn)
     h0, step = np.ascontiguousarray(h), (1 if reverse else -1)
     panels = _one_core_panels(W_hh.T, N, P)
+    Hp = None if defer else empty_steps(T, N, H, bm)           # training: h_prev, each part its rows
 
     def loop(n0, n1):                                            # sequences n0..n1-1
         rows = slice(n0, n1)
@@ -1304,16 +1308,21 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
         blas, product = _forward_product(W_hh, n1 - n0, T, panels)
         if blas:
             gru_loop_blas(*blas, h0[rows], first, mA, mHWn, mO, bm, hw, b, b_hn, T, reverse)
-            return
-        h = h0                                                   # P = 1 here
-        for i, t in enumerate(forward_steps(T, reverse)):
-            product(h, hw)
-            prev, tp = (first, 0) if i == 0 else (mO, t + step)  # h_prev: row (tp, n) of prev
-            gru_forward_step(mA, prev, tp, mHWn, mO, t, bm, hw, b, b_hn)
-            h = out[t]
+        else:
+            h = h0                                               # P = 1 here
+            for i, t in enumerate(forward_steps(T, reverse)):
+                product(h, hw)
+                prev, tp = (first, 0) if i == 0 else (mO, t + step)  # h_prev: row (tp, n) of prev
+                gru_forward_step(mA, prev, tp, mHWn, mO, t, bm, hw, b, b_hn)
+                h = out[t]
+        if Hp is not None:                                       # this part's rows, on its own core
+            previous_states(Hp[:, rows], out[:, rows], h0[rows], reverse)
 
     _split.run(loop, N, P)
-    return out, out[0 if reverse else T - 1], _with_h_prev((A, None, HWn), out, h0, reverse, defer)
+    if Hp is not None:
+        return out, out[0 if reverse else T - 1], (A, Hp, HWn)
+    return out, out[0 if reverse else T - 1], PreviousStates((A, None, HWn), out, h0, reverse)
+
 
 
 def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
@@ -1392,14 +1401,6 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
 
     _split.run(loop, N, P)
     return out, out[0 if reverse else T - 1], PreviousStates((out, None, nonlinearity), out, h0, reverse, needs=False)
-
-
-def _with_h_prev(data, out, h0, reverse, defer):
-    """A forward's cache ``data`` with its h_prev (index 1) made from the outputs and h0 now
-    (the loops do not write it), or, with ``defer``, a ``PreviousStates`` that makes it when a
-    backward asks (h0 is the layer's own copy of the state: ``recurrent._own``)."""
-    cache = PreviousStates(data, out, h0, reverse)
-    return cache if defer else cache.batch_major()
 
 
 class PreviousStates:
