@@ -109,3 +109,44 @@ def test_tiny_loops_with_or_without_the_kernel_equal_the_readable_path(cell, ena
     if cell == "lstm":                                 # the LSTM's tiny loop may run on the pair instead
         return
     assert given and all((m != 0) == (enabled and _matvec.address() != 0) for m in given), given
+
+
+if _compiled.AVAILABLE:
+    @_compiled._jit()
+    def _turns(mv, W, x, b, out, r0, r1, s):
+        _compiled.matvec_turns(mv, W, x, b, out, r0, r1, s)
+
+    @_compiled._jit()
+    def _forwards(mv, W, x, b, out, r0, r1):
+        _compiled.matvec_rows_mv(mv, W, x, b, out, r0, r1)
+
+
+@needs_llvm
+@pytest.mark.parametrize("kernel", ["matvec", "numba"])
+@pytest.mark.parametrize("G,r0,r1", [(32, 0, 32), (200, 0, 200), (200, 7, 171), (300, 64, 128), (5, 1, 4)])
+@pytest.mark.parametrize("N", [1, 2])
+def test_rows_read_back_and_forth_give_the_same_bits(kernel, G, r0, r1, N):
+    """``matvec_turns`` (the tiny loops' product: W's rows last to first at odd steps, in blocks
+    of SERPENTINE_ROWS) writes rows r0..r1-1 of every sequence with the bits of one forward
+    pass, at even and odd steps, and leaves the other rows alone."""
+    K = 32
+    mv = _matvec.address() if kernel == "matvec" else 0
+    if kernel == "matvec" and (not mv or not _matvec.usable(K)):
+        pytest.skip("the kernel is unavailable here")
+    rng = np.random.default_rng(G + r0 + N)
+    from rnnlab.fast._steps import aligned_empty
+    W = aligned_empty((G, K))
+    W[...] = rng.standard_normal((G, K))
+    x = aligned_empty((N, K))
+    x[...] = rng.standard_normal((N, K))
+    b = rng.standard_normal(G).astype(np.float32)
+    want = np.full((N, G), np.nan, np.float32)
+    _forwards(mv, W, x, b, want, r0, r1)
+    assert np.isfinite(want[:, r0:r1]).all()
+    ref = x.astype(np.float64) @ W.astype(np.float64).T + b
+    assert np.allclose(want[:, r0:r1], ref[:, r0:r1], rtol=1e-5, atol=1e-5)
+    for s in range(3):
+        got = np.full((N, G), np.nan, np.float32)
+        _turns(mv, W, x, b, got, r0, r1, s)
+        assert np.array_equal(got[:, r0:r1], want[:, r0:r1])
+        assert np.isnan(got[:, :r0]).all() and np.isnan(got[:, r1:]).all()

@@ -95,11 +95,13 @@ if _compiled.AVAILABLE:
         return sig, codegen
 
     @_compiled._jit(inline="always")
-    def _lstm_half(W, x, zero, hw, A, b, c, Cp, TC, out, t, H, u0, u1, mv):
-        """Units u0..u1-1 of step t: their rows of h_prev W_hh^T (x the whole h_prev; mv:
-        ``_matvec``'s kernel, or 0), then their gates, c, tanh(c) and h."""
-        for q in range(4):
-            _compiled.matvec_rows_mv(mv, W, x, zero, hw, q * H + u0, q * H + u1)
+    def _lstm_half(W, x, zero, hw, A, b, c, Cp, TC, out, t, H, u0, u1, mv, k):
+        """Units u0..u1-1 of step t (the loop's step k): their rows of h_prev W_hh^T (x the whole
+        h_prev; mv: ``_matvec``'s kernel, or 0), the gates' blocks of rows in turn and back
+        again at the next step (``_compiled.matvec_turns``), then their gates, c, tanh(c) and h."""
+        for i in range(4):
+            q = 3 - i if k % 2 == 1 else i
+            _compiled.matvec_turns(mv, W, x, zero, hw, q * H + u0, q * H + u1, k)
         for n in range(x.shape[0]):
             _compiled.lstm_units(A[t, n], hw[n], b, c[n], Cp[t, n], TC[t, n], out[t, n], H, u0, u1)
 
@@ -138,7 +140,7 @@ if _compiled.AVAILABLE:
             h0 = numba.carray(_floats(ctl[H0_]), (N, H))
             hw = numba.carray(_floats(ctl[HW_]), (N, G))
             x = _previous(out, h0, t, k, ctl[REVERSE_] != 0)
-            _lstm_half(W, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H, ctl[MV_])
+            _lstm_half(W, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H, ctl[MV_], k)
             store_release(ctl, DONE, s)
 
     @_compiled._jit(nogil=True)
@@ -160,11 +162,11 @@ if _compiled.AVAILABLE:
             t = T - 1 - k if reverse else k
             x = _previous(out, h0, t, k, reverse)
             s = base + k
-            _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, 0, u, mv)
+            _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, 0, u, mv, k)
             grace(ctl, CLAIM, s, ctl[GRACE])
             mine = claim(ctl, CLAIM, s - 1, s)
             if mine:
-                _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H, mv)
+                _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H, mv, k)
             if k + 1 < T:
                 post(ctl, POST, SLEEP, s + 1)    # h_s is whole but for the helper's half, its own next input
             if mine:
