@@ -93,6 +93,38 @@ def test_products_on_the_helper_equal_the_readable_path(cell, opts):
 
 
 @two_cpus
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("D,H", [(16, 32), (5, 32), (32, 7)])
+def test_products_by_the_matvec_kernel_equal_the_readable_path(cell, D, H):
+    """Where rows of D or of H floats are whole vectors of ``_matvec``'s kernel, the workspace
+    holds its address for them (``MV_X``, ``MV_H``; 0 for the others) and both threads' products
+    use it, W's rows read back and forth from step to step: the readable path's results."""
+    from rnnlab.fast import _matvec
+    layer = getattr(rnnlab, cell)(D, H, num_layers=2, dtype=np.float32, seed=5, batch_first=True).eval()
+    ws = _served(layer, N=1)
+    assert (ws.ctl[_helper.MV_X], ws.ctl[_helper.MV_H]) == (_matvec.usable(D), _matvec.usable(H))
+    if _matvec.address():
+        assert (ws.ctl[_helper.MV_X] != 0) == (D % _matvec.vector() == 0)
+        assert (ws.ctl[_helper.MV_H] != 0) == (H % _matvec.vector() == 0)
+    ws.ctl[_helper.GRACE] = GRACE
+    try:
+        rng = np.random.default_rng(6)
+        xs = _steps(rng, 7, 1, D)
+        h = rng.standard_normal((2, 1, H)).astype(np.float32)
+        state0 = (h, rng.standard_normal((2, 1, H)).astype(np.float32)) if cell == "LSTM" else h
+        state, outs = state0, []
+        for x in xs:
+            out, state = layer.forward(x, state)
+            outs.append(out)
+            assert list(ws.ctl[_helper.DONE:_helper.DONE + 2]) == [ws.ctl[_helper.STEP]] * 2
+        ref_outs, ref_state = _readable(layer, xs, state0)
+    finally:
+        ws.ctl[_helper.GRACE] = 0
+    for a, b in zip(outs + _flat(state), ref_outs + _flat(ref_state)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@two_cpus
 def test_a_replaced_weight_is_never_used_stale():
     """The helper holds the weights it was given: after a parameter is replaced by a new array
     the step is not handed to it, it is sent away, and the results use the new weights."""

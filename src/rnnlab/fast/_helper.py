@@ -58,8 +58,12 @@ ENABLED = os.environ.get("RNNLAB_STREAM_HELPER", "1") != "0"
 # caller leaves the helper to claim a product before it tries itself); the claims, the dones,
 # and the data addresses of the weights the helper was given (WPTR: W_hh, BPTR: b_hh of each
 # layer) on one line each, for up to 8 layers (a deeper stack runs without the helper).
-# SLEEP (on POST's line) is 1 while the helper sleeps in ``futex_wait`` (``next_post``).
+# SLEEP (on POST's line) is 1 while the helper sleeps in ``futex_wait`` (``next_post``). MV_X and
+# MV_H (on the caller's line, set once with the workspace) hold the address of ``_matvec``'s
+# kernel for products whose rows are D (layer 0's W_ih) and H long, or 0 where that length is
+# not a whole number of the kernel's vectors (``_compiled.matvec_turns`` then uses Numba's).
 POST, SLEEP, STOP, SLOW, STEP, BOUND, GRACE, CLAIM, DONE, WPTR, BPTR = 0, 1, 8, 9, 10, 11, 12, 16, 24, 32, 40
+MV_X, MV_H = 13, 14
 MAX_LAYERS = 8
 CTL_SIZE = 48
 # Spins of the wait loops: a spin (an atomic load and ``pause``) takes 30 ns here (AMD Zen 3,
@@ -275,8 +279,14 @@ if _compiled.AVAILABLE:
                 return
             for k in range(Hp.shape[0]):
                 if claim(ctl, CLAIM + k, s - 1, s):
-                    _compiled.matvec(W_hh[k], Hp[k], B_hh[k], HW[k])
+                    product(ctl[MV_H], W_hh[k], Hp[k], B_hh[k], HW[k], s)
                     store_release(ctl, DONE + k, s)
+
+    @_compiled._jit(inline="always")
+    def product(mv, W, x, b, out, s):
+        """out = x W^T + b, the streamed step's products (step s: W's rows read back and forth
+        from step to step, ``_compiled.matvec_turns``; mv: ``_matvec``'s kernel, or 0)."""
+        _compiled.matvec_turns(mv, W, x, b, out, 0, W.shape[0], s)
 
     @_compiled._jit(inline="always")
     def begin(ctl, Ws, Bs):
@@ -323,7 +333,7 @@ if _compiled.AVAILABLE:
         claimed it, then waited for (a long wait is counted in ``ctl[SLOW]``)."""
         grace(ctl, CLAIM + k, s, ctl[GRACE])
         if claim(ctl, CLAIM + k, s - 1, s):
-            _compiled.matvec(W, h, b, out)
+            product(ctl[MV_H], W, h, b, out, s)
             return
         if wait_done(ctl, DONE + k, s) > SLOW_SPINS + W.size // SLOW_FLOATS_A_SPIN:
             ctl[SLOW] += 1
@@ -340,8 +350,14 @@ def allowed(layers):
     return not libs or max(lib.num_threads for lib in libs) >= 2
 
 
-def new_ctl():
-    return np.zeros(CTL_SIZE, np.int64)
+def new_ctl(D=0, H=0):
+    """A workspace's control array, with the matrix-vector kernel's address for rows of D and of
+    H floats where it takes them (``MV_X``, ``MV_H``)."""
+    ctl = np.zeros(CTL_SIZE, np.int64)
+    if _compiled.AVAILABLE:
+        from . import _matvec
+        ctl[MV_X], ctl[MV_H] = _matvec.usable(D), _matvec.usable(H)
+    return ctl
 
 
 class Helper:

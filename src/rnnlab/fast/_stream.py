@@ -185,7 +185,7 @@ if _compiled.AVAILABLE:
         s, status = _begin(ctl, h0, Hp, Ws, Bs)
         inp = x
         for k in range(h0.shape[0]):
-            _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])                  # x W_ih^T + b_ih
+            _helper.product(ctl[_helper.MV_X if k == 0 else _helper.MV_H], Ws[2 * k], inp, Bs[2 * k], A[k], s)   # x W_ih^T + b_ih
             _helper.recurrent(ctl, s, k, Ws[2 * k + 1], Hp[k], Bs[2 * k + 1], HW[k])   # h_prev W_hh^T + b_hh
             lstm_layer(A, k, HW[k], zero, c0, Cp, TC, O, hT, cT)
             inp = O[k]
@@ -201,7 +201,7 @@ if _compiled.AVAILABLE:
         s, status = _begin(ctl, h0, Hp, Ws, Bs)
         inp = x
         for k in range(h0.shape[0]):
-            _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])
+            _helper.product(ctl[_helper.MV_X if k == 0 else _helper.MV_H], Ws[2 * k], inp, Bs[2 * k], A[k], s)
             _helper.recurrent(ctl, s, k, Ws[2 * k + 1], Hp[k], Bs[2 * k + 1], HW[k])
             gru_layer(A, k, HW[k], zero, Hp, HWn, O, hT)
             inp = O[k]
@@ -216,7 +216,7 @@ if _compiled.AVAILABLE:
         s, status = _begin(ctl, h0, Hp, Ws, Bs)
         inp = x
         for k in range(h0.shape[0]):
-            _compiled.matvec(Ws[2 * k], inp, Bs[2 * k], A[k])
+            _helper.product(ctl[_helper.MV_X if k == 0 else _helper.MV_H], Ws[2 * k], inp, Bs[2 * k], A[k], s)
             _helper.recurrent(ctl, s, k, Ws[2 * k + 1], Hp[k], Bs[2 * k + 1], HW[k])
             rnn_layer(A, k, HW[k], zero, O, hT, relu)
             inp = O[k]
@@ -279,7 +279,7 @@ class Workspace:
         self.zero = _zeros(G)
         self.A, self.HW = np.empty((L, N, G), F), np.empty((L, N, G), F)
         self.Hp, self.X2, self.X3, self.O = (np.empty((L, N, H), F) for _ in range(4))
-        self.ctl = _helper.new_ctl()
+        self.ctl = _helper.new_ctl(D, H)
         self.helper = not self.blas and _helper.allowed(L)
         self.off_until = 0.0
         self.pending = Pending(None, self, layer.mode, layer.nonlinearity)
