@@ -907,6 +907,31 @@ def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, loop, m
 
 @needs_numba
 @pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("fits", [True, False])
+def test_lstm_loops_take_two_products_where_the_weights_do_not_fit_in_l2(train, fits, monkeypatch):
+    """A small input product alone would take the one-product loop (``lstm_loop1``); where
+    [W_ih | W_hh] takes more than ``ONE_PRODUCT_MAX_BYTES`` (one core's L2) the loops take two
+    products a step instead (``lstm_loop2``, or ``lstm_loop_ahead`` with MKL); either way, in
+    training and in eval mode, the readable path's results."""
+    from rnnlab.fast import _compiled
+    monkeypatch.setattr(_compiled, "INFER_ONE_PRODUCT_MAX", 2 ** 40)
+    monkeypatch.setattr(_compiled, "ONE_PRODUCT_MAX_BYTES", 2 ** 40 if fits else 0)
+    called = []
+    for name in ("lstm_loop1", "lstm_loop2", "lstm_loop_ahead"):
+        real = getattr(_compiled, name)
+        monkeypatch.setattr(_compiled, name, lambda *a, _r=real, _n=name: called.append(_n) or _r(*a))
+    layer = _layer("lstm", np.float32, seed=65)
+    layer.train(train)
+    fast, readable, _ = _run_in_parts(layer, np.random.default_rng(66), 7, 6, 1)
+    if fits:
+        assert called and set(called) == {"lstm_loop1"}
+    else:
+        assert called and "lstm_loop1" not in called
+    _assert_close(fast, readable, 1e-5)
+
+
+@needs_numba
+@pytest.mark.parametrize("train", [True, False])
 def test_lstm_two_product_loop_skips_the_first_recurrent_product_only_for_a_zero_state(train, monkeypatch):
     """``lstm_loop2`` leaves out h_0 W_hh^T at the first step where h_0 is all zeros (the default
     state; its flag is the last argument), and not where any entry of it is not zero: forward and

@@ -17,7 +17,7 @@ from rnnlab.fast import _compiled
 pytestmark = pytest.mark.skipif(not _compiled.AVAILABLE, reason="Numba not installed")
 
 if _compiled.AVAILABLE:
-    from rnnlab.fast import _affinity, _mkl, _split, _units
+    from rnnlab.fast import _affinity, _mkl, _split, _threads, _units
 
 D, H = 5, 24
 F = np.float32
@@ -218,12 +218,12 @@ def test_mkl_split_by_units_runs_for_two_parts_and_fitting_sizes(monkeypatch):
 
 
 def test_l2_size_is_read_from_sysfs_or_defaults(tmp_path):
-    """``_l2_bytes``: the level-2 cache's size from sysfs ("2048K" is 2 MiB), else the default."""
-    assert _units._l2_bytes(default=123, base=str(tmp_path / "missing")) == 123
+    """``_threads.l2_bytes``: the level-2 cache's size from sysfs ("2048K" is 2 MiB), else the default."""
+    assert _threads.l2_bytes(default=123, base=str(tmp_path / "missing")) == 123
     for name, level, size in (("index0", "1", "48K"), ("index2", "2", "2048K"), ("index3", "3", "480M")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "level").write_text(level + "\n")
         (tmp_path / name / "size").write_text(size + "\n")
-    assert _units._l2_bytes(default=123, base=str(tmp_path)) == 2 * 2 ** 20
+    assert _threads.l2_bytes(default=123, base=str(tmp_path)) == 2 * 2 ** 20
     (tmp_path / "index2" / "size").write_text("lots\n")
-    assert _units._l2_bytes(default=123, base=str(tmp_path)) == 123
+    assert _threads.l2_bytes(default=123, base=str(tmp_path)) == 123

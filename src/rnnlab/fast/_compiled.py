@@ -36,7 +36,7 @@ import threading
 
 import numpy as np
 
-from . import _blas, _matvec, _mkl, _panels, _split
+from . import _blas, _matvec, _mkl, _panels, _split, _threads
 from ._steps import (RecurrentGrad, RecurrentProduct, aligned_copy, aligned_empty, aligned_weight, as_order,
                      backward_steps, batch_major, chunks, empty_steps, forward_steps, kernel_biases, memory,
                      previous_states, project, transposed)
@@ -1082,6 +1082,14 @@ INFER_LOOPS = os.environ.get("RNNLAB_INFER_LOOPS", "1") != "0"
 # 28.16 / 29.13, 27.14 / 29.47; D=512 50.77 / 67.24, 47.09 / 51.20, 45.06 / 47.06 and 50.86 /
 # 56.29, 44.91 / 51.69, 41.93 / 47.05.
 INFER_ONE_PRODUCT_MAX = 2 ** 22
+# ...and where [W_ih | W_hh] (float32) is no larger than one core's L2: a larger one is read from L3
+# at every step, where two products read only W_hh (x_t W_ih^T of all steps in one GEMM first,
+# with MKL). LSTM inference, T=100, D=128, H=512, 8 rounds each way in turn with PyTorch, best /
+# median ms: N=1 7.28 / 7.76 against 10.19 / 10.48 (PyTorch 4.99 / 5.22); N=2 5.29 / 5.39 against
+# 8.35 / 8.52 (PyTorch 8.00 / 8.23); H=768, N=1 22.72 / 23.03 against 26.05 / 26.91 (18.58 / 18.68).
+# Training steps (6 rounds): N=1 14.33 / 15.02 against 17.78 / 18.39 (PyTorch 15.27 / 15.47); N=2 12.96 /
+# 13.30 against 16.17 / 16.73 (17.34 / 18.17).
+ONE_PRODUCT_MAX_BYTES = _threads.L2_BYTES
 
 # With MKL, an eval-mode loop of two products a step runs the input products of all its steps first,
 # one GEMM over the part's T n rows into a buffer kept by the thread (``_pack_buffer``), and then
@@ -1137,11 +1145,12 @@ def _lstm_steps(X, h0, c, W_ih, W_hh, b, reverse, out, bm, P, cache=None):
     """The LSTM's step loops over X (T, N, D), whole or in the batch split's P parts: h_t into
     out, c (N, H) from c_0 to c_T in place; with ``cache`` = (A, Cp, TC) the gates, c_prev and
     tanh(c_t) of every step into those. One product a step over [x_t | h_{t-1}] (``lstm_loop1``)
-    where x_t W_ih^T over the batch has fewer than INFER_ONE_PRODUCT_MAX multiply-adds, else two
-    (``lstm_loop2``)."""
+    where x_t W_ih^T over the batch has fewer than INFER_ONE_PRODUCT_MAX multiply-adds and
+    [W_ih | W_hh] takes at most ONE_PRODUCT_MAX_BYTES, else two (``lstm_loop2``, or with MKL
+    ``lstm_loop_ahead``)."""
     T, N, D = X.shape
     H = W_hh.shape[1]
-    two = N * W_ih.size >= INFER_ONE_PRODUCT_MAX
+    two = N * W_ih.size >= INFER_ONE_PRODUCT_MAX or 4 * (W_ih.size + W_hh.size) > ONE_PRODUCT_MAX_BYTES
     ahead = (AHEAD and two and _mkl.active(F, 0)                # with a cache, into its gates array
              and (cache is not None or T * -(-N // P) * 4 * H * 4 <= AHEAD_MAX_BYTES))
     panels = None if two else _one_core_panels((W_ih.T, W_hh.T), N, P, "xh")   # [W_ih | W_hh]^T

@@ -112,3 +112,23 @@ def cpus():
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def l2_bytes(default=2 ** 21, base="/sys/devices/system/cpu/cpu0/cache"):
+    """The size of one core's L2 cache (Linux's sysfs; ``default`` where it cannot be read)."""
+    try:
+        for name in sorted(os.listdir(base)):
+            d = os.path.join(base, name)
+            with open(os.path.join(d, "level")) as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(os.path.join(d, "size")) as f:
+                text = f.read().strip().upper()
+            scale = {"K": 2 ** 10, "M": 2 ** 20}.get(text[-1:], 1)
+            return int(text.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        pass
+    return default
+
+
+L2_BYTES = l2_bytes()

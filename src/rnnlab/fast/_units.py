@@ -88,24 +88,7 @@ MIN_N = 8
 MKL_MIN_N = 16
 
 
-def _l2_bytes(default=2 ** 21, base="/sys/devices/system/cpu/cpu0/cache"):
-    """The size of one core's L2 cache (Linux's sysfs; ``default`` where it cannot be read)."""
-    try:
-        for name in sorted(os.listdir(base)):
-            d = os.path.join(base, name)
-            with open(os.path.join(d, "level")) as f:
-                if f.read().strip() != "2":
-                    continue
-            with open(os.path.join(d, "size")) as f:
-                text = f.read().strip().upper()
-            scale = {"K": 2 ** 10, "M": 2 ** 20}.get(text[-1:], 1)
-            return int(text.rstrip("KM")) * scale
-    except (OSError, ValueError):
-        pass
-    return default
-
-
-L2_BYTES = _l2_bytes()
+L2_BYTES = _threads.L2_BYTES   # one core's L2 cache (``_threads.l2_bytes``)
 START_SPINS = 60_000        # ~1.4 ms (a spin, x86 ``pause``: 23.5-23.7 ns here, a million of them timed)
 F = np.float32
 ABORTED, DONE_ALL, ALONE, GO = 0, 1, 2, 3
