@@ -276,3 +276,38 @@ def test_arrays_the_helper_cannot_take_by_address_leave_the_call_to_the_one_core
     assert not _pair.PAIR.lstm_loop(*args[:3], strided, *args[4:], *steps)
     assert not _pair.PAIR.lstm_loop(*args[:3], args[3].astype(np.float64), *args[4:], *steps)
     assert _pair.PAIR.lstm_loop(*args, *steps)
+
+
+@two_cpus
+@pytest.mark.parametrize("train", [False, True])
+def test_one_sequence_of_a_larger_step_takes_the_pair_in_eval_mode_only(train, monkeypatch):
+    """Above LOOP_MAX_WORK (here 0: every step "large") but within PAIR_MAX_BYTES, an eval-mode
+    forward of one sequence runs the tiny loop with the pair (``_tiny_pair``), a training forward
+    the BLAS loops; either way out, h_T, c_T and, after a backward, dx and the gradients are the
+    readable path's."""
+    monkeypatch.setattr(_compiled, "LOOP_MAX_WORK", 0)
+    monkeypatch.setattr(_compiled, "PAIR_MAX_BYTES", 2 ** 40)
+    layer = _layer(seed=11)
+    layer.train(train)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1, 8, 5)).astype(np.float32)
+    dout = rng.standard_normal((1, 8, H)).astype(np.float32)
+    tiny = []
+    real = _compiled._lstm_tiny
+    monkeypatch.setattr(_compiled, "_lstm_tiny", lambda *a: tiny.append(1) or real(*a))
+    with _two_blas_threads():
+        assert _compiled._tiny_pair(1, layer.params["weight_hh_l0"])
+        assert not _compiled._tiny_pair(2, layer.params["weight_hh_l0"])
+        layer.zero_grad()
+        out, (h, c) = layer.forward(x)
+        dx, _ = layer.backward(dout)
+    assert tiny == ([] if train else [1])
+    grads = {k: v.copy() for k, v in layer.grads.items()}
+    layer.fast = False
+    layer.zero_grad()
+    r_out, (r_h, r_c) = layer.forward(x)
+    r_dx, _ = layer.backward(dout)
+    for a, b in [(out, r_out), (h, r_h), (c, r_c), (dx, r_dx)] + [(grads[k], layer.grads[k]) for k in grads]:
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    monkeypatch.setattr(_compiled, "PAIR_MAX_BYTES", 0)
+    assert not _compiled._tiny_pair(1, layer.params["weight_hh_l0"])

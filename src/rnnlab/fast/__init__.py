@@ -135,7 +135,7 @@ def _run_direction(layer, X, h, c, s, reverse, mask):
             out, h, c, later = _compiled.lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse)
             return out, h, c, Cache.later(later)
         if layer.mode == "lstm":                         # the sequences may run in parts (fast/_split.py)
-            out, h, c, data = _compiled.lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse)
+            out, h, c, data = _compiled.lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, defer)
         elif layer.mode == "gru":
             out, h, data = _compiled.gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, defer)
         else:
