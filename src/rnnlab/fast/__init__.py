@@ -238,8 +238,9 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
                 A_h = A[:, r] if b0 == 0 else A_hn[:, r.start - b0:r.stop - b0]
                 mm(A_h.T, Hp, g_hh[r], accumulate=True)
                 if g_bih is not None:                            # GEMVs: 0.4 against 1.6 ms for
-                    g_bih[r] += mm(ones, A[:, r])[0]             # A.sum(axis=0) at (3200, 1536)
-                    g_bhh[r] += mm(ones, A_h)[0]
+                    db = mm(ones, A[:, r])[0]                    # A.sum(axis=0) at (3200, 1536)
+                    g_bih[r] += db
+                    g_bhh[r] += db if b0 == 0 else mm(ones, A_h)[0]     # r, z: the same sums
             return
         Ar = A[:, r]
         if g_bih is not None:
