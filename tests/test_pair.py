@@ -64,17 +64,17 @@ def _one_core(layer, x, monkeypatch):
     return result
 
 
-def _calls(monkeypatch):
-    """Record the halves the helper computed in each call of the pair."""
+def _calls(monkeypatch, name="lstm_loop"):
+    """Record the halves the helper computed in each call of the pair (its method ``name``)."""
     helped = []
-    real = _pair.Pair.lstm_loop
+    real = getattr(_pair.Pair, name)
 
     def spy(self, *a):
         done = real(self, *a)
         if done:
             helped.append(self.helped)
         return done
-    monkeypatch.setattr(_pair.Pair, "lstm_loop", spy)
+    monkeypatch.setattr(_pair.Pair, name, spy)
     return helped
 
 
@@ -311,3 +311,84 @@ def test_one_sequence_of_a_larger_step_takes_the_pair_in_eval_mode_only(train, m
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     monkeypatch.setattr(_compiled, "PAIR_MAX_BYTES", 0)
     assert not _compiled._tiny_pair(1, layer.params["weight_hh_l0"])
+
+
+def _cell_layer(cell, H_, seed, **opts):
+    layer = getattr(rnnlab, cell)(5, H_, dtype=np.float32, seed=seed, **opts)
+    rng = np.random.default_rng(seed + 1)
+    for v in layer.params.values():          # random non-zero weights and biases
+        v[...] = rng.uniform(-0.3, 0.3, v.shape)
+    return layer
+
+
+def _served_cell(cell, H_, timeout=120.0):
+    """Forwards of this cell until the helper served one (its first use for a cell compiles)."""
+    layer = _cell_layer(cell, H_, seed=19)
+    x = np.zeros((1, 3, 5), np.float32)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        _pair.PAIR.helped = 0
+        layer.forward(x)
+        if _pair.PAIR.serving and _pair.PAIR.helped:
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"the helper did not serve a {cell}")
+
+
+@two_cpus
+@pytest.mark.parametrize("cell,opts", [("GRU", {}), ("GRU", {"bidirectional": True}), ("RNN", {}),
+                                       ("RNN", {"nonlinearity": "relu", "bias": False})])
+@pytest.mark.parametrize("N", [1, 2])
+def test_gru_and_rnn_units_on_the_helper_equal_the_one_core_loop_and_the_readable_path(cell, opts, N,
+                                                                                       monkeypatch):
+    """The GRU's and the RNN's tiny loops on the pair: every step's second half on the helper,
+    out and h_T the one-core loop's bit for bit, and with a backward the readable path's."""
+    H_ = _pair.MIN_H[cell.lower()]
+    layer = _cell_layer(cell, H_, seed=21, **opts)
+    rng = np.random.default_rng(22)
+    T = 7
+    x = rng.standard_normal((N, T, 5)).astype(np.float32)
+    dout = rng.standard_normal((N, T, layer.num_directions * H_)).astype(np.float32)
+    with _two_blas_threads():
+        assert _compiled._tiny(N, layer.params["weight_hh_l0"])
+        one_out, one_h = _one_core(layer, x, monkeypatch)
+        _served_cell(cell, H_)
+        helped = _calls(monkeypatch, "gru_loop" if cell == "GRU" else "rnn_loop")
+        layer.zero_grad()
+        with _grace():
+            out, h = layer.forward(x)
+        dx, _ = layer.backward(dout)
+    assert helped == [T] * layer.num_directions, "the helper did not compute every step's second half"
+    assert np.array_equal(out, one_out) and np.array_equal(h, one_h)
+    grads = {k: v.copy() for k, v in layer.grads.items()}
+    layer.fast = False
+    layer.zero_grad()
+    r_out, r_h = layer.forward(x)
+    r_dx, _ = layer.backward(dout)
+    for a, b in [(out, r_out), (h, r_h), (dx, r_dx)] + [(grads[k], layer.grads[k]) for k in grads]:
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@two_cpus
+@pytest.mark.parametrize("cell", ["GRU", "RNN"])
+def test_gru_and_rnn_of_a_larger_step_take_the_pair_in_eval_mode_only(cell, monkeypatch):
+    """As for the LSTM: above LOOP_MAX_WORK, within PAIR_MAX_BYTES, one sequence in eval mode takes
+    the pair's tiny loop, training the BLAS loops; the readable path's results either way."""
+    monkeypatch.setattr(_compiled, "LOOP_MAX_WORK", 0)
+    monkeypatch.setattr(_compiled, "PAIR_MAX_BYTES", 2 ** 40)
+    H_ = _pair.MIN_H[cell.lower()]
+    layer = _cell_layer(cell, H_, seed=23)
+    rng = np.random.default_rng(24)
+    x = rng.standard_normal((1, 6, 5)).astype(np.float32)
+    helped = _calls(monkeypatch, "gru_loop" if cell == "GRU" else "rnn_loop")
+    for train in (False, True):
+        layer.train(train)
+        helped.clear()
+        with _two_blas_threads():
+            out, h = layer.forward(x)
+        assert (len(helped) == 1) is not train
+        layer.fast = False
+        r_out, r_h = layer.forward(x)
+        layer.fast = True
+        np.testing.assert_allclose(out, r_out, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(h, r_h, rtol=1e-4, atol=1e-4)

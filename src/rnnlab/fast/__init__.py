@@ -139,7 +139,7 @@ def _run_direction(layer, X, h, c, s, reverse, mask):
         elif layer.mode == "gru":
             out, h, data = _compiled.gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, defer)
         else:
-            out, h, data = _compiled.rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, layer.nonlinearity, reverse)
+            out, h, data = _compiled.rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, layer.nonlinearity, reverse, defer)
         if isinstance(data, _compiled.PreviousStates):
             return out, h, c, Cache.later(data)
         return out, h, c, Cache(data, data[1])

@@ -363,6 +363,26 @@ if AVAILABLE:
             for j in range(H):                                 # h = n + z (h_prev - n)
                 hn[j] = an[2 * H + j] + an[H + j] * (hpn[j] - an[2 * H + j])
 
+    @_jit(inline="always")
+    def gru_units(an, hwr, b, b_hn, hpn, hwnn, hn, H, u0, u1):
+        """Units u0..u1-1 of one sequence's step (``gru_forward_step``'s arithmetic, for ``_pair``):
+        an (3H,) x W_ih^T in, gates r, z, n out; hwr (3H,) = h_prev W_hh^T; hpn (H,) h_prev;
+        hwnn <- W_hn h_prev + b_hn; hn <- h_t. Slices from index 0, as in ``lstm_units``."""
+        r, z, nn = an[u0:u1], an[H + u0:H + u1], an[2 * H + u0:2 * H + u1]
+        hr, hz, hn_ = hwr[u0:u1], hwr[H + u0:H + u1], hwr[2 * H + u0:2 * H + u1]
+        br, bz, bn, bhn = b[u0:u1], b[H + u0:H + u1], b[2 * H + u0:2 * H + u1], b_hn[u0:u1]
+        wn, hp, ho = hwnn[u0:u1], hpn[u0:u1], hn[u0:u1]
+        for j in range(r.shape[0]):
+            r[j] = sigmoid32(r[j] + hr[j] + br[j])
+        for j in range(r.shape[0]):
+            z[j] = sigmoid32(z[j] + hz[j] + bz[j])
+        for j in range(r.shape[0]):
+            wn[j] = hn_[j] + bhn[j]
+        for j in range(r.shape[0]):
+            nn[j] = tanh32(nn[j] + bn[j] + r[j] * wn[j])
+        for j in range(r.shape[0]):
+            ho[j] = nn[j] + z[j] * (hp[j] - nn[j])
+
     @_jit()
     def gru_backward_step(dY, A, HWn, Hp, dA, dA_hn, t, k, bm, dh, dhw):
         """Step t, its gradients into slot k of dA and dA_hn. dh: recurrent gradient in,
@@ -405,6 +425,17 @@ if AVAILABLE:
                     hn[j] = v if v > F(0.0) else F(0.0)
                 else:
                     hn[j] = tanh32(v)
+
+    @_jit(inline="always")
+    def rnn_units(an, hwn, b, hn, u0, u1, relu):
+        """Units u0..u1-1 of one sequence's step (``rnn_forward_step``'s arithmetic, for ``_pair``)."""
+        a, w, bb, h = an[u0:u1], hwn[u0:u1], b[u0:u1], hn[u0:u1]
+        for j in range(a.shape[0]):
+            v = a[j] + w[j] + bb[j]
+            if relu:
+                h[j] = v if v > F(0.0) else F(0.0)
+            else:
+                h[j] = tanh32(v)
 
     @_jit()
     def rnn_backward_step(dY, Hn, dA, t, k, bm, dh, relu):
@@ -971,10 +1002,10 @@ def _tiny(N, W_hh):
     return N <= LOOP_MAX_BATCH and N * W_hh.size < LOOP_MAX_WORK
 
 
-# An eval-mode LSTM forward of one sequence whose W_hh (float32) takes from LOOP_MAX_WORK
+# An eval-mode forward of one sequence whose W_hh (float32) takes from LOOP_MAX_WORK
 # multiply-adds up to PAIR_MAX_BYTES runs the tiny loop too where ``_pair`` can put half of every
 # step's units on a second core: each core then reads only its rows of W_hh (``lstm_forward``'s
-# ``infer``). LSTM inference N=1, T=100, D=128, 10 turns each way in turn with PyTorch, best /
+# ``infer``, ``gru_forward``'s ``defer``, ``rnn_forward``'s ``infer``). LSTM inference N=1, T=100, D=128, 10 turns each way in turn with PyTorch, best /
 # median ms, against the BLAS loops: H=512 5.75 / 5.98 against 7.51 / 7.83 (PyTorch 5.25 / 5.42);
 # H=768 15.30 / 15.98 against 22.96 / 23.53 (18.89 / 19.18); H=1024 28.46 / 29.17 against 41.99 /
 # 43.59 (32.36 / 33.03); H=2048, left out, 125.7 / 202.8 against 168.7 / 182.7 (143.8 / 145.5).
@@ -982,11 +1013,11 @@ def _tiny(N, W_hh):
 PAIR_MAX_BYTES = 2 ** 24
 
 
-def _tiny_pair(N, W_hh):
-    """Whether an eval-mode LSTM forward over N sequences takes the tiny loop on two cores although
-    its step is not tiny (``PAIR_MAX_BYTES``)."""
-    return (N == 1 and W_hh.dtype == F and W_hh.shape[0] == 4 * W_hh.shape[1] and not _tiny(N, W_hh)
-            and 4 * W_hh.size <= PAIR_MAX_BYTES and _pair.usable(W_hh.shape[1]))
+def _tiny_pair(N, W_hh, cell="lstm"):
+    """Whether an eval-mode forward of this cell over N sequences takes the tiny loop on two cores
+    although its step is not tiny (``PAIR_MAX_BYTES``)."""
+    return (N == 1 and W_hh.dtype == F and not _tiny(N, W_hh) and 4 * W_hh.size <= PAIR_MAX_BYTES
+            and _pair.usable(W_hh.shape[1], cell))
 
 
 # ---- whole-direction loops (same caches as the NumPy fused path) ----------------------------
@@ -1056,7 +1087,7 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, infer=False):
     tiny loop on two cores for one sequence of a larger step too (``_tiny_pair``)."""
     T, N, D = X.shape
     H = W_hh.shape[0] // 4
-    tiny = _tiny(N, W_hh) or (infer and _tiny_pair(N, W_hh))
+    tiny = _tiny(N, W_hh) or (infer and _tiny_pair(N, W_hh, "lstm"))
     P = _parts(N, W_hh, tiny)
     A, bm, X = _start(X, W_ih, tiny)
     b, _ = kernel_biases("lstm", b_ih, b_hh, 4 * H)
@@ -1135,7 +1166,7 @@ def infer_usable(mode, N, W_hh):
     7.93 / 12.64 against 7.53 / 10.40 ms, RNN 2.90 / 3.05 against 2.82 / 2.95 ms; at N=64, T=50,
     D=H=512 GRU 36.5 / 39.4 against 36.6 / 44.5 ms, RNN 11.7 / 12.6 against 10.9 / 11.5 ms.)"""
     return (INFER_LOOPS and mode == "lstm" and blas_loops() and not _tiny(N, W_hh)
-            and not _tiny_pair(N, W_hh))
+            and not _tiny_pair(N, W_hh, "lstm"))
 
 
 def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
@@ -1243,7 +1274,7 @@ def _lstm_tiny(A, h0, c, W_hh, b, reverse, Cp, TC, out):
     zero = np.zeros(G, F)
     W_hh = aligned_weight(W_hh, A.shape[0])
     mv = _matvec.usable(W_hh.shape[1])                          # its kernel's address, or 0
-    if not (_pair.usable(G // 4) and _pair.PAIR.lstm_loop(A, h0, c, W_hh, b, zero, reverse,
+    if not (_pair.usable(G // 4, "lstm") and _pair.PAIR.lstm_loop(A, h0, c, W_hh, b, zero, reverse,
                                                            hw, Cp, TC, out, mv)):
         lstm_loop(A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out, mv)
 
@@ -1336,17 +1367,19 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
     with the whole copy after the split; N=32, T=100, D=64, H=256 7.84 / 8.31 against 7.99 / 8.43)."""
     T, N, D = X.shape
     H = W_hh.shape[1]
-    tiny = _tiny(N, W_hh)
+    tiny = _tiny(N, W_hh) or (defer and _tiny_pair(N, W_hh, "gru"))
     P = _parts(N, W_hh, tiny)
     A, bm, X = _start(X, W_ih, tiny)
     b, b_hn = kernel_biases("gru", b_ih, b_hh, 3 * H)
     out, HWn = (empty_steps(T, N, H, bm) for _ in range(2))
     if tiny:
         _project(X, W_ih, A, slice(None))
-        hw = np.empty((N, 3 * H), F)
+        hw = aligned_empty((N, 3 * H))
         Hp = empty_steps(T, N, H, bm)
-        gru_loop(A, h, aligned_weight(W_hh, T), b, np.zeros(3 * H, F), b_hn, reverse, hw, Hp, HWn, out,
-                 _matvec.usable(H))
+        W, zero, mv, h0 = aligned_weight(W_hh, T), np.zeros(3 * H, F), _matvec.usable(H), np.ascontiguousarray(h)
+        if not (_pair.usable(H, "gru") and _pair.PAIR.gru_loop(A, h0, W, b, zero, b_hn, reverse, hw, Hp, HWn, out,
+                                                                 mv)):
+            gru_loop(A, h0, W, b, zero, b_hn, reverse, hw, Hp, HWn, out, mv)
         return out, out[0 if reverse else T - 1], (A, Hp, HWn)
     h0, step = np.ascontiguousarray(h), (1 if reverse else -1)
     panels = _one_core_panels(W_hh.T, N, P)
@@ -1417,12 +1450,12 @@ def gru_backward(dY, dh, cache, W_hh, reverse, chunk, flush, P=1):
     return dh
 
 
-def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
+def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, infer=False):
     """The RNN's forward; its cache a ``PreviousStates`` without an h_prev array (but for the tiny
-    loop, which writes one as it goes)."""
+    loop, which writes one as it goes). ``infer``: as ``lstm_forward``'s."""
     T, N, D = X.shape
     H = W_hh.shape[0]
-    tiny = _tiny(N, W_hh)
+    tiny = _tiny(N, W_hh) or (infer and _tiny_pair(N, W_hh, "rnn"))
     P = _parts(N, W_hh, tiny)
     A, bm, X = _start(X, W_ih, tiny)
     b, _ = kernel_biases("rnn", b_ih, b_hh, H)
@@ -1430,9 +1463,11 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse):
     relu = nonlinearity == "relu"
     if tiny:                                                     # the tiny loop writes h_prev as it goes
         _project(X, W_ih, A, slice(None))
-        hw = np.empty((N, H), F)
+        hw = aligned_empty((N, H))
         Hp = empty_steps(T, N, H, bm)
-        rnn_loop(A, h, aligned_weight(W_hh, T), b, np.zeros(H, F), reverse, hw, Hp, out, relu, _matvec.usable(H))
+        W, zero, mv, h0 = aligned_weight(W_hh, T), np.zeros(H, F), _matvec.usable(H), np.ascontiguousarray(h)
+        if not (_pair.usable(H, "rnn") and _pair.PAIR.rnn_loop(A, h0, W, b, zero, reverse, hw, Hp, out, relu, mv)):
+            rnn_loop(A, h0, W, b, zero, reverse, hw, Hp, out, relu, mv)
         return out, out[0 if reverse else T - 1], (out, Hp, nonlinearity)
     h0 = np.ascontiguousarray(h)
     panels = _one_core_panels(W_hh.T, N, P)

@@ -63,7 +63,13 @@ import numpy as np
 from . import _compiled, _helper, _threads
 
 ENABLED = os.environ.get("RNNLAB_PAIR", "1") != "0"
-MIN_H = 128         # measured: H = 128 gains, H = 64 loses (forwards 268-337 against 214-226 us best)
+# Measured: an LSTM of H = 128 gains, H = 64 loses (forwards 268-337 against 214-226 us best).
+# GRU and RNN forwards, N=1, T=100, D=32, 10 rounds each way in turn, best of 20 a round, best /
+# median us, pair against one core (2026-12-07, Intel VM): GRU H=128 303 / 309 against 300 / 306,
+# H=256 610 / 620 against 854 / 861, H=512 1768 / 1831 against 5172 / 5857; RNN H=128 147 / 158
+# against 127 / 130, H=256 266 / 271 against 311 / 314, H=512 629 / 640 against 946 / 1008,
+# H=768 1205 / 1225 against 2911 / 3179.
+MIN_H = {"lstm": 128, "gru": 256, "rnn": 256}
 SLOW_LIMIT = 3
 
 # ctl slots (int64), each on a 64-byte line of its own: POST (the helper spins on it), CLAIM
@@ -74,7 +80,10 @@ POST, SLEEP, CLAIM, DONE, STOP, GRACE = 0, 1, 8, 16, 24, 25     # SLEEP: see ``_
 JOB = 32
 T_, N_, H_, U_, BASE_, REVERSE_ = range(JOB, JOB + 6)
 A_, W_, B_, ZERO_, C_, CP_, TC_, OUT_, H0_, HW_, MV_ = range(JOB + 6, JOB + 17)
-CTL_SIZE = JOB + 17
+MODE_, RELU_, BHN_, HP_, HWN_ = range(JOB + 17, JOB + 22)      # the cell; the GRU's and the RNN's arrays
+CTL_SIZE = JOB + 22
+LSTM, GRU, RNN = 0, 1, 2
+GATES = (4, 3, 1)
 
 if _compiled.AVAILABLE:
     import numba
@@ -106,6 +115,40 @@ if _compiled.AVAILABLE:
             _compiled.lstm_units(A[t, n], hw[n], b, c[n], Cp[t, n], TC[t, n], out[t, n], H, u0, u1)
 
     @_compiled._jit(inline="always")
+    def _gru_half(W, x, zero, hw, A, b, b_hn, Hp, HWn, out, t, H, u0, u1, mv, k):
+        """``_lstm_half`` for the GRU: units u0..u1-1 of step t, rows of the r, z and n blocks of
+        W_hh, then h_prev into Hp (the cache) and the units' gates (``_compiled.gru_units``)."""
+        for i in range(3):
+            q = 2 - i if k % 2 == 1 else i
+            _compiled.matvec_turns(mv, W, x, zero, hw, q * H + u0, q * H + u1, k)
+        for n in range(x.shape[0]):
+            hp, xn = Hp[t, n, u0:u1], x[n, u0:u1]
+            for j in range(hp.shape[0]):
+                hp[j] = xn[j]
+            _compiled.gru_units(A[t, n], hw[n], b, b_hn, x[n], HWn[t, n], out[t, n], H, u0, u1)
+
+    @_compiled._jit(inline="always")
+    def _rnn_half(W, x, zero, hw, A, b, Hp, out, t, u0, u1, mv, k, relu):
+        """``_lstm_half`` for the RNN: rows u0..u1-1 of W_hh, h_prev into Hp, the units' h."""
+        _compiled.matvec_turns(mv, W, x, zero, hw, u0, u1, k)
+        for n in range(x.shape[0]):
+            hp, xn = Hp[t, n, u0:u1], x[n, u0:u1]
+            for j in range(hp.shape[0]):
+                hp[j] = xn[j]
+            _compiled.rnn_units(A[t, n], hw[n], b, out[t, n], u0, u1, relu)
+
+    @_compiled._jit(inline="always")
+    def _half(mode, W, x, zero, hw, A, b, c, Cp, TC, out, t, H, u0, u1, mv, k, b_hn, Hp, HWn, relu):
+        """Units u0..u1-1 of step t of the cell ``mode`` (LSTM: c, Cp, TC; GRU: b_hn, Hp, HWn; RNN:
+        Hp, relu; the other arrays are not read)."""
+        if mode == LSTM:
+            _lstm_half(W, x, zero, hw, A, b, c, Cp, TC, out, t, H, u0, u1, mv, k)
+        elif mode == GRU:
+            _gru_half(W, x, zero, hw, A, b, b_hn, Hp, HWn, out, t, H, u0, u1, mv, k)
+        else:
+            _rnn_half(W, x, zero, hw, A, b, Hp, out, t, u0, u1, mv, k, relu)
+
+    @_compiled._jit(inline="always")
     def _previous(out, h0, t, s, reverse):
         """h_{t-1} of loop step s (step t): h0, or the previous step's output."""
         if s == 0:
@@ -125,48 +168,57 @@ if _compiled.AVAILABLE:
                 return
             if not claim(ctl, CLAIM, s - 1, s):
                 continue
-            T, N, H, u = ctl[T_], ctl[N_], ctl[H_], ctl[U_]
-            G = 4 * H
+            T, N, H, u, mode = ctl[T_], ctl[N_], ctl[H_], ctl[U_], ctl[MODE_]
+            G = GATES[mode] * H
             k = s - ctl[BASE_]
             t = T - 1 - k if ctl[REVERSE_] != 0 else k
             A = numba.carray(_floats(ctl[A_]), (T, N, G))
             W = numba.carray(_floats(ctl[W_]), (G, H))
             b = numba.carray(_floats(ctl[B_]), (G,))
             zero = numba.carray(_floats(ctl[ZERO_]), (G,))
-            c = numba.carray(_floats(ctl[C_]), (N, H))
-            Cp = numba.carray(_floats(ctl[CP_]), (T, N, H))
-            TC = numba.carray(_floats(ctl[TC_]), (T, N, H))
             out = numba.carray(_floats(ctl[OUT_]), (T, N, H))
             h0 = numba.carray(_floats(ctl[H0_]), (N, H))
             hw = numba.carray(_floats(ctl[HW_]), (N, G))
+            lstm, gru = mode == LSTM, mode == GRU                # arrays of the other cells: none
+            c = numba.carray(_floats(ctl[C_]), (N if lstm else 0, H))
+            Cp = numba.carray(_floats(ctl[CP_]), (T if lstm else 0, N, H))
+            TC = numba.carray(_floats(ctl[TC_]), (T if lstm else 0, N, H))
+            b_hn = numba.carray(_floats(ctl[BHN_]), (H if gru else 0,))
+            Hp = numba.carray(_floats(ctl[HP_]), (0 if lstm else T, N, H))
+            HWn = numba.carray(_floats(ctl[HWN_]), (T if gru else 0, N, H))
             x = _previous(out, h0, t, k, ctl[REVERSE_] != 0)
-            _lstm_half(W, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H, ctl[MV_], k)
+            _half(mode, W, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H, ctl[MV_], k, b_hn, Hp, HWn,
+                  ctl[RELU_] != 0)
             store_release(ctl, DONE, s)
 
     @_compiled._jit(nogil=True)
-    def lstm_loop(ctl, A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out, u, slow_spins, mv):
-        """The caller's loop: ``_compiled.lstm_loop``'s steps, numbered on from the last claimed,
-        units 0..u-1 here and u..H-1 wherever they are claimed. Describes the call in ``ctl``
-        for the helper first. Returns how many of those halves the helper computed, and how many
-        times the caller waited more than ``slow_spins`` spins for one."""
+    def loop(ctl, mode, A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out, u, slow_spins, mv, b_hn, Hp, HWn,
+             relu):
+        """The caller's loop: the steps of ``_compiled.lstm_loop`` (``gru_loop``, ``rnn_loop`` for
+        ``mode``), numbered on from the last claimed, units 0..u-1 here and u..H-1 wherever they
+        are claimed. Describes the call in ``ctl`` for the helper first. Returns how many of
+        those halves the helper computed, and how many times the caller waited more than
+        ``slow_spins`` spins for one."""
         T, N, G = A.shape
+        H = out.shape[2]
         base = ctl[CLAIM] + 1
-        ctl[T_], ctl[N_], ctl[H_], ctl[U_], ctl[BASE_], ctl[REVERSE_] = T, N, G // 4, u, base, reverse
+        ctl[T_], ctl[N_], ctl[H_], ctl[U_], ctl[BASE_], ctl[REVERSE_] = T, N, H, u, base, reverse
+        ctl[MODE_], ctl[RELU_] = mode, relu
         ctl[A_], ctl[W_], ctl[B_], ctl[ZERO_] = A.ctypes.data, W_hh.ctypes.data, b.ctypes.data, zero.ctypes.data
         ctl[C_], ctl[CP_], ctl[TC_], ctl[OUT_] = c.ctypes.data, Cp.ctypes.data, TC.ctypes.data, out.ctypes.data
         ctl[H0_], ctl[HW_], ctl[MV_] = h0.ctypes.data, hw.ctypes.data, mv
-        H = G // 4
+        ctl[BHN_], ctl[HP_], ctl[HWN_] = b_hn.ctypes.data, Hp.ctypes.data, HWn.ctypes.data
         slow = helped = 0
         post(ctl, POST, SLEEP, base)
         for k in range(T):
             t = T - 1 - k if reverse else k
             x = _previous(out, h0, t, k, reverse)
             s = base + k
-            _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, 0, u, mv, k)
+            _half(mode, W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, 0, u, mv, k, b_hn, Hp, HWn, relu)
             grace(ctl, CLAIM, s, ctl[GRACE])
             mine = claim(ctl, CLAIM, s - 1, s)
             if mine:
-                _lstm_half(W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H, mv, k)
+                _half(mode, W_hh, x, zero, hw, A, b, c, Cp, TC, out, t, H, u, H, mv, k, b_hn, Hp, HWn, relu)
             if k + 1 < T:
                 post(ctl, POST, SLEEP, s + 1)    # h_s is whole but for the helper's half, its own next input
             if mine:
@@ -177,9 +229,10 @@ if _compiled.AVAILABLE:
         return helped, slow
 
 
-def usable(H):
-    """Whether a tiny loop with H hidden units may run on two cores here (the module docstring)."""
-    if not (ENABLED and _compiled.AVAILABLE and H >= MIN_H and H % 8 == 0):
+def usable(H, cell="lstm"):
+    """Whether a tiny loop of this cell with H hidden units may run on two cores here (the module
+    docstring; ``MIN_H``)."""
+    if not (ENABLED and _compiled.AVAILABLE and H >= MIN_H[cell] and H % 8 == 0):
         return False
     if _threads.cpus() < 2:
         return False
@@ -204,14 +257,31 @@ class Pair:
         (mv: ``_matvec``'s kernel's address for both, or 0 for the Numba kernel). Returns False
         (nothing done) if another call holds the pair, or an array is not C-contiguous float32
         (the helper takes them by address)."""
-        for a in (A, W_hh, b, zero, c, Cp, TC, out, h0, hw):
+        none = _NONE
+        return self._loop(LSTM, A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out, mv, none[1], none[3], none[3],
+                          False)
+
+    def gru_loop(self, A, h0, W_hh, b, zero, b_hn, reverse, hw, Hp, HWn, out, mv=0):
+        """``_compiled.gru_loop`` on the pair, as ``lstm_loop``."""
+        none = _NONE
+        return self._loop(GRU, A, h0, none[2], W_hh, b, zero, reverse, hw, none[3], none[3], out, mv, b_hn, Hp,
+                          HWn, False)
+
+    def rnn_loop(self, A, h0, W_hh, b, zero, reverse, hw, Hp, out, relu, mv=0):
+        """``_compiled.rnn_loop`` on the pair, as ``lstm_loop``."""
+        none = _NONE
+        return self._loop(RNN, A, h0, none[2], W_hh, b, zero, reverse, hw, none[3], none[3], out, mv, none[1], Hp,
+                          none[3], relu)
+
+    def _loop(self, mode, A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out, mv, b_hn, Hp, HWn, relu):
+        for a in (A, W_hh, b, zero, c, Cp, TC, out, h0, hw, b_hn, Hp, HWn):
             if not (a.flags.c_contiguous and a.dtype == np.float32):
                 return False
         if not self.busy.acquire(blocking=False):
             return False
         try:
-            self.helped, slow = lstm_loop(self.ctl, A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out,
-                                          A.shape[2] // 8, _helper.SLOW_SPINS, mv)
+            self.helped, slow = loop(self.ctl, mode, A, h0, c, W_hh, b, zero, reverse, hw, Cp, TC, out,
+                                     out.shape[2] // 2, _helper.SLOW_SPINS, mv, b_hn, Hp, HWn, relu)
         finally:
             self.busy.release()
         if slow >= SLOW_LIMIT:
@@ -255,6 +325,9 @@ class Pair:
         self.retire()
         return _helper.left(self, timeout)
 
+
+# Empty float32 arrays of 1 to 3 dimensions for the arrays a cell does not have (``Pair._loop``).
+_NONE = {n: np.empty((0,) * n, np.float32) for n in (1, 2, 3)}
 
 PAIR = Pair()
 
