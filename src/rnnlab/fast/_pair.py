@@ -45,8 +45,15 @@ taken by something else: ``SLOW_LIMIT`` waits over ``_helper.SLOW_SPINS`` spins)
 sends it away for ``_helper.COOLDOWN_S``. One call uses it at a time; a call
 from another thread meanwhile runs the one-thread loop.
 
-Used for float32 tiny LSTM forwards (``_compiled._tiny``) with H >= ``MIN_H``, a
-multiple of 8, where two CPUs are available to the process and NumPy's BLAS was
+The GRU's and the RNN's tiny loops split the same way (rows u, H + u, 2H + u of
+the GRU's W_hh, row u of the RNN's; ``_gru_half``, ``_rnn_half``), and so do
+eval-mode forwards of one sequence whose W_hh is too large for the tiny loops on
+one core, up to ``_compiled.PAIR_MAX_BYTES`` (``_compiled._tiny_pair``): there each
+core keeps its half of W_hh in its own cache, where one core, or the BLAS's two
+threads, read all of it from L3 at every step.
+
+Used for float32 tiny LSTM, GRU and RNN forwards (``_compiled._tiny``) with H >=
+``MIN_H`` (by cell), a multiple of 8, where two CPUs are available to the process and NumPy's BLAS was
 given two threads or more (``_threads.outer_blas_threads``: the setting the
 forward was called with, so ``threadpoolctl`` limits and ``rnnlab bench --threads
 1`` keep the loop on one core). ``ENABLED = False`` (or ``RNNLAB_PAIR=0``) turns
