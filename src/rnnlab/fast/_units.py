@@ -60,7 +60,8 @@ step, where each core here reads half of it. Measured on the 2-core Intel VM
 (AVX-512, 2 MB L2 a core), LSTM inference, turns interleaved with the batch split
 and PyTorch in one process, best / median ms (PyTorch's best / median):
 
-    N=64, T=50, D=H=512     46.41 / 46.95 against 46.82 / 48.14   (45.75 / 47.10)
+    N=64, T=50, D=H=512     46.41 / 46.95 against 46.82 / 48.14   (45.75 / 47.10),
+                            a second run 47.10 / 47.60 against 47.22 / 47.83   (46.38 / 47.18)
     N=32, T=100, D=128, H=512   31.93 / 32.44 against 34.55 / 35.42   (31.37 / 32.35)
     N=16, T=100, D=128, H=512   16.64 / 17.00 against 20.56 / 20.82   (18.49 / 19.46)
     N=16, T=100, D=512, H=1024  80.29 / 82.62 against 92.64 / 94.99   (84.56 / 89.13)
@@ -86,8 +87,6 @@ ENABLED = os.environ.get("RNNLAB_UNITS", "0") == "1"      # off unless asked: se
 MKL_ENABLED = os.environ.get("RNNLAB_UNITS_MKL", "1") != "0"
 MIN_N = 8
 MKL_MIN_N = 16
-
-
 L2_BYTES = _threads.L2_BYTES   # one core's L2 cache (``_threads.l2_bytes``)
 START_SPINS = 60_000        # ~1.4 ms (a spin, x86 ``pause``: 23.5-23.7 ns here, a million of them timed)
 F = np.float32
