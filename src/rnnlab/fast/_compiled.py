@@ -1005,11 +1005,14 @@ def _tiny(N, W_hh):
 # An eval-mode forward of one sequence whose W_hh (float32) takes from LOOP_MAX_WORK
 # multiply-adds up to PAIR_MAX_BYTES runs the tiny loop too where ``_pair`` can put half of every
 # step's units on a second core: each core then reads only its rows of W_hh (``lstm_forward``'s
-# ``infer``, ``gru_forward``'s ``defer``, ``rnn_forward``'s ``infer``). LSTM inference N=1, T=100, D=128, 10 turns each way in turn with PyTorch, best /
-# median ms, against the BLAS loops: H=512 5.75 / 5.98 against 7.51 / 7.83 (PyTorch 5.25 / 5.42);
-# H=768 15.30 / 15.98 against 22.96 / 23.53 (18.89 / 19.18); H=1024 28.46 / 29.17 against 41.99 /
-# 43.59 (32.36 / 33.03); H=2048, left out, 125.7 / 202.8 against 168.7 / 182.7 (143.8 / 145.5).
-# Training keeps the BLAS loops: the tiny backward runs on one core.
+# ``infer``, ``gru_forward``'s ``defer``, ``rnn_forward``'s ``infer``). LSTM inference N=1,
+# T=100, D=128, 10 turns each way in turn with PyTorch, best / median ms, against the BLAS loops:
+# H=512 5.75 / 5.98 against 7.51 / 7.83 (PyTorch 5.25 / 5.42); H=768 15.30 / 15.98 against 22.96 /
+# 23.53 (18.89 / 19.18); H=1024 28.46 / 29.17 against 41.99 / 43.59 (32.36 / 33.03); H=2048, left
+# out, 125.7 / 202.8 against 168.7 / 182.7 (143.8 / 145.5). The GRU and the RNN at N=1, D=128, the
+# bench's turns, PyTorch's time over ours: GRU H=768 1.55x, H=1024 1.34x; RNN H=1024 1.29x (0.91,
+# 0.93 and 0.67x on the BLAS loops). Training keeps the BLAS loops: the tiny backward runs on one
+# core.
 PAIR_MAX_BYTES = 2 ** 24
 
 
