@@ -337,12 +337,14 @@ def test_the_table_names_the_blas_of_rnnlabs_loops():
     base = {"blas": [{"internal_api": "openblas", "version": "0.3.31", "architecture": "Haswell"}]}
     mkl = {"enabled": True, "version": "oneMKL 2026.2", "threading": "gnu"}
     lines = bench._blas_lines({**base, "fast_path": {"mkl": mkl, "blas_loops": True, "split": "on",
-                                                     "pin": "on", "infer_loops": "on", "ahead": "on"}})
+                                                     "pin": "on", "infer_loops": "on", "ahead": "on",
+                                                     "units_mkl": "on"}})
     assert lines[0] == "NumPy BLAS: openblas 0.3.31, Haswell kernels"
     assert "GEMMs through oneMKL 2026.2" in lines[1] and "gnu threading" in lines[1] and len(lines) == 2
     assert "batch split onto idle cores on (its threads pinned apart on)" in lines[1]
     assert "LSTM inference loops on" in lines[1]
-    assert lines[1].endswith("LSTM inference loops on; input products before the LSTM inference steps on")
+    assert lines[1].endswith("LSTM inference loops on; input products before the LSTM inference steps on; "
+                             "LSTM inference split by units where W_hh outgrows L2 on")
     lines = bench._blas_lines({**base, "fast_path": {"mkl": {"enabled": False}, "blas_loops": True,
                                                      "blas": {"symbol": "scipy_cblas_sgemm64_"},
                                                      "panels": "6 x 16 register tiles", "split": "on",
@@ -350,7 +352,7 @@ def test_the_table_names_the_blas_of_rnnlabs_loops():
     assert lines[1] == ("rnnlab's loops: NumPy's BLAS called from compiled code (scipy_cblas_sgemm64_); "
                         "on one core: panels kernel 6 x 16 register tiles; batch split onto idle cores on "
                         "(its threads pinned apart off); "
-                        "tiny LSTM loops' units on two cores on; LSTM inference loops off (RNNLAB_INFER_LOOPS=0)")
+                        "tiny loops' units on two cores on; LSTM inference loops off (RNNLAB_INFER_LOOPS=0)")
     lines = bench._blas_lines({**base, "fast_path": {"mkl": {"enabled": False}, "blas_loops": True,
                                                      "panels": "8 x 32 register tiles", "panels_gemm": "on"}})
     assert "panels kernel 8 x 32 register tiles; large GEMMs through the panels kernel on every core on;" in lines[1]

@@ -489,12 +489,13 @@ def _blas_lines(result):
     fast = result.get("fast_path") or {}
     mkl = fast.get("mkl") or {}
     loops = (f"batch split onto idle cores {fast.get('split')} (its threads pinned apart "
-             f"{fast.get('pin', 'off')}); tiny LSTM loops' units on two cores "
+             f"{fast.get('pin', 'off')}); tiny loops' units on two cores "
              f"{fast.get('pair', 'off')}; LSTM inference loops {fast.get('infer_loops', 'off')}")
     if mkl.get("enabled"):
         lines.append(f"rnnlab's loops: GEMMs through {mkl.get('version') or 'MKL'}, W_hh packed once a call "
                      f"({mkl.get('threading')} threading); {loops}; input products before the LSTM inference steps "
-                     f"{fast.get('ahead', 'off')}")
+                     f"{fast.get('ahead', 'off')}; LSTM inference split by units where W_hh outgrows L2 "
+                     f"{fast.get('units_mkl', 'off')}")
     elif fast.get("blas_loops"):
         gemms = (f"; large GEMMs through the panels kernel on every core {fast['panels_gemm']}"
                  if "panels_gemm" in fast else "")

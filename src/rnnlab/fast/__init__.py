@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import _validate
 from .._conventions import GATES
-from . import _affinity, _blas, _matvec, _compiled, _feature_major, _gemm, _helper, _mkl, _pair, _panels, _split, _stream, _threads, gru, lstm, rnn
+from . import _affinity, _blas, _matvec, _compiled, _feature_major, _gemm, _helper, _mkl, _pair, _panels, _split, _stream, _threads, _units, gru, lstm, rnn
 from ._steps import grad_from_outputs, rows, rows_view, unrows
 
 __all__ = ["ENABLED", "COMPILED", "Cache", "run_direction", "backprop_direction", "describe"]
@@ -316,7 +316,9 @@ def describe():
             "pair": "on" if COMPILED and _pair.ENABLED else "off (RNNLAB_PAIR=0 or no Numba)",
             "infer_loops": ("on" if COMPILED and _compiled.INFER_LOOPS
                             else "off (RNNLAB_INFER_LOOPS=0 or no Numba)"),
-            "ahead": "on" if COMPILED and _compiled.AHEAD else "off (RNNLAB_AHEAD=0 or no Numba)"}
+            "ahead": "on" if COMPILED and _compiled.AHEAD else "off (RNNLAB_AHEAD=0 or no Numba)",
+            "units_mkl": ("on" if COMPILED and _units.MKL_ENABLED
+                          else "off (RNNLAB_UNITS_MKL=0 or no Numba)")}
 
 
 def keeps_batch_major(layer, x, lengths):
