@@ -114,6 +114,9 @@ def test_fast_equals_readable(cell, opts, variant, dtype, rtol, compiled, monkey
             real = getattr(rnnlab.fast._compiled, name)
             monkeypatch.setattr(rnnlab.fast._compiled, name,
                                 lambda *a, _f=real, _s=seen: _s.append((a[0],) + a[5:7]) or _f(*a))
+        real_ahead = rnnlab.fast._compiled.lstm_loop_ahead  # MKL's packed product, its address first
+        monkeypatch.setattr(rnnlab.fast._compiled, "lstm_loop_ahead",
+                            lambda *a: loops.append((rnnlab.fast._compiled.PACKED,)) or real_ahead(*a))
     fast = _run(layer, True, x, state, lengths, dout, dstate)
     if calls is not None:                       # the packed product in every loop, plain GEMMs in the flushes
         assert calls["cblas_sgemm"] >= 3, calls
@@ -878,6 +881,7 @@ def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, loop, m
     _use_blas(blas, monkeypatch)
     monkeypatch.setattr(_split, "PARTS", parts)
     monkeypatch.setattr(_compiled, "INFER_ONE_PRODUCT_MAX", 2 ** 40 if loop == "lstm_loop1" else 0)
+    monkeypatch.setattr(_compiled, "AHEAD_MAX_ROWS", 0)        # parts this small: two products with MKL
     if loop == "lstm_loop2":                                    # the ahead loop's buffer too large
         monkeypatch.setattr(_compiled, "AHEAD_MAX_BYTES", 0)
     loops = []
@@ -905,6 +909,30 @@ def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, loop, m
     layer.fast = True
     layer.forward(np.zeros((7, 6, 5) if layer.batch_first else (6, 7, 5)))
     assert loops and all(cache for *_, cache in loops)          # the same loops, making the cache
+
+
+@needs_numba
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("rows", [4, 8])
+def test_lstm_loops_of_few_sequences_take_the_input_products_first_with_mkl(train, rows, monkeypatch):
+    """With MKL, a loop over at most AHEAD_MAX_ROWS sequences (a part of the batch split or the
+    whole batch) runs the input products of all steps first (``lstm_loop_ahead``) where the
+    one-product loop would run otherwise; a larger one keeps ``lstm_loop1``; the readable
+    path's results either way, in training and in eval mode."""
+    from rnnlab.fast import _compiled
+    _use_blas("mkl", monkeypatch)
+    monkeypatch.setattr(_compiled, "INFER_ONE_PRODUCT_MAX", 2 ** 40)
+    monkeypatch.setattr(_compiled, "ONE_PRODUCT_MAX_BYTES", 2 ** 40)
+    monkeypatch.setattr(_compiled, "AHEAD_MAX_ROWS", rows)
+    called = []
+    for name in ("lstm_loop1", "lstm_loop2", "lstm_loop_ahead"):
+        real = getattr(_compiled, name)
+        monkeypatch.setattr(_compiled, name, lambda *a, _r=real, _n=name: called.append(_n) or _r(*a))
+    layer = _layer("lstm", np.float32, seed=67)
+    layer.train(train)
+    fast, readable, _ = _run_in_parts(layer, np.random.default_rng(68), 6, 5, 1)    # 6 sequences, one loop
+    assert called and set(called) == ({"lstm_loop_ahead"} if rows >= 6 else {"lstm_loop1"})
+    _assert_close(fast, readable, 1e-5)
 
 
 @needs_numba
@@ -1146,6 +1174,7 @@ def test_batch_split_forward_equals_the_readable_path(cell, opts, parts, trainin
     from rnnlab.fast import _compiled, _split
     _use_blas(blas, monkeypatch)
     monkeypatch.setattr(_split, "PARTS", parts)
+    monkeypatch.setattr(_compiled, "AHEAD_MAX_ROWS", 0)        # the LSTM's one- and two-product loops here
     rows, kinds, threads = [], set(), set()
 
     def seen(a):

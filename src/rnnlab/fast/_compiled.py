@@ -1143,6 +1143,15 @@ INFER_ONE_PRODUCT_MAX = 2 ** 22
 # Training steps (6 rounds): N=1 14.33 / 15.02 against 17.78 / 18.39 (PyTorch 15.27 / 15.47); N=2 12.96 /
 # 13.30 against 16.17 / 16.73 (17.34 / 18.17).
 ONE_PRODUCT_MAX_BYTES = _threads.L2_BYTES
+# ...and with MKL where a part of the loop (the whole batch, or a part of the batch split) has at
+# most AHEAD_MAX_ROWS sequences: the input products of all steps first (``lstm_loop_ahead``), and
+# [W_ih | W_hh] neither copied side by side nor packed at every call. LSTM, T=100, H=256, 8 rounds
+# in turn with PyTorch, best / median ms against one product: inference N=4, D=64 1.71 / 1.74
+# against 2.06 / 2.08 (PyTorch 1.85 / 1.89); N=8 2.90 / 2.99 against 3.38 / 3.45 (2.77 / 2.89);
+# N=16 (two parts of 8), D=128 5.42 / 5.52 against 5.78 / 6.12 (5.98 / 6.10), D=64 4.59 / 4.72
+# against 4.65 / 4.77; training N=8, D=64 8.65 / 8.94 against 9.06 / 9.84. At N=32 (parts of
+# 16), D=64 it lost: 8.70 / 8.88 against 8.53 / 8.76.
+AHEAD_MAX_ROWS = 8
 
 # With MKL, an eval-mode loop of two products a step runs the input products of all its steps first,
 # one GEMM over the part's T n rows into a buffer kept by the thread (``_pack_buffer``), and then
@@ -1204,7 +1213,8 @@ def _lstm_steps(X, h0, c, W_ih, W_hh, b, reverse, out, bm, P, cache=None):
     ``lstm_loop_ahead``)."""
     T, N, D = X.shape
     H = W_hh.shape[1]
-    two = N * W_ih.size >= INFER_ONE_PRODUCT_MAX or 4 * (W_ih.size + W_hh.size) > ONE_PRODUCT_MAX_BYTES
+    two = (N * W_ih.size >= INFER_ONE_PRODUCT_MAX or 4 * (W_ih.size + W_hh.size) > ONE_PRODUCT_MAX_BYTES
+           or (AHEAD and _mkl.active(F, 0) and -(-N // P) <= AHEAD_MAX_ROWS))
     ahead = (AHEAD and two and _mkl.active(F, 0)                # with a cache, into its gates array
              and (cache is not None or T * -(-N // P) * 4 * H * 4 <= AHEAD_MAX_BYTES))
     panels = None if two else _one_core_panels((W_ih.T, W_hh.T), N, P, "xh")   # [W_ih | W_hh]^T
