@@ -1022,6 +1022,12 @@ def _tiny_pair(N, W_hh, cell="lstm"):
             and _pair.usable(W_hh.shape[1], cell))
 
 
+def _tiny_loop(N, W_hh, cell, infer):
+    """Whether a forward of this cell over N sequences runs the tiny loop: a tiny step, or in eval
+    mode (``infer``) one sequence that the pair takes (``_tiny_pair``)."""
+    return _tiny(N, W_hh) or (infer and _tiny_pair(N, W_hh, cell))
+
+
 # ---- whole-direction loops (same caches as the NumPy fused path) ----------------------------
 # The per-step arrays follow X's memory order (``_steps.batch_major``): batch-major for batch_first
 # input, so that neither x, nor out, nor dout, nor dx is transposed; the kernels get the memory
@@ -1089,7 +1095,7 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, infer=False):
     tiny loop on two cores for one sequence of a larger step too (``_tiny_pair``)."""
     T, N, D = X.shape
     H = W_hh.shape[0] // 4
-    tiny = _tiny(N, W_hh) or (infer and _tiny_pair(N, W_hh, "lstm"))
+    tiny = _tiny_loop(N, W_hh, "lstm", infer)
     P = _parts(N, W_hh, tiny)
     A, bm, X = _start(X, W_ih, tiny)
     b, _ = kernel_biases("lstm", b_ih, b_hh, 4 * H)
@@ -1176,8 +1182,7 @@ def infer_usable(mode, N, W_hh):
     N=32, T=100, D=64, H=256, 15 rounds each way, best / median, against the caching loops: GRU
     7.93 / 12.64 against 7.53 / 10.40 ms, RNN 2.90 / 3.05 against 2.82 / 2.95 ms; at N=64, T=50,
     D=H=512 GRU 36.5 / 39.4 against 36.6 / 44.5 ms, RNN 11.7 / 12.6 against 10.9 / 11.5 ms.)"""
-    return (INFER_LOOPS and mode == "lstm" and blas_loops() and not _tiny(N, W_hh)
-            and not _tiny_pair(N, W_hh, "lstm"))
+    return INFER_LOOPS and mode == "lstm" and blas_loops() and not _tiny_loop(N, W_hh, "lstm", True)
 
 
 def lstm_infer(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse):
@@ -1379,7 +1384,7 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
     with the whole copy after the split; N=32, T=100, D=64, H=256 7.84 / 8.31 against 7.99 / 8.43)."""
     T, N, D = X.shape
     H = W_hh.shape[1]
-    tiny = _tiny(N, W_hh) or (defer and _tiny_pair(N, W_hh, "gru"))
+    tiny = _tiny_loop(N, W_hh, "gru", defer)
     P = _parts(N, W_hh, tiny)
     A, bm, X = _start(X, W_ih, tiny)
     b, b_hn = kernel_biases("gru", b_ih, b_hh, 3 * H)
@@ -1467,7 +1472,7 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, infer=False
     loop, which writes one as it goes). ``infer``: as ``lstm_forward``'s."""
     T, N, D = X.shape
     H = W_hh.shape[0]
-    tiny = _tiny(N, W_hh) or (infer and _tiny_pair(N, W_hh, "rnn"))
+    tiny = _tiny_loop(N, W_hh, "rnn", infer)
     P = _parts(N, W_hh, tiny)
     A, bm, X = _start(X, W_ih, tiny)
     b, _ = kernel_biases("rnn", b_ih, b_hh, H)
