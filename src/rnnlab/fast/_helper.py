@@ -289,6 +289,12 @@ if _compiled.AVAILABLE:
         _compiled.matvec_turns(mv, W, x, b, out, 0, W.shape[0], s)
 
     @_compiled._jit(inline="always")
+    def input_product(ctl, k, W, x, b, out, s):
+        """Layer k's x W_ih^T + b in a streamed step s (``product`` with the kernel for rows of D
+        floats at layer 0, of H after: ``MV_X``, ``MV_H``)."""
+        product(ctl[MV_X if k == 0 else MV_H], W, x, b, out, s)
+
+    @_compiled._jit(inline="always")
     def begin(ctl, Ws, Bs):
         """The caller, once every layer's h_prev is in Hp: number the step and publish it to the
         helper if it serves this workspace with these very weights (Ws, Bs: the stack's

@@ -185,7 +185,7 @@ if _compiled.AVAILABLE:
         s, status = _begin(ctl, h0, Hp, Ws, Bs)
         inp = x
         for k in range(h0.shape[0]):
-            _helper.product(ctl[_helper.MV_X if k == 0 else _helper.MV_H], Ws[2 * k], inp, Bs[2 * k], A[k], s)   # x W_ih^T + b_ih
+            _helper.input_product(ctl, k, Ws[2 * k], inp, Bs[2 * k], A[k], s)           # x W_ih^T + b_ih
             _helper.recurrent(ctl, s, k, Ws[2 * k + 1], Hp[k], Bs[2 * k + 1], HW[k])   # h_prev W_hh^T + b_hh
             lstm_layer(A, k, HW[k], zero, c0, Cp, TC, O, hT, cT)
             inp = O[k]
@@ -201,7 +201,7 @@ if _compiled.AVAILABLE:
         s, status = _begin(ctl, h0, Hp, Ws, Bs)
         inp = x
         for k in range(h0.shape[0]):
-            _helper.product(ctl[_helper.MV_X if k == 0 else _helper.MV_H], Ws[2 * k], inp, Bs[2 * k], A[k], s)
+            _helper.input_product(ctl, k, Ws[2 * k], inp, Bs[2 * k], A[k], s)
             _helper.recurrent(ctl, s, k, Ws[2 * k + 1], Hp[k], Bs[2 * k + 1], HW[k])
             gru_layer(A, k, HW[k], zero, Hp, HWn, O, hT)
             inp = O[k]
@@ -216,7 +216,7 @@ if _compiled.AVAILABLE:
         s, status = _begin(ctl, h0, Hp, Ws, Bs)
         inp = x
         for k in range(h0.shape[0]):
-            _helper.product(ctl[_helper.MV_X if k == 0 else _helper.MV_H], Ws[2 * k], inp, Bs[2 * k], A[k], s)
+            _helper.input_product(ctl, k, Ws[2 * k], inp, Bs[2 * k], A[k], s)
             _helper.recurrent(ctl, s, k, Ws[2 * k + 1], Hp[k], Bs[2 * k + 1], HW[k])
             rnn_layer(A, k, HW[k], zero, O, hT, relu)
             inp = O[k]

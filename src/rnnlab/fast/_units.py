@@ -220,7 +220,7 @@ def usable_mkl(T, N, D, H, P):
     parts keeps it there, and the batch split was faster (see the module's docstring)."""
     return (MKL_ENABLED and _compiled.AVAILABLE and P == 2 and not getattr(P, "crowded", False)
             and N >= MKL_MIN_N and H % 2 == 0 and 16 * H * H > L2_BYTES
-            and _mkl.active(F, 0) and _compiled.blas_loops() and _mkl.lib is not None
+            and _mkl.active(F, 0) and _compiled.blas_loops()
             and T * N * 2 * H * 4 <= _compiled.AHEAD_MAX_BYTES)
 
 
