@@ -911,6 +911,20 @@ def test_lstm_inference_loop_equals_the_readable_path(opts, parts, blas, loop, m
     assert loops and all(cache for *_, cache in loops)          # the same loops, making the cache
 
 
+def _lstm_loops_run(monkeypatch, train, seed, N, T):
+    """The names of the LSTM step loops a forward and backward of N sequences ran (one loop, no
+    split), and the fast and readable paths' results."""
+    from rnnlab.fast import _compiled
+    called = []
+    for name in ("lstm_loop1", "lstm_loop2", "lstm_loop_ahead"):
+        real = getattr(_compiled, name)
+        monkeypatch.setattr(_compiled, name, lambda *a, _r=real, _n=name: called.append(_n) or _r(*a))
+    layer = _layer("lstm", np.float32, seed=seed)
+    layer.train(train)
+    fast, readable, _ = _run_in_parts(layer, np.random.default_rng(seed + 1), N, T, 1)
+    return called, fast, readable
+
+
 @needs_numba
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("rows", [4, 8])
@@ -924,13 +938,7 @@ def test_lstm_loops_of_few_sequences_take_the_input_products_first_with_mkl(trai
     monkeypatch.setattr(_compiled, "INFER_ONE_PRODUCT_MAX", 2 ** 40)
     monkeypatch.setattr(_compiled, "ONE_PRODUCT_MAX_BYTES", 2 ** 40)
     monkeypatch.setattr(_compiled, "AHEAD_MAX_ROWS", rows)
-    called = []
-    for name in ("lstm_loop1", "lstm_loop2", "lstm_loop_ahead"):
-        real = getattr(_compiled, name)
-        monkeypatch.setattr(_compiled, name, lambda *a, _r=real, _n=name: called.append(_n) or _r(*a))
-    layer = _layer("lstm", np.float32, seed=67)
-    layer.train(train)
-    fast, readable, _ = _run_in_parts(layer, np.random.default_rng(68), 6, 5, 1)    # 6 sequences, one loop
+    called, fast, readable = _lstm_loops_run(monkeypatch, train, 67, 6, 5)     # 6 sequences, one loop
     assert called and set(called) == ({"lstm_loop_ahead"} if rows >= 6 else {"lstm_loop1"})
     _assert_close(fast, readable, 1e-5)
 
@@ -946,13 +954,7 @@ def test_lstm_loops_take_two_products_where_the_weights_do_not_fit_in_l2(train, 
     from rnnlab.fast import _compiled
     monkeypatch.setattr(_compiled, "INFER_ONE_PRODUCT_MAX", 2 ** 40)
     monkeypatch.setattr(_compiled, "ONE_PRODUCT_MAX_BYTES", 2 ** 40 if fits else 0)
-    called = []
-    for name in ("lstm_loop1", "lstm_loop2", "lstm_loop_ahead"):
-        real = getattr(_compiled, name)
-        monkeypatch.setattr(_compiled, name, lambda *a, _r=real, _n=name: called.append(_n) or _r(*a))
-    layer = _layer("lstm", np.float32, seed=65)
-    layer.train(train)
-    fast, readable, _ = _run_in_parts(layer, np.random.default_rng(66), 7, 6, 1)
+    called, fast, readable = _lstm_loops_run(monkeypatch, train, 65, 7, 6)
     if fits:
         assert called and set(called) == {"lstm_loop1"}
     else:
