@@ -3,7 +3,8 @@ with MKL: the readable path's results (on the panels kernel bit for bit those of
 loop over [x_t | h], the same sums in the same order; with MKL within float32 rounding of the
 batch split); a second core's thread that never starts leaves the forward to the other loops,
 an error on either core reaches the caller without a hang; the MKL split's threads pinned apart;
-the rules for when each split runs; the L2 size read; and ``_panels``'s two-source kernel."""
+the rules for when each split runs (with MKL, the input products of all steps first or one step
+at a time); the L2 size read; and ``_panels``'s two-source kernel."""
 from __future__ import annotations
 
 import os
@@ -48,9 +49,15 @@ def _mkl_split(monkeypatch):
     monkeypatch.setattr(_units, "L2_BYTES", 0)
 
 
-SETUP = {"panels": _panels_split, "mkl": _mkl_split}
-SWITCH = {"panels": "ENABLED", "mkl": "MKL_ENABLED"}    # each split's own switch in ``_units``
-LOOP = {"panels": "lstm_infer", "mkl": "lstm_infer_mkl"}
+def _stepwise_split(monkeypatch):
+    """The split with MKL taking x_t W_ih^T a step at a time (``units_loop_stepwise``) at any N."""
+    _mkl_split(monkeypatch)
+    monkeypatch.setattr(_units, "STEPWISE_MIN_N", 0)
+
+
+SETUP = {"panels": _panels_split, "mkl": _mkl_split, "stepwise": _stepwise_split}
+SWITCH = {"panels": "ENABLED", "mkl": "MKL_ENABLED", "stepwise": "MKL_ENABLED"}   # each split's switch
+LOOP = {"panels": "lstm_infer", "mkl": "lstm_infer_mkl", "stepwise": "lstm_infer_mkl"}
 
 
 @pytest.fixture
@@ -70,8 +77,8 @@ def _setup(request, monkeypatch):
         _panels_split(monkeypatch)
 
 
-panels_and_mkl = pytest.mark.parametrize("split", ["panels", "mkl"], indirect=True)
-mkl_only = pytest.mark.parametrize("split", ["mkl"], indirect=True)
+panels_and_mkl = pytest.mark.parametrize("split", ["panels", "mkl", "stepwise"], indirect=True)
+mkl_only = pytest.mark.parametrize("split", ["mkl", "stepwise"], indirect=True)
 
 
 def _layer(seed=0, **opts):
@@ -119,7 +126,9 @@ def _readable(layer, x, state, opts):
 @pytest.mark.parametrize("opts", [{}, {"batch_first": False}, {"bidirectional": True},
                                   {"num_layers": 2, "batch_first": False}])
 @pytest.mark.parametrize("split,N,T", [("panels", 8, 2), ("panels", 13, 6), ("panels", 32, 9),
-                                       ("mkl", 16, 2), ("mkl", 17, 3), ("mkl", 33, 9)], indirect=["split"])
+                                       ("mkl", 16, 2), ("mkl", 17, 3), ("mkl", 33, 9),
+                                       ("stepwise", 16, 2), ("stepwise", 17, 4), ("stepwise", 33, 9)],
+                         indirect=["split"])
 @pytest.mark.parametrize("state", ["random", "zero", None])
 def test_split_by_units_equals_the_readable_path(opts, split, N, T, state, monkeypatch):
     """Every run of the split (each layer and direction; on the panels kernel or with MKL) does the
@@ -202,13 +211,14 @@ def test_a_second_core_that_does_not_start_leaves_the_forward_to_the_other_loops
 @panels_and_mkl
 @pytest.mark.parametrize("side", ["second core", "calling core"])
 def test_an_error_on_either_core_reaches_the_caller_without_a_hang(split, side, monkeypatch):
-    """An error in one core's half (while it packs its weights for the panels kernel, or makes
-    its input products with MKL) sets ABORT, so the other stops waiting, and the forward raises
-    that error; the CPU masks are given back."""
+    """An error in one core's half (while it packs its weights for the panels kernel, makes its
+    input products with MKL, or packs its weights for MKL) sets ABORT, so the other stops waiting,
+    and the forward raises that error; the CPU masks are given back."""
     layer = _layer(seed=7)
     x, state = _inputs(layer, 16, 40, seed=8)
     name, message = {"panels": ("_pack", "no room for the panels"),
-                     "mkl": ("project", "no room for the input products")}[split]
+                     "mkl": ("project", "no room for the input products"),
+                     "stepwise": ("packed_half", "no room for the packed weights")}[split]
     real = getattr(_units, name)
     caller = threading.get_ident()
     mask = os.sched_getaffinity(0)
@@ -253,7 +263,7 @@ def test_mkl_split_by_units_is_close_to_the_batch_split(split, monkeypatch):
     numbers within float32 rounding, and the split leaves the cell state it was given alone."""
     layer = _layer(seed=2, bidirectional=True)
     x, state = _inputs(layer, 20, 11, seed=3)
-    ran = _spy(monkeypatch, "mkl")
+    ran = _spy(monkeypatch, split)
     by_units = _forward(layer, x, state)
     assert ran == [True, True]
     monkeypatch.setattr(_units, "MKL_ENABLED", False)
@@ -274,7 +284,7 @@ def test_the_mkl_split_pins_its_two_threads_and_gives_their_cpus_back(split, mon
     mask = os.sched_getaffinity(0)
     layer = _layer(seed=9)
     x, state = _inputs(layer, 16, 6, seed=10)
-    ran = _spy(monkeypatch, "mkl")
+    ran = _spy(monkeypatch, split)
     _forward(layer, x, state)
     assert ran == [True]
     assert pins == [tuple(_split._pool[2])]
@@ -282,11 +292,34 @@ def test_the_mkl_split_pins_its_two_threads_and_gives_their_cpus_back(split, mon
     assert os.sched_getaffinity(0) == mask
 
 
-@mkl_only
+@pytest.mark.parametrize("split", ["mkl"], indirect=True)
+@pytest.mark.parametrize("N", [16, 20])
+def test_mkl_split_takes_the_input_products_a_step_at_a_time_from_stepwise_min_n(split, N, monkeypatch):
+    """Below STEPWISE_MIN_N sequences each core runs ``units_loop_ahead`` (all steps' input products
+    first), from there on ``units_loop_stepwise``; the two give the same numbers within float32
+    rounding."""
+    monkeypatch.setattr(_units, "STEPWISE_MIN_N", 20)
+    loops = []
+    for name in ("units_loop_ahead", "units_loop_stepwise"):
+        real = getattr(_units, name)
+        monkeypatch.setattr(_units, name, lambda *a, _real=real, _name=name: loops.append(_name) or _real(*a))
+    layer = _layer(seed=11)
+    x, state = _inputs(layer, N, 7, seed=12)
+    got = _forward(layer, x, state)
+    assert loops == ["units_loop_ahead" if N < 20 else "units_loop_stepwise"] * 2
+    monkeypatch.setattr(_units, "STEPWISE_MIN_N", 0 if N < 20 else 10 ** 9)
+    other = _forward(layer, x, state)
+    assert loops[2:] == ["units_loop_stepwise" if N < 20 else "units_loop_ahead"] * 2
+    for a, b in zip(got, other):
+        assert np.abs(a - b).max() <= 1e-6 * max(1.0, np.abs(b).max())
+
+
+@pytest.mark.parametrize("split", ["mkl"], indirect=True)
 def test_mkl_split_by_units_runs_for_two_parts_and_fitting_sizes(split, monkeypatch):
     """It runs where the batch split would run two parts, not crowded, N >= MKL_MIN_N, H even,
-    W_hh larger than one core's L2, MKL in use, and each core's input products within
-    ``AHEAD_MAX_BYTES``; ``MKL_ENABLED`` off turns it off."""
+    W_hh larger than one core's L2, MKL in use, and below STEPWISE_MIN_N sequences each core's
+    input products within ``AHEAD_MAX_BYTES`` (from there on, at any T); ``MKL_ENABLED`` off
+    turns it off."""
     two = _split.Parts(2)
     N = _units.MKL_MIN_N
     assert _units.usable_mkl(10, N, 5, 512, two)
@@ -302,6 +335,8 @@ def test_mkl_split_by_units_runs_for_two_parts_and_fitting_sizes(split, monkeypa
     assert _units.usable_mkl(10, N, 5, 514, two)
     limit = _compiled.AHEAD_MAX_BYTES // (N * 2 * 514 * 4)
     assert _units.usable_mkl(limit, N, 5, 514, two) and not _units.usable_mkl(limit + 1, N, 5, 514, two)
+    monkeypatch.setattr(_units, "STEPWISE_MIN_N", N)                    # no input products kept
+    assert _units.usable_mkl(100 * limit, N, 5, 514, two)
     monkeypatch.setattr(_units, "MKL_ENABLED", False)
     assert not _units.usable_mkl(10, N, 5, 514, two)
     monkeypatch.setattr(_units, "MKL_ENABLED", True)

@@ -53,7 +53,9 @@ With MKL (``lstm_infer_mkl``, on by default; ``MKL_ENABLED``, ``RNNLAB_UNITS_MKL
 turns it off) each core first multiplies all T steps' inputs by its units' rows of
 W_ih (one GEMM, as the batch split's ``_compiled.lstm_loop_ahead`` parts do for
 their sequences), packs its rows of W_hh for MKL, then runs its half of the steps
-(``units_loop_ahead``); the threads are pinned apart as the batch split's are. It
+(``units_loop_ahead``); from ``STEPWISE_MIN_N`` sequences on it takes x_t W_ih^T one
+step at a time instead, the next step's while the other core may still finish this
+one (``units_loop_stepwise``); the threads are pinned apart as the batch split's are. It
 runs where W_hh does not fit in one core's L2 (``L2_BYTES``, from sysfs) and N >=
 ``MKL_MIN_N``: there each of the batch split's parts reads all of W_hh from L3 every
 step, where each core here reads half of it. Measured on the 2-core Intel VM
@@ -87,6 +89,16 @@ ENABLED = os.environ.get("RNNLAB_UNITS", "0") == "1"      # off unless asked: se
 MKL_ENABLED = os.environ.get("RNNLAB_UNITS_MKL", "1") != "0"
 MIN_N = 8
 MKL_MIN_N = 16
+# With MKL, from this many sequences on, each core takes x_t W_ih^T of one step at a time inside
+# its loop (``units_loop_stepwise``) instead of all steps' in one GEMM first (``units_loop_ahead``).
+# LSTM inference, 8-16 rounds each way in turn with PyTorch, best / median ms (ahead against
+# stepwise): N=64, T=50, D=H=512 47.87 / 49.28 against 46.98 / 48.44 and 48.03 / 50.06 against
+# 47.26 / 48.40; N=64, T=100, D=128, H=512 62.44 / 64.78 against 60.10 / 60.88; N=64, T=50, D=512,
+# H=768 86.84 / 88.84 against 84.15 / 85.37; N=128, T=50, D=H=512 91.81 / 95.63 against 88.54 /
+# 93.41. Below, the step's product has too few rows: N=16, T=100, D=128, H=512 19.29 / 21.35
+# against 20.60 / 22.19; N=32 32.77 / 35.36 against 33.24 / 40.08; N=16, D=512, H=1024 81.66 /
+# 82.41 against 83.83 / 91.19.
+STEPWISE_MIN_N = 64
 L2_BYTES = _threads.L2_BYTES   # one core's L2 cache (``_threads.l2_bytes``)
 START_SPINS = 60_000        # ~1.4 ms (a spin, x86 ``pause``: 23.5-23.7 ns here, a million of them timed)
 F = np.float32
@@ -174,6 +186,38 @@ if _compiled.AVAILABLE:
         return _finish(ctl, me, T, start_spins)
 
     @_jit(nogil=True)
+    def units_loop_stepwise(fn, Bx, Bh, Xm, Z, h0, b, c, u0, mO, bm, T, reverse, zero_h0, ctl, me, start_spins):
+        """``units_loop_ahead`` with x_t W_ih^T taken one step at a time (Bx: this core's rows of
+        W_ih^T, packed by MKL, as Bh of W_hh^T): the next step's, right after this step's gates
+        are marked done. That product needs nothing of the other core, so it runs while the other
+        core may still be finishing the step, where ``units_loop_ahead`` waits; and no (T, N, 4 Hc)
+        buffer is written and read back. Z (2, n, 4 Hc): the pre-activations of two steps, taken in
+        turn."""
+        n, Hc = c.shape[0], Z.shape[2] // 4
+        H, D = h0.shape[1], Xm.shape[2]
+        px, ph = np.int64(Bx.ctypes.data), np.int64(Bh.ctypes.data)
+        zb, ldz = np.int64(Z.ctypes.data), Z.shape[2]
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            if s == 0:                                   # the first step's x_t W_ih^T
+                a, lda = _rows_at(Xm, t, bm)
+                _sgemm_compute(fn, n, 4 * Hc, D, a, lda, px, zb, ldz, F(0.0))
+            status = _meet(ctl, me, s, start_spins)
+            if status != GO:
+                return status
+            z = Z[s % 2]
+            if not (s == 0 and zero_h0):
+                a, lda = _h_prev_at(h0, mO, s, t, reverse, bm)
+                _sgemm_compute(fn, n, 4 * Hc, H, a, lda, ph, np.int64(z.ctypes.data), ldz, F(1.0))
+            for r in range(n):
+                lstm_infer_units(z[r], b, c[r, u0:u0 + Hc], _at(mO, t, r, bm)[u0:u0 + Hc], Hc)
+            store_release(ctl, DONE[me], s + 1)
+            if s + 1 < T:                                # the next step's, before the next wait
+                a, lda = _rows_at(Xm, t - 1 if reverse else t + 1, bm)
+                _sgemm_compute(fn, n, 4 * Hc, D, a, lda, px, np.int64(Z[(s + 1) % 2].ctypes.data), ldz, F(0.0))
+        return _finish(ctl, me, T, start_spins)
+
+    @_jit(nogil=True)
     def units_loop_ahead(fn, B, mZ, h0, b, c, u0, mO, bm, T, reverse, zero_h0, ctl, me, start_spins):
         """``units_loop`` with MKL (``MKL_ENABLED``), after this core's x_t W_ih^T of all T steps
         was written into the rows of mZ (T, n, 4 Hc) (one GEMM before the loop): h_{t-1} W_hh^T
@@ -215,13 +259,14 @@ def usable_mkl(T, N, D, H, P):
     """Whether an LSTM inference loop over T steps of N sequences runs here with MKL
     (``lstm_infer_mkl``): the batch split's two parts, MKL's float32 GEMMs in use by the compiled
     loops, H even, N >= MKL_MIN_N, W_hh (float32) larger than one core's L2 (``L2_BYTES``), and
-    each core's input products (T N 2H floats) within the batch split's limit for its own
-    (``_compiled.AHEAD_MAX_BYTES``). Where W_hh fits in a core's L2 each of the batch split's
-    parts keeps it there, and the batch split was faster (see the module's docstring)."""
+    below ``STEPWISE_MIN_N`` sequences each core's input products (T N 2H floats, made before
+    its steps) within the batch split's limit for its own (``_compiled.AHEAD_MAX_BYTES``). Where
+    W_hh fits in a core's L2 each of the batch split's parts keeps it there, and the batch split
+    was faster (see the module's docstring)."""
     return (MKL_ENABLED and _compiled.AVAILABLE and P == 2 and not getattr(P, "crowded", False)
             and N >= MKL_MIN_N and H % 2 == 0 and 16 * H * H > L2_BYTES
             and _mkl.active(F, 0) and _compiled.blas_loops()
-            and T * N * 2 * H * 4 <= _compiled.AHEAD_MAX_BYTES)
+            and (N >= STEPWISE_MIN_N or T * N * 2 * H * 4 <= _compiled.AHEAD_MAX_BYTES))
 
 
 def _half(W, k, H):
@@ -264,10 +309,11 @@ def lstm_infer(X, h0, c, W_ih, W_hh, b, reverse, out, bm, Xm, mO):
 
 
 def lstm_infer_mkl(X, h0, c, W_ih, W_hh, b, reverse, out, bm, Xm, mO):
-    """``lstm_infer`` with MKL (``units_loop_ahead``): each core first multiplies all T steps'
-    inputs by its units' rows of W_ih (one GEMM, into a buffer its thread keeps), packs its rows
-    of W_hh for MKL, then runs its half of the steps. The two threads are pinned to different
-    CPUs, as the batch split's are (``_affinity``)."""
+    """``lstm_infer`` with MKL: each core packs its units' rows of W_hh for MKL and runs its half of
+    the steps, taking x_t W_ih^T either for all T steps first (one GEMM, into a buffer its thread
+    keeps: ``units_loop_ahead``) or, from ``STEPWISE_MIN_N`` sequences on, one step at a time
+    (``units_loop_stepwise``). The two threads are pinned to different CPUs, as the batch split's
+    are (``_affinity``)."""
     T = X.shape[0]
     N, H = h0.shape
     Hc = H // 2
@@ -275,18 +321,31 @@ def lstm_infer_mkl(X, h0, c, W_ih, W_hh, b, reverse, out, bm, Xm, mO):
     fn = _mkl.compute_address()
     depth = _mkl.depth()
     zero_h0 = not h0.any()
+    stepwise = N >= STEPWISE_MIN_N
 
     def half(k):
         with _mkl.part(depth):                           # MKL on one thread, on each core
+            bk = np.concatenate(_half(b, k, H))
+            if stepwise:
+                Bx = packed_half(W_ih, k, N)
+                Bh = packed_half(W_hh, k, N)
+                Z = _compiled._pack_buffer("units steps", (2, N, 4 * Hc))
+                return units_loop_stepwise(fn, Bx.buf, Bh.buf, Xm, Z, h0, bk, c, k * Hc, mO, bm, T, reverse,
+                                           zero_h0, ctl, k, START_SPINS)
             Z = _compiled._pack_buffer("units ahead", (N, T, 4 * Hc) if bm else (T, N, 4 * Hc))
             steps = Z.transpose(1, 0, 2) if bm else Z    # as (T, N, 4 Hc) steps
             project(X, np.concatenate(_half(W_ih, k, H)), steps)
-            packed = _mkl.Packed(np.concatenate(_half(W_hh, k, H)).T, N)
-            bk = np.concatenate(_half(b, k, H))
-            return units_loop_ahead(fn, packed.buf, memory(steps, bm), h0, bk, c, k * Hc, mO, bm, T, reverse,
+            Bh = packed_half(W_hh, k, N)
+            return units_loop_ahead(fn, Bh.buf, memory(steps, bm), h0, bk, c, k * Hc, mO, bm, T, reverse,
                                     zero_h0, ctl, k, START_SPINS)
 
     return _two_cores(half, ctl, pinned=True)
+
+
+def packed_half(W, k, N):
+    """Core k's rows of W (4H, K) (``_half``) as the transpose (K, 4 H/2), packed by MKL for
+    products with N rows."""
+    return _mkl.Packed(np.concatenate(_half(W, k, W.shape[0] // 4)).T, N)
 
 
 def _two_cores(half, ctl, pinned):
