@@ -91,11 +91,14 @@ MIN_N = 8
 MKL_MIN_N = 16
 # With MKL, from this many sequences on, each core takes x_t W_ih^T of one step at a time inside
 # its loop (``units_loop_stepwise``) instead of all steps' in one GEMM first (``units_loop_ahead``).
-# LSTM inference, 8-16 rounds each way in turn with PyTorch, best / median ms (ahead against
+# LSTM inference, 8-30 rounds each way in turn with PyTorch, best / median ms (ahead against
 # stepwise): N=64, T=50, D=H=512 47.87 / 49.28 against 46.98 / 48.44 and 48.03 / 50.06 against
-# 47.26 / 48.40; N=64, T=100, D=128, H=512 62.44 / 64.78 against 60.10 / 60.88; N=64, T=50, D=512,
-# H=768 86.84 / 88.84 against 84.15 / 85.37; N=128, T=50, D=H=512 91.81 / 95.63 against 88.54 /
-# 93.41. Below, the step's product has too few rows: N=16, T=100, D=128, H=512 19.29 / 21.35
+# 47.26 / 48.40, later 47.16 / 48.20 against 46.64 / 48.79 and (30 rounds) 47.03 / 49.65 against
+# 46.54 / 49.18 (a tie by the median); N=64, T=100, D=128, H=512 62.44 / 64.78 against 60.10 /
+# 60.88 and 61.25 / 67.75 against 58.71 / 72.74 (a noisy run); N=64, T=50, D=512, H=768 86.84 /
+# 88.84 against 84.15 / 85.37 and 85.50 / 87.95 against 84.12 / 88.25; N=128, T=50, D=H=512
+# 91.81 / 95.63 against 88.54 / 93.41 and 94.05 / 98.49 against 88.35 / 92.62. The best time was
+# lower in all ten runs. Below, the step's product has too few rows: N=16, T=100, D=128, H=512 19.29 / 21.35
 # against 20.60 / 22.19; N=32 32.77 / 35.36 against 33.24 / 40.08; N=16, D=512, H=1024 81.66 /
 # 82.41 against 83.83 / 91.19.
 STEPWISE_MIN_N = 64
