@@ -339,3 +339,30 @@ def test_one_sequence_of_a_larger_step_takes_the_pair_in_eval_mode_only(cell, mo
                 assert np.abs(a - b).max() <= 1e-4 * max(1.0, np.abs(b).max())
     monkeypatch.setattr(_compiled, "PAIR_MAX_BYTES", 0)
     assert not _compiled._tiny_pair(1, W_hh, cell.lower())
+
+
+@two_cpus
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
+def test_a_tiny_loops_input_products_run_on_one_blas_thread_whatever_their_size(cell, monkeypatch):
+    """``_project_tiny``: the input products of a tiny loop's steps run with every BLAS on one
+    thread, even where ``all_threads`` would give a GEMM that large every thread (here its limit
+    is 0), so that no BLAS thread spins on the core where the pair's helper runs next; the
+    forward's results are the readable path's."""
+    if _threads.blas_threads() is None:
+        pytest.skip("threadpoolctl sees no OpenBLAS")
+    monkeypatch.setattr(_threads, "ALL_THREADS_MIN_WORK", 0)
+    seen = []
+    real = _compiled.project
+
+    def spy(X, W, out=None):
+        seen.append(max(lib.num_threads for lib in _threads._blas_libs()))
+        return real(X, W, out)
+    monkeypatch.setattr(_compiled, "project", spy)
+    layer = _layer(seed=13, cell=cell).eval()
+    x = np.random.default_rng(14).standard_normal((1, 6, 5)).astype(np.float32)
+    with _two_blas_threads():
+        got = layer.forward(x)[0]
+    assert seen == [1]
+    layer.fast = False
+    want = layer.forward(x)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
