@@ -366,3 +366,47 @@ def test_a_tiny_loops_input_products_run_on_one_blas_thread_whatever_their_size(
     layer.fast = False
     want = layer.forward(x)[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@two_cpus
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
+def test_a_tiny_loops_weight_gradients_run_on_one_blas_thread(cell, monkeypatch):
+    """After a tiny loop's backward its dX and weight-gradient GEMMs keep the BLAS on one thread,
+    however large (``all_threads``'s limit 0 here), for the same reason as its input products;
+    with ``TINY_FLUSH_ONE_THREAD`` off they get every thread. The gradients are the readable
+    path's either way."""
+    if _threads.blas_threads() is None:
+        pytest.skip("threadpoolctl sees no OpenBLAS")
+    import rnnlab.fast as fast
+    from rnnlab.fast import _gemm
+    monkeypatch.setattr(_threads, "ALL_THREADS_MIN_WORK", 0)
+    seen = []
+    real = _gemm.matmul
+
+    def spy(a, b, out=None, accumulate=False):
+        seen.append(max(lib.num_threads for lib in _threads._blas_libs()))
+        return real(a, b, out, accumulate)
+    monkeypatch.setattr(_gemm, "matmul", spy)
+    layer = _layer(seed=15, cell=cell)
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((1, 6, 5)).astype(np.float32)
+    dout = rng.standard_normal((1, 6, H)).astype(np.float32)
+    grads = {}
+    for one in (True, False):
+        monkeypatch.setattr(fast, "TINY_FLUSH_ONE_THREAD", one)
+        seen.clear()
+        layer.zero_grad()
+        with _two_blas_threads():
+            layer.forward(x)
+            seen.clear()                                # the backward's GEMMs only
+            dx, _ = layer.backward(dout)
+        assert seen and set(seen) == ({1} if one else {2})
+        grads[one] = (dx, {k: v.copy() for k, v in layer.grads.items()})
+    layer.fast = False
+    layer.zero_grad()
+    layer.forward(x)
+    r_dx, _ = layer.backward(dout)
+    for dx, g in grads.values():
+        np.testing.assert_allclose(dx, r_dx, rtol=1e-4, atol=1e-5)
+        for k, v in g.items():
+            assert np.abs(v - layer.grads[k]).max() <= 1e-4 * max(1.0, np.abs(layer.grads[k]).max())

@@ -160,6 +160,8 @@ def _run_direction(layer, X, h, c, s, reverse, mask):
 # False: each part adds them into gradient arrays of its own, added up at the end.
 WEIGHTS_AFTER_PARTS = True
 
+TINY_FLUSH_ONE_THREAD = True
+
 # Rows (steps x batch) of pre-activation gradients kept before they become weight gradients:
 # bounds the backward's dA buffer at long T, while each GEMM still has thousands of rows.
 CHUNK_ROWS = 4096
@@ -176,6 +178,7 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
         def recorder(t, dh_t, dc_t, _rec=layer.recorder, _d=int(reverse)):
             _rec(k, _d, t, dh_t, dc_t)
     compiled = recorder is None and _use_compiled(layer, X, mask)
+    tiny = TINY_FLUSH_ONE_THREAD and compiled and _compiled._tiny(N, W_hh)
     chunk = max(1, CHUNK_ROWS // N)
     g_ih, g_hh = g["weight_ih" + s], g["weight_hh" + s]
     g_bih, g_bhh = g.get("bias_ih" + s), g.get("bias_hh" + s)
@@ -191,7 +194,10 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
         one-thread BLAS: dA holds sequences n0..n1-1 only, its weight gradients go to that part's
         own arrays (added up after all parts are done)."""
         seqs, grads = (slice(None), own) if rows is None else (slice(*rows), private[rows[0]])
-        with _threads.all_threads(dA.size * (D + W_hh.shape[1])):     # large GEMMs: every BLAS thread
+        # large GEMMs on every BLAS thread, but after a tiny loop (one or two sequences) on the
+        # loop's one: a threaded GEMM leaves its other thread spinning where the next forward's
+        # pair runs its helper (``_compiled._project_tiny``)
+        with contextlib.nullcontext() if tiny else _threads.all_threads(dA.size * (D + W_hh.shape[1])):
             _flush_dx(lo, hi, dA, bm, seqs)                          # (a part's own, in a part)
             _flush_weights(lo, hi, dA, extra, bm, seqs, grads)
 
