@@ -410,3 +410,24 @@ def test_a_tiny_loops_weight_gradients_run_on_one_blas_thread(cell, monkeypatch)
         np.testing.assert_allclose(dx, r_dx, rtol=1e-4, atol=1e-5)
         for k, v in g.items():
             assert np.abs(v - layer.grads[k]).max() <= 1e-4 * max(1.0, np.abs(layer.grads[k]).max())
+
+
+def test_serve_is_compiled_in_the_caller_before_the_helper_thread_starts(monkeypatch):
+    """``offer`` compiles (or loads) ``serve`` by a call that returns at once, before it starts the
+    helper thread, so that no helper compiles while the caller runs (``_compile_serve``)."""
+    _pair._compile_serve()                              # returns at once: STOP is set
+    assert _pair.serve.signatures
+    order = []
+    monkeypatch.setattr(_pair, "_compile_serve", lambda: order.append("compile"))
+    real_start = threading.Thread.start
+
+    def start(thread):
+        order.append("start " + thread.name)
+        return real_start(thread)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    pair = _pair.Pair()
+    pair.offer()
+    try:
+        assert order == ["compile", "start rnnlab-pair"]
+    finally:
+        assert pair.stop()

@@ -303,6 +303,7 @@ class Pair:
             return
         self.ctl[STOP] = 0
         if self._thread is None or not self._thread.is_alive():
+            _compile_serve()
             self._thread = threading.Thread(target=self._run, name="rnnlab-pair", daemon=True)
             self._thread.start()
         self._wake.set()
@@ -331,6 +332,17 @@ class Pair:
         """Send the helper away and wait up to ``timeout`` s for it to be asleep (tests)."""
         self.retire()
         return _helper.left(self, timeout)
+
+
+def _compile_serve():
+    """``serve`` compiled (or loaded from Numba's cache) here, before the helper thread starts,
+    by a call that returns at once (STOP set). Left to the helper's first call, a compile held
+    the GIL for 8-29 s in stretches while the caller's forwards, which take it back between
+    their compiled calls, ran 5x slower (an LSTM N=1, H=512 forward 25-45 against 3.6 ms); a
+    process that ended first left ``serve`` uncached, so the next one paid again."""
+    ctl = np.zeros(CTL_SIZE, np.int64)
+    ctl[STOP] = 1
+    serve(ctl, _helper.IDLE_SPINS, _helper.IDLE_WAITS, _helper.WAIT_US)
 
 
 # Empty float32 arrays of 1 to 3 dimensions for the arrays a cell does not have (``Pair._loop``).
