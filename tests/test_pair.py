@@ -344,10 +344,11 @@ def test_one_sequence_of_a_larger_step_takes_the_pair_in_eval_mode_only(cell, mo
 @two_cpus
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
 def test_a_tiny_loops_input_products_run_on_one_blas_thread_whatever_their_size(cell, monkeypatch):
-    """``_project_tiny``: the input products of a tiny loop's steps run with every BLAS on one
-    thread, even where ``all_threads`` would give a GEMM that large every thread (here its limit
-    is 0), so that no BLAS thread spins on the core where the pair's helper runs next; the
-    forward's results are the readable path's."""
+    """``_project_tiny``: the input products of a tiny loop's steps that the pair runs go with every
+    BLAS on one thread, even where ``all_threads`` would give a GEMM that large every thread (here
+    its limit is 0), so that no BLAS thread spins on the core where the pair's helper runs next;
+    without the pair (turned off) they get every thread. The forward's results are the readable
+    path's."""
     if _threads.blas_threads() is None:
         pytest.skip("threadpoolctl sees no OpenBLAS")
     monkeypatch.setattr(_threads, "ALL_THREADS_MIN_WORK", 0)
@@ -358,23 +359,27 @@ def test_a_tiny_loops_input_products_run_on_one_blas_thread_whatever_their_size(
         seen.append(max(lib.num_threads for lib in _threads._blas_libs()))
         return real(X, W, out)
     monkeypatch.setattr(_compiled, "project", spy)
-    layer = _layer(seed=13, cell=cell).eval()
+    layer = _layer(seed=13, cell=cell, hidden=_pair.MIN_H[cell.lower()]).eval()
     x = np.random.default_rng(14).standard_normal((1, 6, 5)).astype(np.float32)
     with _two_blas_threads():
         got = layer.forward(x)[0]
-    assert seen == [1]
+        assert seen == [1]
+        monkeypatch.setattr(_pair, "ENABLED", False)
+        alone = layer.forward(x)[0]
+        assert seen == [1, 2]
+    np.testing.assert_allclose(alone, got, rtol=1e-5, atol=1e-6)
     layer.fast = False
     want = layer.forward(x)[0]
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 @two_cpus
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
 def test_a_tiny_loops_weight_gradients_run_on_one_blas_thread(cell, monkeypatch):
-    """After a tiny loop's backward its dX and weight-gradient GEMMs keep the BLAS on one thread,
-    however large (``all_threads``'s limit 0 here), for the same reason as its input products;
-    with ``TINY_FLUSH_ONE_THREAD`` off they get every thread. The gradients are the readable
-    path's either way."""
+    """After a tiny loop's backward on the pair its dX and weight-gradient GEMMs keep the BLAS on
+    one thread, however large (``all_threads``'s limit 0 here), for the same reason as its input
+    products; with ``TINY_FLUSH_ONE_THREAD`` off, or without the pair, they get every thread. The
+    gradients are the readable path's either way."""
     if _threads.blas_threads() is None:
         pytest.skip("threadpoolctl sees no OpenBLAS")
     import rnnlab.fast as fast
@@ -387,10 +392,11 @@ def test_a_tiny_loops_weight_gradients_run_on_one_blas_thread(cell, monkeypatch)
         seen.append(max(lib.num_threads for lib in _threads._blas_libs()))
         return real(a, b, out, accumulate)
     monkeypatch.setattr(_gemm, "matmul", spy)
-    layer = _layer(seed=15, cell=cell)
+    hidden = _pair.MIN_H[cell.lower()]
+    layer = _layer(seed=15, cell=cell, hidden=hidden)
     rng = np.random.default_rng(16)
     x = rng.standard_normal((1, 6, 5)).astype(np.float32)
-    dout = rng.standard_normal((1, 6, H)).astype(np.float32)
+    dout = rng.standard_normal((1, 6, hidden)).astype(np.float32)
     grads = {}
     for one in (True, False):
         monkeypatch.setattr(fast, "TINY_FLUSH_ONE_THREAD", one)
@@ -402,6 +408,14 @@ def test_a_tiny_loops_weight_gradients_run_on_one_blas_thread(cell, monkeypatch)
             dx, _ = layer.backward(dout)
         assert seen and set(seen) == ({1} if one else {2})
         grads[one] = (dx, {k: v.copy() for k, v in layer.grads.items()})
+    monkeypatch.setattr(fast, "TINY_FLUSH_ONE_THREAD", True)
+    monkeypatch.setattr(_pair, "ENABLED", False)
+    with _two_blas_threads():
+        layer.forward(x)
+        seen.clear()
+        layer.backward(dout)
+    assert seen and set(seen) == {2}
+    monkeypatch.setattr(_pair, "ENABLED", True)
     layer.fast = False
     layer.zero_grad()
     layer.forward(x)

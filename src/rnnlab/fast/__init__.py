@@ -160,9 +160,9 @@ def _run_direction(layer, X, h, c, s, reverse, mask):
 # False: each part adds them into gradient arrays of its own, added up at the end.
 WEIGHTS_AFTER_PARTS = True
 
-# After a tiny loop's backward (one or two sequences) its dX and weight-gradient GEMMs stay on the
-# loop's one BLAS thread, however large: a threaded GEMM leaves its other thread spinning where the
-# next forward's pair runs its helper (``_compiled._project_tiny``). Training steps, 8 rounds each
+# After a tiny loop's backward (one or two sequences) whose layer runs on the pair, its dX and
+# weight-gradient GEMMs stay on the loop's one BLAS thread, however large: a threaded GEMM leaves
+# its other thread spinning where the next forward's pair runs its helper (``_compiled._project_tiny``). Training steps, 8 rounds each
 # way in turn with PyTorch, best / median ms, against every thread: LSTM N=1, T=1000, D=65, H=256
 # 24.70 / 25.09 against 26.85 / 37.17; N=2, T=500, D=64, H=256 23.83 / 24.12 against 27.96 / 41.50;
 # GRU N=1, T=1000 18.54 / 18.90 against 21.36 / 28.05. False gives them every thread again.
@@ -184,7 +184,8 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
         def recorder(t, dh_t, dc_t, _rec=layer.recorder, _d=int(reverse)):
             _rec(k, _d, t, dh_t, dc_t)
     compiled = recorder is None and _use_compiled(layer, X, mask)
-    tiny = TINY_FLUSH_ONE_THREAD and compiled and _compiled._tiny(N, W_hh)
+    tiny = (TINY_FLUSH_ONE_THREAD and compiled and _compiled._tiny(N, W_hh)
+            and _pair.usable(layer.hidden_size, layer.mode))         # the next forward on the pair
     chunk = max(1, CHUNK_ROWS // N)
     g_ih, g_hh = g["weight_ih" + s], g["weight_hh" + s]
     g_bih, g_bhh = g.get("bias_ih" + s), g.get("bias_hh" + s)

@@ -1043,17 +1043,23 @@ def _start(X, W_ih, tiny):
     return empty_steps(X.shape[0], X.shape[1], W_ih.shape[0], bm), bm, X
 
 
-def _project_tiny(X, W_ih, A):
-    """A <- X W_ih^T for a tiny loop (``_tiny_loop``), on this thread's BLAS alone, whatever its
-    size: a threaded GEMM leaves its other thread spinning on the other core for a while after
-    it (MKL's OpenMP worker, OpenBLAS's), and the tiny loop's second core (``_pair``) runs its
-    helper there next, which then runs late at every step (the caller took about a third of
-    its halves back). Eval-mode forwards, 8-10 rounds each way in turn with PyTorch, best /
-    median ms, one thread against every thread (2026-12-08, Intel VM): LSTM N=1, T=1000, D=65,
-    H=256 7.66 / 7.99 against 9.17 / 10.12 (PyTorch 9.17 / 9.57); N=1, T=100, D=128, H=512 3.34 /
-    3.39 against 5.23 / 5.67 (5.28 / 5.62); GRU H=512 2.16 / 2.23 against 3.59 / 3.65; RNN
-    H=1024 2.87 / 2.90 against 4.97 / 5.38. (Projections under ``all_threads``'s limit, the
-    bench's tiny sizes among them, ran on one thread before too.)"""
+def _project_tiny(X, W_ih, A, cell, H):
+    """A <- X W_ih^T for a tiny loop (``_tiny_loop``) of this cell (H units): where the loop runs
+    on the pair (``_pair.usable``), on this thread's BLAS alone, whatever its size. A threaded
+    GEMM leaves its other thread spinning on the other core for a while after it (MKL's OpenMP
+    worker, OpenBLAS's), and the pair runs its helper there next, which then runs late at every
+    step (the caller took about a third of its halves back). Eval-mode forwards, 8-10 rounds
+    each way in turn with PyTorch, best / median ms, one thread against every thread
+    (2026-12-08, Intel VM): LSTM N=1, T=1000, D=65, H=256 7.66 / 7.99 against 9.17 / 10.12
+    (PyTorch 9.17 / 9.57); N=1, T=100, D=128, H=512 3.34 / 3.39 against 5.23 / 5.67 (5.28 /
+    5.62); GRU H=512 2.16 / 2.23 against 3.59 / 3.65; RNN H=1024 2.87 / 2.90 against 4.97 / 5.38.
+    (Projections under ``all_threads``'s limit, the bench's tiny sizes among them, ran on one
+    thread before too.) Where the pair does not run, every thread as in ``_project``: LSTM N=1,
+    T=5000, D=512, H=64 (under the pair's MIN_H) 11.02 / 11.31 ms with every thread against
+    15.19 / 15.51 on one."""
+    if not _pair.usable(H, cell):
+        _project(X, W_ih, A, slice(None))
+        return
     with one_thread():
         project(X, W_ih, A)
 
@@ -1118,7 +1124,7 @@ def lstm_forward(X, h, c, W_ih, W_hh, b_ih, b_hh, reverse, infer=False):
     c = aligned_copy(c)                                         # on cache lines: _steps.aligned_empty
     h0 = np.ascontiguousarray(h)
     if tiny:
-        _project_tiny(X, W_ih, A)
+        _project_tiny(X, W_ih, A, "lstm", W_hh.shape[1])
         _lstm_tiny(A, h0, c, W_hh, b, reverse, Cp, TC, out)
     elif blas_loops():
         _lstm_steps(X, h0, c, W_ih, W_hh, b, reverse, out, bm, P, (A, Cp, TC))
@@ -1405,7 +1411,7 @@ def gru_forward(X, h, W_ih, W_hh, b_ih, b_hh, reverse, defer=False):
     b, b_hn = kernel_biases("gru", b_ih, b_hh, 3 * H)
     out, HWn = (empty_steps(T, N, H, bm) for _ in range(2))
     if tiny:
-        _project_tiny(X, W_ih, A)
+        _project_tiny(X, W_ih, A, "gru", W_hh.shape[1])
         hw = aligned_empty((N, 3 * H))
         Hp = empty_steps(T, N, H, bm)
         W, zero, mv, h0 = aligned_weight(W_hh, T), np.zeros(3 * H, F), _matvec.usable(H), np.ascontiguousarray(h)
@@ -1494,7 +1500,7 @@ def rnn_forward(X, h, W_ih, W_hh, b_ih, b_hh, nonlinearity, reverse, infer=False
     out = empty_steps(T, N, H, bm)
     relu = nonlinearity == "relu"
     if tiny:                                                     # the tiny loop writes h_prev as it goes
-        _project_tiny(X, W_ih, A)
+        _project_tiny(X, W_ih, A, "rnn", W_hh.shape[1])
         hw = aligned_empty((N, H))
         Hp = empty_steps(T, N, H, bm)
         W, zero, mv, h0 = aligned_weight(W_hh, T), np.zeros(H, F), _matvec.usable(H), np.ascontiguousarray(h)
