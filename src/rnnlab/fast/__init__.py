@@ -161,9 +161,9 @@ def _run_direction(layer, X, h, c, s, reverse, mask):
 WEIGHTS_AFTER_PARTS = True
 
 # After a tiny loop's backward (one or two sequences) whose layer runs on the pair, its dX and
-# weight-gradient GEMMs stay on the loop's one BLAS thread, however large: a threaded GEMM leaves
-# its other thread spinning where the next forward's pair runs its helper (``_compiled._project_tiny``). Training steps, 8 rounds each
-# way in turn with PyTorch, best / median ms, against every thread: LSTM N=1, T=1000, D=65, H=256
+# weight-gradient GEMMs stay on the loop's one BLAS thread, however large (``_compiled.tiny_blas``):
+# a threaded GEMM leaves its other thread spinning where the next forward's pair runs its helper.
+# Training steps, 8 rounds each way in turn with PyTorch, best / median ms, against every thread: LSTM N=1, T=1000, D=65, H=256
 # 24.70 / 25.09 against 26.85 / 37.17; N=2, T=500, D=64, H=256 23.83 / 24.12 against 27.96 / 41.50;
 # GRU N=1, T=1000 18.54 / 18.90 against 21.36 / 28.05. False gives them every thread again.
 TINY_FLUSH_ONE_THREAD = True
@@ -184,8 +184,7 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
         def recorder(t, dh_t, dc_t, _rec=layer.recorder, _d=int(reverse)):
             _rec(k, _d, t, dh_t, dc_t)
     compiled = recorder is None and _use_compiled(layer, X, mask)
-    tiny = (TINY_FLUSH_ONE_THREAD and compiled and _compiled._tiny(N, W_hh)
-            and _pair.usable(layer.hidden_size, layer.mode))         # the next forward on the pair
+    tiny = TINY_FLUSH_ONE_THREAD and compiled and _compiled._tiny(N, W_hh)
     chunk = max(1, CHUNK_ROWS // N)
     g_ih, g_hh = g["weight_ih" + s], g["weight_hh" + s]
     g_bih, g_bhh = g.get("bias_ih" + s), g.get("bias_hh" + s)
@@ -201,10 +200,9 @@ def backprop_direction(layer, X, dY, dh, dc, cache, s, reverse, mask, dX, k, wri
         one-thread BLAS: dA holds sequences n0..n1-1 only, its weight gradients go to that part's
         own arrays (added up after all parts are done)."""
         seqs, grads = (slice(None), own) if rows is None else (slice(*rows), private[rows[0]])
-        # large GEMMs on every BLAS thread, but after a tiny loop (one or two sequences) on the
-        # loop's one: a threaded GEMM leaves its other thread spinning where the next forward's
-        # pair runs its helper (``_compiled._project_tiny``)
-        with contextlib.nullcontext() if tiny else _threads.all_threads(dA.size * (D + W_hh.shape[1])):
+        work = dA.size * (D + W_hh.shape[1])                     # large GEMMs: every BLAS thread,
+        with (_compiled.tiny_blas(work, layer.mode, H) if tiny    # but after a tiny loop on the pair
+              else _threads.all_threads(work)):                  # its one (``tiny_blas``)
             _flush_dx(lo, hi, dA, bm, seqs)                          # (a part's own, in a part)
             _flush_weights(lo, hi, dA, extra, bm, seqs, grads)
 

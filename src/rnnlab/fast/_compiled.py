@@ -1043,24 +1043,28 @@ def _start(X, W_ih, tiny):
     return empty_steps(X.shape[0], X.shape[1], W_ih.shape[0], bm), bm, X
 
 
+def tiny_blas(work, cell, H):
+    """The BLAS threads for a large GEMM (``work`` multiply-adds) next to a tiny loop of this cell
+    (H units; ``_tiny_loop``): where the loop runs on the pair (``_pair.usable``), this thread's
+    alone (``one_thread``), whatever its size; elsewhere every thread as ``all_threads`` gives.
+    A threaded GEMM leaves its other thread spinning on the other core for a while after it
+    (MKL's OpenMP worker, OpenBLAS's), and the pair runs its helper there next, which then runs
+    late at every step (the caller took about a third of its halves back). Used for a tiny
+    loop's input products (``_project_tiny``) and, after its backward, for its dX and weight
+    gradients (``fast.TINY_FLUSH_ONE_THREAD``). Eval-mode forwards, 8-10 rounds each way in
+    turn with PyTorch, best / median ms, one thread against every thread (2026-12-08, Intel
+    VM): LSTM N=1, T=1000, D=65, H=256 7.66 / 7.99 against 9.17 / 10.12 (PyTorch 9.17 / 9.57);
+    N=1, T=100, D=128, H=512 3.34 / 3.39 against 5.23 / 5.67 (5.28 / 5.62); GRU H=512 2.16 /
+    2.23 against 3.59 / 3.65; RNN H=1024 2.87 / 2.90 against 4.97 / 5.38. (Projections under
+    ``all_threads``'s limit, the bench's tiny sizes among them, ran on one thread before too.)
+    Where the pair does not run: LSTM N=1, T=5000, D=512, H=64 (under the pair's MIN_H) 11.02 /
+    11.31 ms with every thread against 15.19 / 15.51 on one."""
+    return one_thread() if _pair.usable(H, cell) else all_threads(work)
+
+
 def _project_tiny(X, W_ih, A, cell, H):
-    """A <- X W_ih^T for a tiny loop (``_tiny_loop``) of this cell (H units): where the loop runs
-    on the pair (``_pair.usable``), on this thread's BLAS alone, whatever its size. A threaded
-    GEMM leaves its other thread spinning on the other core for a while after it (MKL's OpenMP
-    worker, OpenBLAS's), and the pair runs its helper there next, which then runs late at every
-    step (the caller took about a third of its halves back). Eval-mode forwards, 8-10 rounds
-    each way in turn with PyTorch, best / median ms, one thread against every thread
-    (2026-12-08, Intel VM): LSTM N=1, T=1000, D=65, H=256 7.66 / 7.99 against 9.17 / 10.12
-    (PyTorch 9.17 / 9.57); N=1, T=100, D=128, H=512 3.34 / 3.39 against 5.23 / 5.67 (5.28 /
-    5.62); GRU H=512 2.16 / 2.23 against 3.59 / 3.65; RNN H=1024 2.87 / 2.90 against 4.97 / 5.38.
-    (Projections under ``all_threads``'s limit, the bench's tiny sizes among them, ran on one
-    thread before too.) Where the pair does not run, every thread as in ``_project``: LSTM N=1,
-    T=5000, D=512, H=64 (under the pair's MIN_H) 11.02 / 11.31 ms with every thread against
-    15.19 / 15.51 on one."""
-    if not _pair.usable(H, cell):
-        _project(X, W_ih, A, slice(None))
-        return
-    with one_thread():
+    """A <- X W_ih^T for a tiny loop of this cell (H units), with the BLAS threads of ``tiny_blas``."""
+    with tiny_blas(X.size * W_ih.shape[0], cell, H):
         project(X, W_ih, A)
 
 

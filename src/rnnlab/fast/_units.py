@@ -199,12 +199,11 @@ if _compiled.AVAILABLE:
         n, Hc = c.shape[0], Z.shape[2] // 4
         H, D = h0.shape[1], Xm.shape[2]
         px, ph = np.int64(Bx.ctypes.data), np.int64(Bh.ctypes.data)
-        zb, ldz = np.int64(Z.ctypes.data), Z.shape[2]
+        ldz = Z.shape[2]
         for s in range(T):
             t = T - 1 - s if reverse else s
             if s == 0:                                   # the first step's x_t W_ih^T
-                a, lda = _rows_at(Xm, t, bm)
-                _sgemm_compute(fn, n, 4 * Hc, D, a, lda, px, zb, ldz, F(0.0))
+                _x_product(fn, px, Xm, t, bm, Z[0], D)
             status = _meet(ctl, me, s, start_spins)
             if status != GO:
                 return status
@@ -216,9 +215,14 @@ if _compiled.AVAILABLE:
                 lstm_infer_units(z[r], b, c[r, u0:u0 + Hc], _at(mO, t, r, bm)[u0:u0 + Hc], Hc)
             store_release(ctl, DONE[me], s + 1)
             if s + 1 < T:                                # the next step's, before the next wait
-                a, lda = _rows_at(Xm, t - 1 if reverse else t + 1, bm)
-                _sgemm_compute(fn, n, 4 * Hc, D, a, lda, px, np.int64(Z[(s + 1) % 2].ctypes.data), ldz, F(0.0))
+                _x_product(fn, px, Xm, t - 1 if reverse else t + 1, bm, Z[(s + 1) % 2], D)
         return _finish(ctl, me, T, start_spins)
+
+    @_jit(inline="always")
+    def _x_product(fn, px, Xm, t, bm, z, D):
+        """z (n, G) <- x_t W^T for the rows of step t of Xm, W^T packed by MKL at address px."""
+        a, lda = _rows_at(Xm, t, bm)
+        _sgemm_compute(fn, z.shape[0], z.shape[1], D, a, lda, px, np.int64(z.ctypes.data), z.shape[1], F(0.0))
 
     @_jit(nogil=True)
     def units_loop_ahead(fn, B, mZ, h0, b, c, u0, mO, bm, T, reverse, zero_h0, ctl, me, start_spins):
